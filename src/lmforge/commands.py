@@ -1,0 +1,103 @@
+"""Evaluate and predict on files: the functions behind `lmforge evaluate` and `lmforge predict`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .data.load import read_split
+from .errors import UserError
+from .predictor import Predictor
+from .runs import write_text_atomic
+
+PROGRESS_MIN_EXAMPLES = 256
+
+
+def _progress(total: int, label: str, enabled: bool):
+    if not enabled or total < PROGRESS_MIN_EXAMPLES:
+        return None, None
+    bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return bar, lambda n: bar.advance(task, n)
+
+
+def evaluate_file(run_dir: Path, data: Path, output: Path | None = None) -> tuple[Path, dict]:
+    from .evaluation.report import write_report
+
+    predictor = Predictor.from_run(run_dir)
+    cfg = predictor.config
+    examples, _ = read_split(cfg, data, scheme="auto")
+    predictor.task.check_labels(examples, cfg.data.label_map, data.name)
+    bar, advance = _progress(len(examples), "evaluate", True)
+    try:
+        report, predictions = predictor.evaluate(examples, progress=advance)
+    finally:
+        if bar:
+            bar.stop()
+    report_dir = output or Path(run_dir) / "eval" / data.name
+    kind = "multi-label" if cfg.data.multi_label else cfg.task
+    write_report(report, report_dir, task=kind, title=f"{cfg.name}: {data.name}")
+    lines = [json.dumps({"source": ex.source, **pred}, ensure_ascii=False) for ex, pred in zip(examples, predictions)]
+    write_text_atomic(report_dir / "predictions.jsonl", "\n".join(lines) + "\n")
+    return report_dir, predictor.task.headline(report)
+
+
+def read_inputs(predictor: Predictor, path: Path) -> list:
+    """Unlabelled inputs: .txt lines, or the text column/key of a .csv/.tsv/.jsonl file."""
+    if not path.is_file():
+        raise UserError(f"input file not found: {path}")
+    cfg = predictor.config
+    if path.suffix.lower() == ".txt":
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); re-save the file as UTF-8") from None
+        texts = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+        if not texts:
+            raise UserError(f"{path}: contains no texts")
+        examples = predictor.examples_from_texts([t for _, t in texts])
+        for ex, (line, _) in zip(examples, texts):
+            ex.source = f"{path}:{line}"
+        return examples
+    from .data.classification_readers import read_classification
+
+    field = cfg.data.text_field if cfg.task == "text-classification" else "text"
+    rows = read_classification(path, text_field=field, text_pair_field=cfg.data.text_pair_field if cfg.task == "text-classification" else None,
+                               label_field=None, require_labels=False)
+    if cfg.task == "token-classification":
+        examples = [predictor.words_of(r.text, doc_id=i) for i, r in enumerate(rows)]
+        for ex, r in zip(examples, rows):
+            ex.source = r.source
+        return examples
+    return rows
+
+
+def predict_file(run_dir: Path, path: Path, output: Path | None = None) -> int:
+    predictor = Predictor.from_run(run_dir)
+    examples = read_inputs(predictor, path)
+    bar, advance = _progress(len(examples), "predict", output is not None)
+    try:
+        predictions = predictor.predict_examples(examples, progress=advance)
+    finally:
+        if bar:
+            bar.stop()
+    lines = []
+    for ex, pred in zip(examples, predictions):
+        text = ex.text if getattr(ex, "text", None) is not None else " ".join(ex.words)
+        record = {"text": text}
+        if getattr(ex, "text_pair", None) is not None:
+            record["text_pair"] = ex.text_pair
+        if predictor.task.name == "token-classification":
+            pred = {"entities": pred["entities"]}
+        lines.append(json.dumps({**record, **pred}, ensure_ascii=False))
+    body = "\n".join(lines) + "\n"
+    if output is None:
+        sys.stdout.write(body)
+    else:
+        write_text_atomic(output, body)
+    return len(lines)

@@ -1,0 +1,190 @@
+"""The project config: one YAML file, validated by pydantic models that reject unknown keys.
+
+Every setting has a type, a default and a one-line description; the descriptions feed the
+commented starter config written by `lmforge init`. Problems are gathered and reported together,
+each naming its dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+TASKS = ("text-classification", "token-classification")
+METHODS = ("full", "lora", "ia3", "prefix")
+# PEFT methods train far fewer parameters and need larger steps.
+DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 5e-4, "ia3": 3e-3, "prefix": 1e-2}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    train: str = Field("data/train.csv", description="training file (required); paths are relative to the config file")
+    dev: str | None = Field(None, description="dev file for evaluation during training; empty: a seeded, stratified hold-out of train")
+    test: str | None = Field(None, description="test file, evaluated once after training; empty: none")
+    format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="file format; auto: from the file suffix")
+    text_field: str = Field("text", description="column/key holding the text (classification)")
+    text_pair_field: str | None = Field(None, description="column/key holding the second text of a pair (classification); empty: single texts")
+    label_field: str = Field("label", description="column/key holding the label(s) (classification)")
+    multi_label: bool = Field(False, description="each example may carry several labels (sigmoid outputs)")
+    label_delimiter: str | None = Field(None, description="multi-label only: split a label string on this delimiter, e.g. '|'")
+    scheme: Literal["auto", "iob1", "iob2", "bioes", "bmes"] = Field("auto", description="NER tag scheme of the files; auto: detected from the train tags")
+    dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
+    label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")
+    max_length: int = Field(128, ge=8, le=4096, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows)")
+    document_context: bool = Field(True, description="NER: pack neighbouring sentences of the same -DOCSTART- document into one sequence as context")
+
+
+class PeftSettings(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout")
+    target_modules: list[str] | None = Field(None, description="module names to adapt; empty: the model's attention and feed-forward projections")
+    num_virtual_tokens: int = Field(20, ge=1, description="prefix tuning: number of virtual tokens")
+    merge: bool = Field(True, description="LoRA/IA3: also save a merged model that plain transformers loads (the adapter is always saved)")
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(3, gt=0, description="number of passes over the training data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
+    batch_size: int = Field(32, ge=1, description="examples per optimizer step across all processes (before accumulation)")
+    max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 5e-5 for full, 5e-4 for lora, 3e-3 for ia3, 1e-2 for prefix")
+    head_learning_rate: float | None = Field(None, gt=0, description="learning rate of the new task head; empty: same as learning_rate")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with a linear warmup")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate decay after warmup")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip gradients to this norm; empty: no clipping")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32")
+    eval_every_steps: int | None = Field(None, ge=1, description="evaluate on dev every N steps; empty: after every epoch")
+    metric: str = Field("auto", description="dev metric that selects the best checkpoint; auto: accuracy (classification), micro_f1 (multi-label), f1 (NER)")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement; empty: never")
+    save_every_steps: int = Field(500, ge=1, description="write a resumable checkpoint every N steps (and at every evaluation)")
+    group_by_length: bool = Field(True, description="batch examples of similar length together to reduce padding")
+    seed: int = Field(42, description="seed for data order, splits, initialisation and dropout")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads; empty: all cores (one per process under --nproc)")
+    log_every_steps: int = Field(10, ge=1, description="write training metrics every N steps")
+    tensorboard: bool = Field(True, description="also write TensorBoard event files")
+    freeze_embeddings: bool = Field(False, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters)")
+
+
+class ProjectConfig(_Section):
+    name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
+    task: Literal["text-classification", "token-classification"] = Field("text-classification", description="text-classification or token-classification (NER)")
+    model: str = Field("minilm-l6", description="packaged model short name (see `lmforge models`) or a local Hugging Face folder")
+    method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix")
+    output_dir: str = Field("runs", description="where run folders are written; relative to the config file")
+    data: DataConfig = Field(default_factory=DataConfig)
+    peft: PeftSettings = Field(default_factory=PeftSettings)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "ProjectConfig":
+        problems = []
+        if self.data.label_delimiter and not self.data.multi_label:
+            problems.append("data.label_delimiter: only meaningful with data.multi_label: true")
+        if self.task == "token-classification" and (self.data.multi_label or self.data.text_pair_field):
+            problems.append("data.multi_label / data.text_pair_field: not available for token-classification")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.training.learning_rate is None:
+            self.training.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+        return self
+
+    def resolve_path(self, value: str | None, base: Path) -> Path | None:
+        """A data/output path from the config, made absolute relative to the config's folder."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path)
+
+
+# --- loading, overrides and errors -------------------------------------------------------------
+
+def _format_errors(err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            section = _section_for(e["loc"][:-1])
+            known = ", ".join(section.model_fields) if section else ""
+            lines.append(f"  - {key}: unknown key. Known keys here: {known}")
+        else:
+            found = e.get("input")
+            shown = "" if isinstance(found, (dict, list)) else f" (found {found!r})"
+            lines.append(f"  - {key}: {e['msg']}{shown}")
+    return f"{where}: {len(lines)} problem(s) in the config:\n" + "\n".join(lines)
+
+
+def _section_for(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = ProjectConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`training.learning_rate=3e-5` -> (["training", "learning_rate"], 3e-5); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected key=value, e.g. training.epochs=5")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {k} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict, where: str = "config") -> ProjectConfig:
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, where)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ProjectConfig:
+    """Read, override and validate a config file. Raises ConfigError naming every bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}. Create one with `lmforge init`.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(path))
+
+
+def dump_config(cfg: ProjectConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

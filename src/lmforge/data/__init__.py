@@ -1,0 +1,1 @@
+"""Reading labelled data: classification tables, NER column files, label schemes and splits."""

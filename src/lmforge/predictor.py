@@ -1,0 +1,107 @@
+"""`Predictor`: a trained run loaded for inference. Evaluate, predict (and later explain and serve)
+all go through it, so they can never disagree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+
+from .config import ProjectConfig, config_from_dict
+from .data.types import TextExample, TokenExample
+from .errors import UserError
+from .inference import run_model
+from .models.build import bf16_supported, load_model, load_tokenizer
+from .runs import CONFIG, LABELS, check_complete, read_json
+
+_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])")
+
+
+class Predictor:
+    def __init__(self, model, tokenizer, task, config: ProjectConfig, run_dir: Path | None = None, bf16: bool | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.config = config
+        self.run_dir = run_dir
+        device = next(model.parameters()).device
+        self.bf16 = (config.training.precision == "bf16" or (config.training.precision == "auto" and bf16_supported(device))) if bf16 is None else bf16
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None) -> "Predictor":
+        """Load the model a run saved (plus its peft adapter where the method needs one)."""
+        from .tasks.classification import ClassificationTask
+        from .tasks.token_classification import TokenClassificationTask
+
+        run_dir = check_complete(Path(run_dir))
+        cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+        info = read_json(run_dir / LABELS)
+        tokenizer = load_tokenizer(run_dir / "model")
+        if cfg.task == "token-classification":
+            task = TokenClassificationTask(info["labels"], tokenizer, cfg.data.max_length, info.get("document_context", True))
+        else:
+            task = ClassificationTask(info["labels"], tokenizer, cfg.data.max_length, info.get("multi_label", False))
+        model = load_model(task.model_class(), run_dir / "model")
+        if (run_dir / "adapter").is_dir() and not _merged(run_dir):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(run_dir / "adapter"))
+        return cls(model, tokenizer, task, cfg, run_dir, bf16)
+
+    # -- inputs ----------------------------------------------------------------------------
+    def examples_from_texts(self, texts: Sequence[str | tuple[str, str]]) -> list:
+        if self.task.name == "token-classification":
+            return [self.words_of(t if isinstance(t, str) else t[0], doc_id=i) for i, t in enumerate(texts)]
+        out = []
+        for t in texts:
+            if isinstance(t, (tuple, list)):
+                out.append(TextExample(text=t[0], text_pair=t[1]))
+            else:
+                out.append(TextExample(text=t))
+        return out
+
+    def words_of(self, text: str, doc_id: int = 0) -> TokenExample:
+        """Split raw text into words with character offsets, the way the model's tokenizer does
+        (punctuation split off; CJK characters one word each)."""
+        pre = self.tokenizer.backend_tokenizer.pre_tokenizer
+        pieces = pre.pre_tokenize_str(text) if pre is not None else [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
+        words, offsets = [], []
+        for word, (start, _end) in pieces:
+            for part in (p for p in _CJK.split(word) if p):
+                pos = text.index(part, start)
+                words.append(part)
+                offsets.append((pos, pos + len(part)))
+                start = pos + len(part)
+        return TokenExample(words=words, doc_id=doc_id, text=text, offsets=offsets)
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict(self, texts: Sequence[str | tuple[str, str]], progress=None) -> list[dict]:
+        """Predictions for raw texts (or (text, pair) tuples for pair classification)."""
+        if isinstance(texts, str):
+            raise UserError("predict() takes a list of texts, not a single string")
+        return self.predict_examples(self.examples_from_texts(texts), progress=progress)
+
+    def predict_examples(self, examples: list, progress=None) -> list[dict]:
+        features, plan = self.task.encode_for_inference(examples)
+        outputs = run_model(self.model, features, self.tokenizer.pad_token_id, bf16=self.bf16, progress=progress)
+        return self.task.decode(examples, plan, outputs)
+
+    def evaluate(self, examples: list, progress=None) -> tuple[dict, list[dict]]:
+        """Metrics report on labelled examples, and the predictions."""
+        predictions = self.predict_examples(examples, progress=progress)
+        report = self.task.metrics(examples, predictions)
+        report["num_examples"] = len(examples)
+        report["truncated"] = self.task.truncated
+        return report, predictions
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _merged(run_dir: Path) -> bool:
+    info = read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    return bool(info.get("merged", False))

@@ -1,0 +1,65 @@
+"""The task protocol and the collate function every task shares."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+Feature = dict[str, Any]  # input_ids, optional token_type_ids, optional labels; plus task keys
+
+
+class Task(Protocol):
+    name: str
+    labels: list[str]
+
+    def model_class(self) -> type: ...
+
+    def model_kwargs(self) -> dict[str, Any]: ...
+
+    def encode_for_training(self, examples: list) -> list[Feature]: ...
+
+    def encode_for_inference(self, examples: list) -> tuple[list[Feature], Any]: ...
+
+    def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def loss_units(self, feature: Feature) -> int: ...
+
+    def decode(self, examples: list, plan: Any, outputs: list) -> list[dict]: ...
+
+    def metrics(self, examples: list, predictions: list[dict]) -> dict: ...
+
+    def headline(self, report: dict) -> dict[str, float]: ...
+
+    def to_json(self) -> dict: ...
+
+
+def collate(features: list[Feature], pad_id: int, label_pad: int = -100) -> dict[str, torch.Tensor]:
+    """Pad a list of features to the longest one (dynamic padding)."""
+    longest = max(len(f["input_ids"]) for f in features)
+    n = len(features)
+    input_ids = torch.full((n, longest), pad_id, dtype=torch.long)  # [B, L]
+    attention = torch.zeros((n, longest), dtype=torch.long)  # [B, L]
+    has_types = "token_type_ids" in features[0]
+    types = torch.zeros((n, longest), dtype=torch.long) if has_types else None
+    for i, f in enumerate(features):
+        ids = f["input_ids"]
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        if types is not None:
+            types[i, : len(ids)] = torch.tensor(f["token_type_ids"])
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if "labels" in features[0]:
+        first = features[0]["labels"]
+        if isinstance(first, int):
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)  # [B]
+        elif isinstance(first[0], float):
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.float)  # [B, C]
+        else:
+            labels = torch.full((n, longest), label_pad, dtype=torch.long)  # [B, L]
+            for i, f in enumerate(features):
+                labels[i, : len(f["labels"])] = torch.tensor(f["labels"])
+            batch["labels"] = labels
+    return batch

@@ -1,0 +1,147 @@
+"""Sequence classification: single texts or text pairs; one label (softmax) or many (sigmoid)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from ..data.types import TextExample
+from ..errors import DataError
+from .base import Feature
+
+MULTI_LABEL_THRESHOLD = 0.5
+
+
+class ClassificationTask:
+    name = "text-classification"
+
+    def __init__(self, labels: list[str], tokenizer, max_length: int, multi_label: bool = False):
+        self.labels = list(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.multi_label = multi_label
+        self.truncated = 0  # texts cut to max_length by the last encode call
+
+    # -- construction ----------------------------------------------------------------------
+    @staticmethod
+    def discover_labels(examples: list[TextExample]) -> list[str]:
+        return sorted({label for ex in examples for label in ex.labels})
+
+    def model_class(self) -> type:
+        return AutoModelForSequenceClassification
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_labels": len(self.labels),
+            "id2label": dict(enumerate(self.labels)),
+            "label2id": dict(self.index),
+            "problem_type": "multi_label_classification" if self.multi_label else "single_label_classification",
+        }
+
+    def to_json(self) -> dict:
+        return {"task": self.name, "labels": self.labels, "multi_label": self.multi_label}
+
+    # -- encoding --------------------------------------------------------------------------
+    def check_labels(self, examples: list[TextExample], label_map: dict[str, str], split: str) -> list[TextExample]:
+        """Map configured aliases and reject labels unseen in train, naming file:line."""
+        problems, total = [], 0
+        for ex in examples:
+            ex.labels = [label_map.get(label, label) for label in ex.labels]
+            for label in ex.labels:
+                if label not in self.index:
+                    total += 1
+                    if len(problems) < 10:
+                        problems.append(
+                            f"{ex.source}: label {label!r} of the {split} set does not occur in train "
+                            f"(known: {_short_list(self.labels)}); add train examples or map it with data.label_map"
+                        )
+        if total:
+            raise DataError(problems, total)
+        return examples
+
+    def encode_for_training(self, examples: list[TextExample]) -> list[Feature]:
+        features = self._encode(examples)
+        for f, ex in zip(features, examples):
+            f["labels"] = self._target(ex)
+        return features
+
+    def encode_for_inference(self, examples: list[TextExample]) -> tuple[list[Feature], None]:
+        return self._encode(examples), None
+
+    def _encode(self, examples: list[TextExample]) -> list[Feature]:
+        texts = [ex.text for ex in examples]
+        pairs = [ex.text_pair for ex in examples] if any(ex.text_pair is not None for ex in examples) else None
+        if pairs is not None:
+            pairs = [p or "" for p in pairs]
+        full = self.tokenizer(texts, pairs, truncation=False, add_special_tokens=True)["input_ids"]
+        long = [i for i, ids in enumerate(full) if len(ids) > self.max_length]
+        self.truncated = len(long)
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
+        return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+
+    def _target(self, ex: TextExample):
+        if self.multi_label:
+            target = [0.0] * len(self.labels)
+            for label in ex.labels:
+                target[self.index[label]] = 1.0
+            return target
+        return self.index[ex.labels[0]]
+
+    def loss_units(self, feature: Feature) -> int:
+        return 1
+
+    # -- loss and decoding -----------------------------------------------------------------
+    def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = logits.float()  # [B, C]
+        if self.multi_label:
+            per_label = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none")  # [B, C]
+            return per_label.mean(dim=1).sum()
+        return F.cross_entropy(logits, batch["labels"], reduction="sum")
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(logits).float()
+        return (torch.sigmoid(t) if self.multi_label else torch.softmax(t, dim=-1)).numpy()
+
+    def decode(self, examples: list[TextExample], plan: None, outputs: list[np.ndarray]) -> list[dict]:
+        results = []
+        for logits in outputs:  # one [C] row per example
+            probs = self.probabilities(logits[None, :])[0]
+            scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs)}
+            if self.multi_label:
+                chosen = [self.labels[i] for i in np.flatnonzero(probs >= MULTI_LABEL_THRESHOLD)]
+                results.append({"labels": chosen, "probabilities": scores})
+            else:
+                best = int(np.argmax(probs))
+                results.append({"label": self.labels[best], "score": float(probs[best]), "probabilities": scores})
+        return results
+
+    # -- metrics ---------------------------------------------------------------------------
+    def metrics(self, examples: list[TextExample], predictions: list[dict]) -> dict:
+        from ..evaluation.classification_metrics import classification_report, multilabel_report
+
+        probs = np.array([[p["probabilities"][label] for label in self.labels] for p in predictions])
+        if self.multi_label:
+            return multilabel_report([ex.labels for ex in examples], [p["labels"] for p in predictions], self.labels, probs)
+        return classification_report([ex.labels[0] for ex in examples], [p["label"] for p in predictions], self.labels, probs)
+
+    def headline(self, report: dict) -> dict[str, float]:
+        if self.multi_label:
+            return {"micro_f1": report["micro"]["f1"], "macro_f1": report["macro"]["f1"], "exact_match": report["exact_match"]}
+        out = {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"]}
+        if "calibration" in report:
+            out["ece"] = report["calibration"]["ece"]
+        return out
+
+    def default_metric(self) -> str:
+        return "micro_f1" if self.multi_label else "accuracy"
+
+
+def _short_list(items: list[str], n: int = 8) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")

@@ -1,0 +1,221 @@
+"""Token classification (NER): word-level tags in IOB2, sub-word alignment, document context and
+sliding windows, decoding back to entities with character offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForTokenClassification
+
+from ..data.types import TokenExample
+from ..data.windows import best_window_per_word, pack_sentences, word_windows
+from ..errors import DataError
+from .base import Feature
+
+IGNORE = -100
+
+
+@dataclass
+class DocPlan:
+    """How one document's words map onto inference windows."""
+
+    members: list[tuple[int, int]]  # flat word -> (example index, word index)
+    word_lens: list[int]
+    spans: list[tuple[int, int]]  # window -> (start word, end word)
+    features: list[int]  # window -> feature index
+    best: list[int]  # flat word -> window index
+
+
+class TokenClassificationTask:
+    name = "token-classification"
+
+    def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True):
+        self.labels = list(labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.window = max_length - 2  # room for [CLS] and [SEP]
+        self.document_context = document_context
+        self.truncated = 0  # NER never truncates: long texts are windowed
+
+    @staticmethod
+    def discover_labels(examples: list[TokenExample]) -> list[str]:
+        tags = {t for ex in examples for t in ex.tags} | {"O"}
+        types = sorted({t[2:] for t in tags if t != "O"})
+        return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+    def model_class(self) -> type:
+        return AutoModelForTokenClassification
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)), "label2id": dict(self.index)}
+
+    def to_json(self) -> dict:
+        return {"task": self.name, "labels": self.labels, "document_context": self.document_context}
+
+    def check_labels(self, examples: list[TokenExample], label_map: dict[str, str], split: str) -> list[TokenExample]:
+        problems, total = [], 0
+        for ex in examples:
+            ex.tags = [_map_tag(t, label_map) for t in ex.tags]
+            for t in ex.tags:
+                if t not in self.index:
+                    total += 1
+                    if len(problems) < 10:
+                        problems.append(f"{ex.source}: tag {t!r} of the {split} set does not occur in train; "
+                                        "add train examples with that entity type or map it with data.label_map")
+        if total:
+            raise DataError(problems, total)
+        return examples
+
+    # -- sub-word pieces and documents -----------------------------------------------------
+    def _pieces(self, examples: list[TokenExample]) -> list[list[list[int]]]:
+        """Per example, per word: its sub-word token ids (a word the tokenizer drops becomes [UNK])."""
+        enc = self.tokenizer([ex.words for ex in examples], is_split_into_words=True, add_special_tokens=False)
+        unk = self.tokenizer.unk_token_id
+        out = []
+        for i, ex in enumerate(examples):
+            words: list[list[int]] = [[] for _ in ex.words]
+            for tok, w in zip(enc["input_ids"][i], enc.word_ids(i)):
+                if w is not None:
+                    words[w].append(tok)
+            out.append([w if w else [unk] for w in words])
+        return out
+
+    def _documents(self, examples: list[TokenExample]) -> list[list[int]]:
+        if not self.document_context:
+            return [[i] for i in range(len(examples))]
+        docs: list[list[int]] = []
+        for i, ex in enumerate(examples):
+            if docs and examples[docs[-1][-1]].doc_id == ex.doc_id:
+                docs[-1].append(i)
+            else:
+                docs.append([i])
+        return docs
+
+    def _feature(self, words: list[list[int]], labels: list[int] | None) -> Feature:
+        ids, targets = [self.tokenizer.cls_token_id], [IGNORE]
+        for k, piece in enumerate(words):
+            piece = piece[: self.window - (len(ids) - 1)]
+            if not piece:
+                break
+            ids.extend(piece)
+            if labels is not None:  # label the first sub-word; the rest are ignored by the loss
+                targets.extend([labels[k]] + [IGNORE] * (len(piece) - 1))
+        ids.append(self.tokenizer.sep_token_id)
+        feature: Feature = {"input_ids": ids}
+        if labels is not None:
+            feature["labels"] = targets + [IGNORE]
+        return feature
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode_for_training(self, examples: list[TokenExample]) -> list[Feature]:
+        pieces = self._pieces(examples)
+        features = []
+        for doc in self._documents(examples):
+            sent_lens = [sum(len(p) for p in pieces[i]) for i in doc]
+            for pack in pack_sentences(sent_lens, self.window):
+                words = [p for j in pack for p in pieces[doc[j]]]
+                tags = [self.index[t] for j in pack for t in examples[doc[j]].tags]
+                for s, e in word_windows([len(p) for p in words], self.window, self.window):
+                    features.append(self._feature(words[s:e], tags[s:e]))
+        return features
+
+    def encode_for_inference(self, examples: list[TokenExample]) -> tuple[list[Feature], list[DocPlan]]:
+        pieces = self._pieces(examples)
+        features: list[Feature] = []
+        plans = []
+        for doc in self._documents(examples):
+            members = [(i, w) for i in doc for w in range(len(examples[i].words))]
+            if not members:
+                continue
+            words = [pieces[i][w] for i, w in members]
+            word_lens = [len(p) for p in words]
+            stride = self.window if sum(word_lens) <= self.window else self.window // 2
+            spans = word_windows(word_lens, self.window, stride)
+            ids = []
+            for s, e in spans:
+                ids.append(len(features))
+                features.append(self._feature(words[s:e], None))
+            plans.append(DocPlan(members, word_lens, spans, ids, best_window_per_word(word_lens, spans)))
+        return features, plans
+
+    def loss_units(self, feature: Feature) -> int:
+        return sum(1 for t in feature["labels"] if t != IGNORE)
+
+    def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = logits.float()  # [B, L, C]
+        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
+
+    # -- decoding --------------------------------------------------------------------------
+    def decode(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[dict]:
+        tag_ids: list[list[int]] = [[0] * len(ex.words) for ex in examples]
+        scores: list[list[float]] = [[1.0] * len(ex.words) for ex in examples]
+        for plan in plans:
+            cum = [0, *accumulate(plan.word_lens)]
+            for flat, (i, w) in enumerate(plan.members):
+                win = plan.best[flat]
+                logits = outputs[plan.features[win]]  # [L, C]
+                pos = 1 + cum[flat] - cum[plan.spans[win][0]]
+                if pos >= len(logits) - 1:  # a word cut off at the window's end (only inside a huge word)
+                    continue
+                probs = torch.softmax(torch.from_numpy(logits[pos]).float(), dim=-1)
+                best = int(torch.argmax(probs))
+                tag_ids[i][w], scores[i][w] = best, float(probs[best])
+        return [self._prediction(ex, ids, sc) for ex, ids, sc in zip(examples, tag_ids, scores)]
+
+    def _prediction(self, ex: TokenExample, ids: list[int], word_scores: list[float]) -> dict:
+        from ..data.schemes import tags_to_spans
+
+        tags = repair_iob2([self.labels[i] for i in ids])
+        text, offsets = ex.text, ex.offsets
+        if text is None or offsets is None:
+            text, offsets = join_words(ex.words)
+        entities = []
+        for etype, s, e in tags_to_spans(tags):
+            start, end = offsets[s][0], offsets[e - 1][1]
+            entities.append({"type": etype, "text": text[start:end], "start": start, "end": end,
+                             "score": round(float(np.mean(word_scores[s:e])), 6)})
+        return {"tags": tags, "entities": entities}
+
+    def metrics(self, examples: list[TokenExample], predictions: list[dict]) -> dict:
+        from ..evaluation.ner_metrics import entity_report
+
+        return entity_report([ex.tags for ex in examples], [p["tags"] for p in predictions])
+
+    def headline(self, report: dict) -> dict[str, float]:
+        return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
+
+    def default_metric(self) -> str:
+        return "f1"
+
+
+def repair_iob2(tags: list[str]) -> list[str]:
+    """Make predicted tags valid IOB2: an I-X that does not continue an X entity starts one (B-X)."""
+    out, prev = [], "O"
+    for t in tags:
+        if t.startswith("I-") and prev[2:] != t[2:]:
+            t = "B-" + t[2:]
+        out.append(t)
+        prev = t
+    return out
+
+
+def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Text and character offsets for pre-tokenized words, joined by single spaces."""
+    offsets, pos = [], 0
+    for w in words:
+        offsets.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    return " ".join(words), offsets
+
+
+def _map_tag(tag: str, label_map: dict[str, str]) -> str:
+    if tag == "O" or not label_map:
+        return tag
+    prefix, etype = tag[:2], tag[2:]
+    return prefix + label_map.get(etype, etype)

@@ -1,0 +1,1 @@
+"""The one explicit training loop (on accelerate), its checkpoints and its logs."""

@@ -1,0 +1,103 @@
+"""Resumable training state, written atomically.
+
+A checkpoint is a folder `checkpoints/ckpt-<step>/` holding the trainable weights (safetensors), the
+optimizer and scheduler state and the RNG states (tensors and plain values only, loaded with
+`weights_only=True`), and `state.json` (step, data position, best metric). `checkpoints/latest.json`
+names the newest complete checkpoint and is replaced atomically only after that folder is fully
+written, so a kill at any moment (even -9) leaves a usable checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..runs import read_json, write_json_atomic
+
+LATEST = "latest.json"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n in state if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:3]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, rng: list, info: dict, keep: int = 1) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"ckpt-{step:08d}"
+    tmp = root / f".tmp-ckpt-{step:08d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, tmp / "state.pt")
+    (tmp / "state.json").write_text(json.dumps(info, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    write_json_atomic(root / LATEST, {"checkpoint": final.name, "step": step})
+    for old in sorted(root.glob("ckpt-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / read_json(pointer)["checkpoint"]
+    return path if (path / "state.json").is_file() else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict, list]:
+    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
+    state = torch.load(path / "state.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return json.loads((path / "state.json").read_text()), state["rng"]
+
+
+def save_best(root: Path, model, info: dict) -> None:
+    """The best weights so far (by the dev metric), replaced atomically."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / ".best.safetensors.tmp"
+    save_file(trainable_state(model), str(tmp))
+    tmp.replace(root / "best.safetensors")
+    write_json_atomic(root / "best.json", info)
+
+
+def load_best(root: Path, model) -> dict | None:
+    if not (root / "best.json").is_file():
+        return None
+    load_trainable_state(model, load_file(str(root / "best.safetensors")))
+    return read_json(root / "best.json")

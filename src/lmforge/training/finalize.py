@@ -1,0 +1,87 @@
+"""The end of a run: best weights restored, standard artefacts written atomically, dev and test
+evaluated through the same `Predictor` users load, and the run marked complete."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rich.console import Console
+
+from ..models.build import load_model
+from ..runs import RUN_INFO, METRICS, read_json, replace_dir, write_json_atomic
+from . import checkpoint as ckpt
+
+
+def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16: bool, console: Console,
+                 trainable: int, total_params: int) -> None:
+    best = ckpt.load_best(ckpt_root, raw_model)
+    merged = save_artefacts(run_dir, p, raw_model)
+    info = read_json(run_dir / RUN_INFO)
+    info.update(merged=merged, best_step=best["step"] if best else state["step"], steps=state["step"],
+                train_seconds=round(state["train_seconds"], 2), trained_parameters=trainable, total_parameters=total_params,
+                real_tokens=state["real_tokens"], tokens_per_second=round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
+                precision="bf16" if bf16 else "fp32")
+    write_json_atomic(run_dir / RUN_INFO, info)
+    metrics = evaluate_splits(run_dir, p, console)
+    metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "tokens_per_second", "trained_parameters", "precision")}
+    write_json_atomic(run_dir / METRICS, metrics)
+    info["status"] = "complete"
+    write_json_atomic(run_dir / RUN_INFO, info)
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    console.print(f"[green]done[/]: {run_dir}  " + "  ".join(f"{split} {k}={v:.4f}" for split, vals in metrics.items()
+                                                          if split in ("dev", "test") for k, v in vals.items()))
+
+
+def save_artefacts(run_dir: Path, p, raw_model) -> bool:
+    """Write model/ (plain transformers) and, for peft methods, adapter/. Returns whether model/ holds
+    the adapter merged in (True for full fine-tuning too: model/ alone reproduces predictions)."""
+    method = p.cfg.method
+    model_tmp = run_dir / ".model.tmp"
+    shutil.rmtree(model_tmp, ignore_errors=True)
+    if method == "full":
+        raw_model.save_pretrained(str(model_tmp))
+        merged = True
+    else:
+        adapter_tmp = run_dir / ".adapter.tmp"
+        shutil.rmtree(adapter_tmp, ignore_errors=True)
+        raw_model.save_pretrained(str(adapter_tmp))
+        replace_dir(adapter_tmp, run_dir / "adapter")
+        merged = method in ("lora", "ia3") and p.cfg.peft.merge
+        if merged:
+            raw_model.merge_and_unload().save_pretrained(str(model_tmp))
+        else:  # prefix tuning cannot be merged: model/ is the base with the trained head, used with adapter/
+            base_with_head(p, raw_model).save_pretrained(str(model_tmp))
+    p.tokenizer.save_pretrained(str(model_tmp))
+    replace_dir(model_tmp, run_dir / "model")
+    return merged
+
+
+def base_with_head(p, peft_model):
+    """A plain model: the base weights plus the trained task head taken from the peft wrapper."""
+    from peft.utils import ModulesToSaveWrapper
+
+    fresh = load_model(p.task.model_class(), p.model_path, **p.task.model_kwargs())
+    fresh_modules = dict(fresh.named_modules())
+    for name, module in peft_model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            trained = module.modules_to_save[module.active_adapter if isinstance(module.active_adapter, str) else module.active_adapter[0]]
+            target = name.split("base_model.model.")[-1] if "base_model.model." in name else name.removeprefix("base_model.")
+            fresh_modules[target].load_state_dict(trained.state_dict())
+    return fresh
+
+
+def evaluate_splits(run_dir: Path, p, console: Console) -> dict:
+    from ..evaluation.report import write_report
+    from ..predictor import Predictor
+
+    predictor = Predictor.from_run(run_dir)
+    kind = "multi-label" if p.cfg.data.multi_label else p.cfg.task
+    metrics: dict = {}
+    for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
+        if not examples:
+            continue
+        report, _ = predictor.evaluate(examples)
+        write_report(report, run_dir / "eval" / split, task=kind, title=f"{p.cfg.name}: {split}")
+        metrics[split] = predictor.task.headline(report)
+    return metrics

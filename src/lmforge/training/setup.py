@@ -1,0 +1,82 @@
+"""Everything a run needs before its first step: data read and checked, labels, encoded features,
+the model (full or peft-wrapped). Shared by `train` and `validate`, so validation checks exactly
+what training will use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ProjectConfig
+from ..data.load import Splits, load_splits
+from ..errors import UserError
+from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, wrap_peft
+from ..models.resolve import resolve_model
+from ..tasks.classification import ClassificationTask
+from ..tasks.token_classification import TokenClassificationTask
+
+METRICS = {
+    "text-classification": ("accuracy", "macro_f1"),
+    "multi-label": ("micro_f1", "macro_f1", "exact_match"),
+    "token-classification": ("f1", "precision", "recall"),
+}
+
+
+@dataclass
+class Prepared:
+    cfg: ProjectConfig
+    model_path: Path
+    tokenizer: object
+    task: object
+    splits: Splits
+    train_features: list
+    truncated_train: int
+    metric: str
+
+
+def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
+    model_path = resolve_model(cfg.model, base)
+    tokenizer = load_tokenizer(model_path)
+    _check_max_length(cfg, model_path)
+    splits = load_splits(cfg, base)
+    if cfg.task == "token-classification":
+        labels = TokenClassificationTask.discover_labels(splits.train)
+        task = TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
+    else:
+        labels = ClassificationTask.discover_labels(splits.train)
+        task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label)
+    min_labels = 1 if cfg.data.multi_label else 2
+    if len(task.labels) < min_labels or (cfg.task == "token-classification" and len(task.labels) < 3):
+        raise UserError(f"{cfg.data.train}: found labels {task.labels}; training needs at least two different labels (entity types for NER)")
+    task.check_labels(splits.dev, cfg.data.label_map, "dev")
+    if splits.test is not None:
+        task.check_labels(splits.test, cfg.data.label_map, "test")
+    features = task.encode_for_training(splits.train)
+    return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg))
+
+
+def _metric(cfg: ProjectConfig) -> str:
+    kind = "multi-label" if cfg.data.multi_label else cfg.task
+    allowed = METRICS[kind]
+    if cfg.training.metric == "auto":
+        return allowed[0]
+    if cfg.training.metric not in allowed:
+        raise UserError(f"training.metric: {cfg.training.metric!r} is not a dev metric of {kind}; choose one of {', '.join(allowed)}")
+    return cfg.training.metric
+
+
+def _check_max_length(cfg: ProjectConfig, model_path: Path) -> None:
+    import json
+
+    limit = json.loads((model_path / "config.json").read_text()).get("max_position_embeddings")
+    if limit and cfg.data.max_length > limit:
+        raise UserError(f"data.max_length: {cfg.data.max_length} exceeds the model's {limit} positions; set data.max_length <= {limit}")
+
+
+def build_model(p: Prepared):
+    model = load_model(p.task.model_class(), p.model_path, **p.task.model_kwargs())
+    if p.cfg.method != "full":
+        return wrap_peft(model, p.cfg.method, p.cfg.task, p.cfg.peft)
+    if p.cfg.training.freeze_embeddings:
+        freeze_word_embeddings(model)
+    return model
