@@ -34,9 +34,10 @@ class Task(Protocol):
     def to_json(self) -> dict: ...
 
 
-def collate(features: list[Feature], pad_id: int, label_pad: int = -100) -> dict[str, torch.Tensor]:
-    """Pad a list of features to the longest one (dynamic padding)."""
+def collate(features: list[Feature], pad_id: int, label_pad: int = -100, multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pad a list of features to the longest one (dynamic padding), rounded up to `multiple`."""
     longest = max(len(f["input_ids"]) for f in features)
+    longest += (-longest) % multiple
     n = len(features)
     input_ids = torch.full((n, longest), pad_id, dtype=torch.long)  # [B, L]
     attention = torch.zeros((n, longest), dtype=torch.long)  # [B, L]

@@ -229,7 +229,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
                 real = sum(lengths[i] for b in group for i in b)
                 for micro, global_batch in enumerate(group):
                     idx, padding = shard(global_batch, rank, world)
-                    batch = {k: v.to(accelerator.device) for k, v in collate([feats[i] for i in idx], pad_id).items()}
+                    batch = {k: v.to(accelerator.device) for k, v in collate([feats[i] for i in idx], pad_id, multiple=t.pad_to_multiple_of).items()}
                     labels = batch.pop("labels")
                     sync = nullcontext() if micro == len(group) - 1 else accelerator.no_sync(model)
                     with sync:

@@ -1,0 +1,148 @@
+"""Shared fixtures: a tiny random-initialised BERT with its own WordPiece vocabulary (built here,
+offline, in well under a second) and small synthetic datasets in every supported format.
+
+Provenance: all fixture data is synthetic, written by these fixtures; no external files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = ("the a is was very not movie film plot acting good great excellent superb bad awful terrible boring "
+         "book table flight hotel weather rain sun today tomorrow what my balance card lost stolen please "
+         "alice bob carol paris london berlin acme globex visited works for in at met and from to").split()
+POSITIVE = ["good", "great", "excellent", "superb"]
+NEGATIVE = ["bad", "awful", "terrible", "boring"]
+NEUTRAL = ["book", "table", "flight", "hotel"]
+PEOPLE = ["alice", "bob", "carol"]
+CITIES = ["paris", "london", "berlin"]
+ORGS = ["acme", "globex"]
+
+
+def build_tiny_model(folder: Path, *, layers: int = 2, hidden: int = 32) -> Path:
+    """A 2-layer, 32-wide BERT (about 60k parameters) with a WordPiece vocab covering the fixture
+    words whole and any other lowercase word as single-letter pieces."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = list(string.ascii_lowercase) + list(string.digits)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,!?'-:;", *letters,
+             *[f"##{c}" for c in letters], *WORDS, "##s", "##ing", "##ed"]
+    tok = BertTokenizer(vocab={token: i for i, token in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=hidden * 2, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    BertModel(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory, tiny_model) -> Path:
+    """A tiny encoder whose weights carry signal: the random tiny model fully fine-tuned on the
+    sentiment fixture. PEFT methods freeze the base, and on a random frozen base a pooled [CLS]
+    vector carries almost nothing to adapt."""
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("tiny-base")
+    data = {"train": write_csv(tmp / "train.csv", sentiment_rows(48, 1)), "dev": write_csv(tmp / "dev.csv", sentiment_rows(12, 2))}
+    path = make_config(tmp, tiny_model, data, epochs=30)
+    return train(load_config(path), tmp) / "model"
+
+
+def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = ["positive", "negative", "neutral"][i % 3]
+        word = rng.choice({"positive": POSITIVE, "negative": NEGATIVE, "neutral": NEUTRAL}[label])
+        filler = rng.sample(["the", "movie", "was", "very", "plot", "acting", "film"], 3)
+        words = filler[:2] + [word] + filler[2:]
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label")) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def cls_data(tmp_path) -> dict[str, Path]:
+    return {"train": write_csv(tmp_path / "train.csv", sentiment_rows(48, 1)),
+            "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(12, 2)),
+            "test": write_csv(tmp_path / "test.csv", sentiment_rows(12, 3))}
+
+
+def ner_sentences(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        who, where, org = rng.choice(PEOPLE), rng.choice(CITIES), rng.choice(ORGS)
+        pattern = rng.randrange(3)
+        if pattern == 0:
+            out.append([(who, "B-PER"), ("visited", "O"), (where, "B-LOC")])
+        elif pattern == 1:
+            out.append([(who, "B-PER"), ("works", "O"), ("for", "O"), (org, "B-ORG"), ("in", "O"), (where, "B-LOC")])
+        else:
+            out.append([("the", "O"), (org, "B-ORG"), ("office", "O"), ("in", "O"), (where, "B-LOC")])
+    return out
+
+
+def write_conll(path: Path, sentences, docs_of: int = 4) -> Path:
+    lines = []
+    for i, sent in enumerate(sentences):
+        if docs_of and i % docs_of == 0:
+            lines += ["-DOCSTART- O", ""]
+        lines += [f"{w} {t}" for w, t in sent] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def ner_data(tmp_path) -> dict[str, Path]:
+    return {"train": write_conll(tmp_path / "train.txt", ner_sentences(40, 1)),
+            "dev": write_conll(tmp_path / "dev.txt", ner_sentences(10, 2)),
+            "test": write_conll(tmp_path / "test.txt", ner_sentences(10, 3))}
+
+
+def make_config(tmp_path: Path, model: Path, data: dict[str, Path], task: str = "text-classification", method: str = "full",
+                **training) -> Path:
+    """A config file for fast fixture runs (high learning rate, tiny batches, no TensorBoard)."""
+    import yaml
+
+    train = {"epochs": 30, "batch_size": 8, "learning_rate": 5e-3 if method == "full" else 2e-2, "tensorboard": False,
+             "warmup_ratio": 0.0, "precision": "fp32", "log_every_steps": 5, "save_every_steps": 1000}
+    train.update(training)
+    cfg = {"name": f"{task[:3]}-{method}", "task": task, "model": str(model), "method": method,
+           "output_dir": str(tmp_path / "runs"),
+           "data": {"train": str(data["train"]), "dev": str(data["dev"]), "test": str(data.get("test")) if data.get("test") else None},
+           "peft": {"r": 8, "alpha": 16, "dropout": 0.0, "num_virtual_tokens": 4}, "training": train}
+    path = tmp_path / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
