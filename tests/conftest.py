@@ -28,7 +28,7 @@ CITIES = ["paris", "london", "berlin"]
 ORGS = ["acme", "globex"]
 
 
-def build_tiny_model(folder: Path, *, layers: int = 2, hidden: int = 32) -> Path:
+def build_tiny_model(folder: Path, *, layers: int = 2, hidden: int = 32, dropout: float = 0.0) -> Path:
     """A 2-layer, 32-wide BERT (about 60k parameters) with a WordPiece vocab covering the fixture
     words whole and any other lowercase word as single-letter pieces."""
     import torch
@@ -42,7 +42,7 @@ def build_tiny_model(folder: Path, *, layers: int = 2, hidden: int = 32) -> Path
     tok.save_pretrained(str(folder))
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                        intermediate_size=hidden * 2, max_position_embeddings=128, hidden_dropout_prob=dropout,
                         attention_probs_dropout_prob=0.0)
     BertModel(config).save_pretrained(str(folder))
     return folder
@@ -146,3 +146,12 @@ def make_config(tmp_path: Path, model: Path, data: dict[str, Path], task: str = 
 def jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
+    """Run `lmforge ARGS` in a subprocess, as a user would; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lmforge.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})

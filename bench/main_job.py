@@ -1,0 +1,35 @@
+"""Time of the README's main job (scripts/demo.sh) after install, from a fresh clone.
+
+    python bench/main_job.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, save
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "lmforge"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        (clone / ".venv").symlink_to(ROOT / ".venv")  # installed already: time the job, not pip
+        start = time.perf_counter()
+        subprocess.run(["bash", "scripts/demo.sh"], cwd=clone, check=True)
+        seconds = time.perf_counter() - start
+        metrics = (clone / "runs" / "intents" / "metrics.json").read_text()
+    print(f"main job: {seconds:.0f} s")
+    import json
+
+    save("main_job", {"seconds": round(seconds, 1), "metrics": json.loads(metrics)})
+
+
+if __name__ == "__main__":
+    main()

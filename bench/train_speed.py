@@ -1,0 +1,147 @@
+"""lmforge's trainer vs the standard transformers.Trainer recipe on CoNLL-2003 NER, in one run.
+
+    python bench/train_speed.py [--epochs 3]
+
+Baseline (the recipe most tutorials use, tuned as in the issue): MiniLM-L6, one sentence per
+sequence, first sub-word labelled, bf16, dynamic padding, group_by_length, batch 32, lr 5e-5.
+lmforge: its defaults for token-classification (document-context packing, bf16 autocast, eager
+attention without attention dropout, lengths padded to a multiple of 8).
+Both: same model, same train/dev/test files, same number of epochs, evaluated with seqeval strict
+IOB2 on the same test file. Prints throughput in words/s (identical work for both) and real
+(non-padding) tokens/s, the ratio, F1 of each, and lmforge's achieved training GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import torch
+
+from common import save, shared_data
+
+BF16_PEAK_GFLOPS = 929.0  # measured bf16 matmul peak of the reference machine (PLATFORM.md)
+
+
+def trainer_baseline(model_path: Path, train, test, epochs: float, out: Path) -> dict:
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                              Trainer, TrainingArguments)
+
+    from lmforge.evaluation.ner_metrics import entity_report
+    from lmforge.tasks.token_classification import TokenClassificationTask, repair_iob2
+
+    labels = TokenClassificationTask.discover_labels(train)
+    index = {l: i for i, l in enumerate(labels)}
+    tok = AutoTokenizer.from_pretrained(model_path)
+
+    def encode(examples, with_labels=True):
+        enc = tok([ex.words for ex in examples], is_split_into_words=True, truncation=True, max_length=512)
+        rows = []
+        for i, ex in enumerate(examples):
+            word_ids, prev, lab = enc.word_ids(i), None, []
+            for w in word_ids:
+                lab.append(-100 if w is None or w == prev else index[ex.tags[w]])
+                prev = w
+            rows.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": lab})
+        return rows, enc
+
+    train_rows, _ = encode(train)
+    model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=len(labels),
+                                                            id2label=dict(enumerate(labels)), label2id=index)
+    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=32, learning_rate=5e-5,
+                             num_train_epochs=epochs, bf16=True, train_sampling_strategy="group_by_length",
+                             save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50,
+                             use_cpu=True, seed=42, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=train_rows,
+                      data_collator=DataCollatorForTokenClassification(tok))
+    start = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - start
+    test_rows, enc = encode(test)
+    pred = trainer.predict(test_rows)
+    y_pred = []
+    for i, ex in enumerate(test):
+        logits, seen, tags = pred.predictions[i], set(), ["O"] * len(ex.words)
+        for j, w in enumerate(enc.word_ids(i)):
+            if w is not None and w not in seen:
+                seen.add(w)
+                tags[w] = labels[int(np.argmax(logits[j]))]
+        y_pred.append(repair_iob2(tags))
+    report = entity_report([ex.tags for ex in test], y_pred)
+    real_tokens = sum(len(r["input_ids"]) for r in train_rows) * epochs
+    return {"train_seconds": round(result.metrics["train_runtime"], 1), "wall_seconds": round(wall, 1),
+            "real_tokens": int(real_tokens), "test_f1": round(report["f1"], 4)}
+
+
+def lmforge_run(train_path: Path, dev_path: Path, test_path: Path, epochs: float, out: Path, method: str = "full") -> dict:
+    from lmforge.config import config_from_dict
+    from lmforge.runs import read_json
+    from lmforge.training.loop import train
+
+    cfg = config_from_dict({"name": f"conll-{method}", "task": "token-classification", "model": "minilm-l6", "method": method,
+                            "data": {"train": str(train_path), "dev": str(dev_path), "test": str(test_path)},
+                            "training": {"epochs": epochs, "tensorboard": False}})
+    start = time.perf_counter()
+    run = train(cfg, out, output=out / f"conll-{method}")
+    wall = time.perf_counter() - start
+    info, metrics = read_json(run / "run.json"), read_json(run / "metrics.json")
+    return {"train_seconds": info["train_seconds"], "wall_seconds": round(wall, 1), "real_tokens": info["real_tokens"],
+            "test_f1": round(metrics["test"]["f1"], 4), "dev_f1": round(metrics["dev"]["f1"], 4),
+            "steps": info["steps"], "sequences": info["data"]["train_sequences"], "run": str(run)}
+
+
+def training_flops_per_token(model_path: Path, avg_len: float) -> float:
+    """6 x non-embedding parameters (forward + backward matmuls) plus attention scores and mixing."""
+    import json
+
+    cfg = json.loads((model_path / "config.json").read_text())
+    d, layers, ff = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["intermediate_size"]
+    dense = layers * (4 * d * d + 2 * d * ff)
+    attention = layers * 2 * avg_len * d  # QK^T and AV, multiply-adds per token
+    return 6 * dense + 6 * attention
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=float, default=3)
+    args = parser.parse_args()
+    from lmforge.data.ner_readers import read_ner
+    from lmforge.models.resolve import resolve_model
+
+    data = shared_data() / "conll2003"
+    train, _ = read_ner(data / "eng.train")
+    test, _ = read_ner(data / "eng.testb")
+    words = sum(len(ex.words) for ex in train) * args.epochs
+    model_path = resolve_model("minilm-l6")
+    with tempfile.TemporaryDirectory() as tmp:
+        print("== transformers.Trainer baseline", flush=True)
+        base = trainer_baseline(model_path, train, test, args.epochs, Path(tmp) / "trainer")
+        print(base, flush=True)
+        print("== lmforge defaults", flush=True)
+        ours = lmforge_run(data / "eng.train", data / "eng.testa", data / "eng.testb", args.epochs, Path(tmp))
+        print(ours, flush=True)
+    for r in (base, ours):
+        r["words_per_second"] = round(words / r["train_seconds"], 1)
+        r["real_tokens_per_second"] = round(r["real_tokens"] / r["train_seconds"], 1)
+    avg_len = ours["real_tokens"] / (ours["sequences"] * args.epochs)
+    gflops = training_flops_per_token(model_path, avg_len) * ours["real_tokens_per_second"] / 1e9
+    result = {
+        "epochs": args.epochs, "trainer": base, "lmforge": ours,
+        "speedup_words_per_second": round(ours["words_per_second"] / base["words_per_second"], 2),
+        "speedup_wall": round(base["wall_seconds"] / ours["wall_seconds"], 2),
+        "lmforge_training_gflops": round(gflops, 1), "fraction_of_bf16_peak": round(gflops / BF16_PEAK_GFLOPS, 3),
+    }
+    print(f"\nTrainer : {base['words_per_second']:8.0f} words/s {base['real_tokens_per_second']:8.0f} tokens/s  test F1 {base['test_f1']:.4f}  train {base['train_seconds']:.0f}s")
+    print(f"lmforge : {ours['words_per_second']:8.0f} words/s {ours['real_tokens_per_second']:8.0f} tokens/s  test F1 {ours['test_f1']:.4f}  train {ours['train_seconds']:.0f}s (wall incl. dev evals {ours['wall_seconds']:.0f}s)")
+    print(f"speed-up (words/s): {result['speedup_words_per_second']}x   lmforge training {gflops:.0f} GFLOP/s = {gflops / BF16_PEAK_GFLOPS:.0%} of the bf16 matmul peak")
+    save("train_speed", result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Hold-out splits, sub-word alignment, sliding windows and raw-text word offsets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from lmforge.data.load import holdout
+from lmforge.data.types import TextExample, TokenExample
+from lmforge.tasks.token_classification import IGNORE, TokenClassificationTask, join_words, repair_iob2
+
+
+def test_holdout_is_seeded_stratified_and_keeps_every_class():
+    examples = [TextExample(text=f"t{i}", labels=["a" if i < 80 else "b" if i < 98 else "c"]) for i in range(100)]
+    train1, dev1 = holdout(examples, 0.1, seed=1)
+    train2, dev2 = holdout(examples, 0.1, seed=1)
+    _, dev3 = holdout(examples, 0.1, seed=2)
+    assert [e.text for e in dev1] == [e.text for e in dev2] != [e.text for e in dev3]
+    assert Counter(e.labels[0] for e in dev1) == {"a": 8, "b": 2}
+    assert {e.labels[0] for e in train1} == {"a", "b", "c"}  # the 2-example class keeps a training example
+    assert len(train1) + len(dev1) == 100
+
+
+def test_ner_holdout_keeps_documents_whole():
+    examples = [TokenExample(words=["w"], tags=["O"], doc_id=i // 5) for i in range(100)]
+    train, dev = holdout(examples, 0.2, seed=0, by_document=True)
+    assert not {e.doc_id for e in train} & {e.doc_id for e in dev}
+    assert len(dev) == 20
+
+
+def _task(tiny_model, max_length=16, document_context=True):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    return TokenClassificationTask(["O", "B-LOC", "I-LOC", "B-PER", "I-PER"], tok, max_length, document_context)
+
+
+def test_first_subword_carries_the_label(tiny_model):
+    task = _task(tiny_model)
+    ex = TokenExample(words=["alice", "zyx", "paris"], tags=["B-PER", "O", "B-LOC"])  # zyx -> z ##y ##x
+    (feature,) = task.encode_for_training([ex])
+    tokens = task.tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    assert tokens == ["[CLS]", "alice", "z", "##y", "##x", "paris", "[SEP]"]
+    assert feature["labels"] == [IGNORE, 3, 0, IGNORE, IGNORE, 1, IGNORE]
+
+
+def test_document_context_packs_neighbours_and_long_text_is_windowed(tiny_model):
+    task = _task(tiny_model, max_length=12)  # 10 tokens per window
+    doc = [TokenExample(words=["alice", "visited", "paris"], tags=["B-PER", "O", "B-LOC"], doc_id=0) for _ in range(3)]
+    feats = task.encode_for_training(doc)
+    assert [len(f["input_ids"]) for f in feats] == [2 + 9]  # three 3-token sentences in one sequence
+    separate = _task(tiny_model, max_length=12, document_context=False).encode_for_training(doc)
+    assert len(separate) == 3
+    long = TokenExample(words=["alice"] * 35, tags=["B-PER"] + ["I-PER"] * 34)
+    feats, plans = task.encode_for_inference([long])
+    assert len(feats) > 3 and all(len(f["input_ids"]) <= 12 for f in feats)
+    covered = {w for (s, e) in plans[0].spans for w in range(s, e)}
+    assert covered == set(range(35))
+
+
+def test_decode_maps_entities_to_character_offsets(tiny_model):
+    import numpy as np
+
+    task = _task(tiny_model)
+    text = "Alice  visited Paris!"
+    ex = TokenExample(words=["Alice", "visited", "Paris", "!"], text=text, offsets=[(0, 5), (7, 14), (15, 20), (20, 21)])
+    feats, plans = task.encode_for_inference([ex])
+    logits = np.full((len(feats[0]["input_ids"]), 5), -5.0, dtype=np.float32)
+    for pos, label in ((1, 3), (2, 0), (3, 1), (4, 0)):  # one sub-word per word here
+        logits[pos, label] = 5.0
+    (pred,) = task.decode([ex], plans, [logits])
+    assert pred["tags"] == ["B-PER", "O", "B-LOC", "O"]
+    assert [(e["type"], e["text"], e["start"], e["end"]) for e in pred["entities"]] == [("PER", "Alice", 0, 5), ("LOC", "Paris", 15, 20)]
+    assert 0.99 < pred["entities"][0]["score"] <= 1.0
+
+
+def test_repair_iob2_and_join_words():
+    assert repair_iob2(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-PER"]) == ["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-PER"]
+    assert join_words(["a", "bc"]) == ("a bc", [(0, 1), (2, 4)])
+
+
+def test_raw_text_words_split_punctuation_and_cjk(tiny_model):
+    from transformers import AutoTokenizer
+
+    from lmforge.predictor import Predictor
+
+    words_of = Predictor.words_of.__get__(type("P", (), {"tokenizer": AutoTokenizer.from_pretrained(tiny_model)})())
+    ex = words_of("Hi, Bob! 北京大学 ok")
+    assert ex.words == ["Hi", ",", "Bob", "!", "北", "京", "大", "学", "ok"]
+    assert all(ex.text[s:e] == w for w, (s, e) in zip(ex.words, ex.offsets))
