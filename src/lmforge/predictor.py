@@ -31,7 +31,7 @@ class Predictor:
         self.bf16 = (config.training.precision == "bf16" or (config.training.precision == "auto" and bf16_supported(device))) if bf16 is None else bf16
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None) -> "Predictor":
+    def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None) -> "Predictor":
         """Load the model a run saved (plus its peft adapter where the method needs one)."""
         from .tasks.classification import ClassificationTask
         from .tasks.token_classification import TokenClassificationTask
@@ -49,6 +49,8 @@ class Predictor:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(run_dir / "adapter"))
+        if device is not None:
+            model = model.to(device)
         return cls(model, tokenizer, task, cfg, run_dir, bf16)
 
     # -- inputs ----------------------------------------------------------------------------
@@ -67,14 +69,18 @@ class Predictor:
         """Split raw text into words with character offsets, the way the model's tokenizer does
         (punctuation split off; CJK characters one word each)."""
         pre = self.tokenizer.backend_tokenizer.pre_tokenizer
-        pieces = pre.pre_tokenize_str(text) if pre is not None else [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
+        spans = [span for _, span in pre.pre_tokenize_str(text)] if pre is not None else []
+        if not spans:
+            spans = [m.span() for m in re.finditer(r"\S+", text)]
         words, offsets = [], []
-        for word, (start, _end) in pieces:
-            for part in (p for p in _CJK.split(word) if p):
-                pos = text.index(part, start)
-                words.append(part)
-                offsets.append((pos, pos + len(part)))
-                start = pos + len(part)
+        for start, end in spans:
+            # the offsets index the original text; the piece strings may be rewritten (Ġ, ▁ markers)
+            for m in re.finditer(r"\S+", text[start:end]):
+                pos = start + m.start()
+                for part in (p for p in _CJK.split(m.group()) if p):
+                    words.append(part)
+                    offsets.append((pos, pos + len(part)))
+                    pos += len(part)
         return TokenExample(words=words, doc_id=doc_id, text=text, offsets=offsets)
 
     # -- prediction ------------------------------------------------------------------------
@@ -85,6 +91,8 @@ class Predictor:
         return self.predict_examples(self.examples_from_texts(texts), progress=progress)
 
     def predict_examples(self, examples: list, progress=None) -> list[dict]:
+        if not examples:
+            return []
         features, plan = self.task.encode_for_inference(examples)
         outputs = run_model(self.model, features, self.tokenizer.pad_token_id, bf16=self.bf16, progress=progress)
         return self.task.decode(examples, plan, outputs)

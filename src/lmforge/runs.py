@@ -69,8 +69,8 @@ def read_json(path: Path) -> Any:
 
 def check_run_dir(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).is_file() or not (run_dir / LABELS).is_file():
-        raise UserError(f"{run_dir} is not an lmforge run folder (no {CONFIG} / {LABELS}); give the folder `lmforge train` wrote")
+    if not all((run_dir / name).is_file() for name in (CONFIG, LABELS, RUN_INFO)):
+        raise UserError(f"{run_dir} is not an lmforge run folder (no {CONFIG} / {LABELS} / {RUN_INFO}); give the folder `lmforge train` wrote")
     return run_dir
 
 

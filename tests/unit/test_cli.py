@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from conftest import make_config, run_cli, write_conll
+from conftest import make_config, run_cli, sentiment_rows, write_conll
 
 
 def test_classification_end_to_end(tmp_path, tiny_model, cls_data):
@@ -30,12 +30,14 @@ def test_classification_end_to_end(tmp_path, tiny_model, cls_data):
     for name in ("report.md", "report.json", "confusion_matrix.png", "reliability.png", "predictions.jsonl"):
         assert (report / name).is_file(), name
     assert (report / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fresh = sentiment_rows(6, 9)  # unseen sentences from the fixture's template
     inputs = tmp_path / "in.txt"
-    inputs.write_text("the plot was awful\n\nthe acting was superb\n")
+    inputs.write_text(fresh[0][0] + "\n\n" + "\n".join(text for text, _ in fresh[1:]) + "\n")  # a blank line is skipped
     r = run_cli("predict", run, inputs, "-o", tmp_path / "out.jsonl")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [row["label"] for row in rows] == ["negative", "positive"]
+    assert [row["text"] for row in rows] == [text for text, _ in fresh]
+    assert sum(row["label"] == label for row, (_, label) in zip(rows, fresh)) >= 5
     assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
 
 
@@ -51,7 +53,9 @@ def test_ner_end_to_end_with_jsonl_predict(tmp_path, tiny_model, ner_data):
     r = run_cli("predict", tmp_path / "run", inputs)
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout)
-    assert {(e["type"], e["text"], e["start"], e["end"]) for e in row["entities"]} == {("PER", "Alice", 0, 5), ("LOC", "Paris", 14, 19)}
+    found = {(e["type"], e["text"], e["start"], e["end"]) for e in row["entities"]}
+    # the fixture has no punctuation, so whatever "." gets is not asserted; the names and offsets are
+    assert {("PER", "Alice", 0, 5), ("LOC", "Paris", 14, 19)} <= found
 
 
 def test_unknown_key_and_bad_value_exit_2_naming_keys(tmp_path, tiny_model, cls_data):

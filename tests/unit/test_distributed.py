@@ -19,7 +19,7 @@ def test_two_processes_match_one(tmp_path, tiny_model, ner_data):
     two = run_cli("train", cfg, "--nproc", "2", "--output", tmp_path / "two", timeout=600)
     assert two.returncode == 0, two.stderr
     info = json.loads((tmp_path / "two" / "run.json").read_text())
-    assert info["status"] == "complete"
+    assert info["status"] == "complete", two.stderr[-3000:]
     a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     worst = max((a[k] - b[k]).abs().max().item() for k in a)

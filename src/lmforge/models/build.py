@@ -29,6 +29,10 @@ def load_tokenizer(path: Path):
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if not getattr(tok, "is_fast", False):
         raise UserError(f"{path}: lmforge needs a fast (tokenizers-backed) tokenizer; this folder has no tokenizer.json")
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise UserError(f"{path}: the tokenizer has neither a padding nor an end-of-sequence token; add a pad_token to tokenizer_config.json")
+        tok.pad_token = tok.eos_token  # decoder tokenizers often ship without one
     return tok
 
 

@@ -68,6 +68,7 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, rng: lis
     write_json_atomic(root / LATEST, {"checkpoint": final.name, "step": step})
     for old in sorted(root.glob("ckpt-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    prune_best(root, info.get("best_step"))
     return final
 
 
@@ -87,17 +88,27 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict, list
     return json.loads((path / "state.json").read_text()), state["rng"]
 
 
-def save_best(root: Path, model, info: dict) -> None:
-    """The best weights so far (by the dev metric), replaced atomically."""
+def _best_path(root: Path, step: int) -> Path:
+    return root / f"best-{step:08d}.safetensors"
+
+
+def save_best(root: Path, model, step: int) -> None:
+    """The best weights so far (by the dev metric). One file per step: the checkpoint written right
+    after names the step it belongs with, so a kill in between leaves the previous best in force."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / ".best.safetensors.tmp"
     save_file(trainable_state(model), str(tmp))
-    tmp.replace(root / "best.safetensors")
-    write_json_atomic(root / "best.json", info)
+    tmp.replace(_best_path(root, step))
 
 
-def load_best(root: Path, model) -> dict | None:
-    if not (root / "best.json").is_file():
+def prune_best(root: Path, keep_step: int | None) -> None:
+    for path in root.glob("best-*.safetensors"):
+        if keep_step is None or path != _best_path(root, keep_step):
+            path.unlink(missing_ok=True)
+
+
+def load_best(root: Path, model, step: int | None) -> dict | None:
+    if step is None or not _best_path(root, step).is_file():
         return None
-    load_trainable_state(model, load_file(str(root / "best.safetensors")))
-    return read_json(root / "best.json")
+    load_trainable_state(model, load_file(str(_best_path(root, step))))
+    return {"step": step}

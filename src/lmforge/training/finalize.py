@@ -14,16 +14,19 @@ from . import checkpoint as ckpt
 
 
 def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16: bool, console: Console,
-                 trainable: int, total_params: int) -> None:
-    best = ckpt.load_best(ckpt_root, raw_model)
-    merged = save_artefacts(run_dir, p, raw_model)
+                 trainable: int, total_params: int, device=None) -> None:
+    best = ckpt.load_best(ckpt_root, raw_model, state.get("best_step"))
     info = read_json(run_dir / RUN_INFO)
-    info.update(merged=merged, best_step=best["step"] if best else state["step"], steps=state["step"],
+    # recorded before model/ is written, so that a reader never applies an adapter to a merged model
+    info["merged"] = p.cfg.method == "full" or (p.cfg.method in ("lora", "ia3") and p.cfg.peft.merge)
+    write_json_atomic(run_dir / RUN_INFO, info)
+    save_artefacts(run_dir, p, raw_model)
+    info.update(best_step=best["step"] if best else state["step"], steps=state["step"],
                 train_seconds=round(state["train_seconds"], 2), trained_parameters=trainable, total_parameters=total_params,
                 real_tokens=state["real_tokens"], tokens_per_second=round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
                 precision="bf16" if bf16 else "fp32")
     write_json_atomic(run_dir / RUN_INFO, info)
-    metrics = evaluate_splits(run_dir, p, console)
+    metrics = evaluate_splits(run_dir, p, console, device)
     metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "tokens_per_second", "trained_parameters", "precision")}
     write_json_atomic(run_dir / METRICS, metrics)
     info["status"] = "complete"
@@ -61,7 +64,7 @@ def base_with_head(p, peft_model):
     """A plain model: the base weights plus the trained task head taken from the peft wrapper."""
     from peft.utils import ModulesToSaveWrapper
 
-    fresh = load_model(p.task.model_class(), p.model_path, **p.task.model_kwargs())
+    fresh = load_model(p.task.model_class(), p.model_path, ignore_mismatched_sizes=True, **p.task.model_kwargs())
     fresh_modules = dict(fresh.named_modules())
     for name, module in peft_model.named_modules():
         if isinstance(module, ModulesToSaveWrapper):
@@ -71,11 +74,11 @@ def base_with_head(p, peft_model):
     return fresh
 
 
-def evaluate_splits(run_dir: Path, p, console: Console) -> dict:
+def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     from ..evaluation.report import write_report
     from ..predictor import Predictor
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, device=device)
     kind = "multi-label" if p.cfg.data.multi_label else p.cfg.task
     metrics: dict = {}
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):

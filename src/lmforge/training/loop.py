@@ -62,13 +62,16 @@ def train(cfg: ProjectConfig | None = None, base: Path | None = None, *, output:
             raise UserError(f"{run_dir} finished training already; nothing to resume")
         max_steps = info.get("max_steps_override", max_steps)
         base = run_dir
+        _set_threads(cfg.training.num_threads, world)
     else:
         assert cfg is not None and base is not None
         cfg = resolved_config(cfg, base)
         run_dir = Path(output) if output else Path(cfg.output_dir) / cfg.name
+    max_steps = max_steps or cfg.training.max_steps
 
     p = prepare(cfg, base)  # every data problem is reported before anything is written
     if resume is None:
+        _check_target(run_dir, overwrite)  # on every process, so that all of them stop with the message
         if rank == 0:
             _create_run_dir(run_dir, overwrite, p, max_steps)
         accelerator.wait_for_everyone()
@@ -82,12 +85,24 @@ def _set_threads(requested: int | None, world: int) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
 
 
+def _check_target(run_dir: Path, overwrite: bool) -> None:
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} exists and is not a folder; choose another run folder with --output")
+    if not any(run_dir.iterdir()):
+        return
+    is_run = (run_dir / CONFIG).is_file() and (run_dir / LABELS).is_file()
+    if not overwrite:
+        raise UserError(f"run folder {run_dir} already exists. Continue it with `lmforge train --resume {run_dir}`, "
+                        "choose another with --output or name=..., or replace it with --overwrite")
+    if not is_run:
+        raise UserError(f"{run_dir} is not empty and is not an lmforge run folder; --overwrite only replaces run folders")
+
+
 def _create_run_dir(run_dir: Path, overwrite: bool, p: Prepared, max_steps: int | None) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"run folder {run_dir} already exists. Continue it with `lmforge train --resume {run_dir}`, "
-                            "choose another with --output or name=..., or replace it with --overwrite")
-        shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir)  # _check_target made sure it is a run folder and --overwrite was given
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / CONFIG, dump_config(p.cfg))
     write_json_atomic(run_dir / LABELS, p.task.to_json())
@@ -97,6 +112,19 @@ def _create_run_dir(run_dir: Path, overwrite: bool, p: Prepared, max_steps: int 
                      "test_examples": len(p.splits.test) if p.splits.test is not None else 0,
                      "truncated_train": p.truncated_train, "scheme": p.splits.scheme}}
     write_json_atomic(run_dir / RUN_INFO, info)
+
+
+def _total_steps(lengths: list[int], plan_args: dict, epochs: float, accumulation: int, varies: bool) -> int:
+    """Optimizer steps in `epochs` passes. With a token budget the number of batches differs a little
+    from epoch to epoch, so each epoch's plan is counted."""
+    def per_epoch(epoch: int) -> int:
+        return math.ceil(len(plan_batches(lengths, **plan_args, epoch=epoch)) / accumulation)
+
+    if not varies:
+        return math.ceil(epochs * per_epoch(0))
+    whole = int(epochs)
+    total = sum(per_epoch(e) for e in range(whole))
+    return total + math.ceil((epochs - whole) * per_epoch(whole))
 
 
 def _schedule(kind: str, warmup: int, total: int):
@@ -143,8 +171,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     feats = p.train_features
     lengths = [len(f["input_ids"]) for f in feats]
     plan_args = dict(batch_size=t.batch_size, max_tokens=t.max_tokens_per_batch, group_by_length=t.group_by_length, seed=t.seed)
-    groups_per_epoch = math.ceil(len(plan_batches(lengths, **plan_args, epoch=0)) / t.gradient_accumulation_steps)
-    total_steps = math.ceil(t.epochs * groups_per_epoch)
+    total_steps = _total_steps(lengths, plan_args, t.epochs, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)
     if max_steps:
         total_steps = min(total_steps, max_steps)
     optimizer = _optimizer(model, cfg)
@@ -202,7 +229,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
         if improved:
             state.update(best=scores[metric], best_step=step, bad_evals=0)
             if rank == 0:
-                ckpt.save_best(ckpt_root, raw_model, {"step": step, metric: scores[metric], **scores})
+                ckpt.save_best(ckpt_root, raw_model, step)
         else:
             state["bad_evals"] += 1
         if rank == 0:
@@ -218,7 +245,8 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
             console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
     progress = TrainProgress(total_steps, state["step"], enabled=rank == 0, console=console)
     model.train()
-    stop = state["step"] >= total_steps
+    patience = t.early_stopping_patience
+    stop = state["step"] >= total_steps or (patience is not None and state["bad_evals"] >= patience)
     window_loss, window_units, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     try:
         while not stop:
@@ -286,12 +314,21 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     if state.get("last_eval_step") != state["step"]:
         # the last step was never evaluated (max_steps mid-epoch): evaluate it before choosing the best
         after_eval(state["step"])
-    if rank == 0:
-        finalize_run(run_dir, p, raw_model, ckpt_root, state, bf16, console, trainable, total_params)
-    accelerator.wait_for_everyone()
     if tracker is not None:
         tracker.close()
+    if rank == 0:
+        finalize_run(run_dir, p, raw_model, ckpt_root, state, bf16, console, trainable, total_params, accelerator.device)
+    else:
+        _wait_for_completion(run_dir)
     return run_dir
+
+
+def _wait_for_completion(run_dir: Path) -> None:
+    """Other processes stay alive until rank 0 has written the run. A file, not a collective barrier:
+    a long test evaluation must not run into the process group's timeout. If rank 0 dies, torchrun
+    stops this process."""
+    while read_json(run_dir / RUN_INFO).get("status") != "complete":
+        time.sleep(0.5)
 
 
 def _global_mean(accelerator, local_loss_sum: float, global_units: int) -> float:

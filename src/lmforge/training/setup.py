@@ -77,7 +77,7 @@ def build_model(p: Prepared):
     # a base folder may carry a task head of its own (an earlier fine-tuned model): one whose shape
     # does not fit these labels is re-initialised rather than refused
     model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
-                       ignore_mismatched_sizes=True, **p.task.model_kwargs())
+                       ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
     if p.cfg.method != "full":
         return wrap_peft(model, p.cfg.method, p.cfg.task, p.cfg.peft)
     if p.cfg.training.freeze_embeddings:

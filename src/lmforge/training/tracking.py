@@ -21,8 +21,16 @@ class Tracker:
 
     def _truncate_after(self, step: int) -> None:
         # an interrupted run may have logged steps past its last checkpoint; they will be redone
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:  # a line cut short by the interruption
+                continue
+        from ..runs import write_text_atomic
+
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, values: dict, prefix: str = "train") -> None:
         self.fh.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
