@@ -20,6 +20,7 @@ def quiet_transformers() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=".*were not initialized.*")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)  # raised inside peft
 
 
 def load_tokenizer(path: Path):
