@@ -155,3 +155,27 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
 
     return subprocess.run([sys.executable, "-m", "lmforge.cli", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+# --- helpers for the reader tests -----------------------------------------------------------------
+
+def _shared_data() -> Path:
+    here = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return here if here.exists() else Path("/work/shared/data")
+
+
+SHARED = _shared_data()
+needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="shared benchmark data not available")
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8", newline="")
+    return path
+
+
+def problems_of(excinfo) -> list[str]:
+    return excinfo.value.problems

@@ -12,23 +12,9 @@ from lmforge.data.schemes import tags_to_spans
 from lmforge.data.types import TokenExample
 from lmforge.errors import DataError, UserError
 
-
-def _shared_data() -> Path:
-    here = Path(__file__).resolve().parents[3] / "shared" / "data"
-    return here if here.exists() else Path("/work/shared/data")
+from conftest import SHARED, needs_shared, write
 
 
-SHARED = _shared_data()
-needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="shared benchmark data not available")
-
-
-def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8", newline="")
-    return path
 
 
 CONLL_IOB1 = """\
