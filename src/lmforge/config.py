@@ -19,7 +19,7 @@ from .errors import ConfigError
 TASKS = ("text-classification", "token-classification")
 METHODS = ("full", "lora", "ia3", "prefix")
 # PEFT methods train far fewer parameters and need larger steps.
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 5e-4, "ia3": 3e-3, "prefix": 1e-2}
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2}
 
 
 class _Section(BaseModel):
@@ -46,7 +46,7 @@ class DataConfig(_Section):
 class PeftSettings(_Section):
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="LoRA dropout")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (0: no random mask per adapted layer; measured faster on CPU at equal accuracy)")
     target_modules: list[str] | None = Field(None, description="module names to adapt; empty: the model's attention and feed-forward projections")
     num_virtual_tokens: int = Field(20, ge=1, description="prefix tuning: number of virtual tokens")
     merge: bool = Field(True, description="LoRA/IA3: also save a merged model that plain transformers loads (the adapter is always saved)")
@@ -58,7 +58,7 @@ class TrainingConfig(_Section):
     batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation)")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
-    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 5e-4 for lora, 3e-3 for ia3, 1e-2 for prefix")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of the new task head; empty: same as learning_rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with a linear warmup")

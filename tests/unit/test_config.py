@@ -25,7 +25,7 @@ def test_overrides_parse_yaml_values_and_create_sections():
 
 def test_learning_rate_default_depends_on_method():
     assert config_from_dict({"method": "full"}).training.learning_rate == 1e-4
-    assert config_from_dict({"method": "lora"}).training.learning_rate == 5e-4
+    assert config_from_dict({"method": "lora"}).training.learning_rate == 1e-3
     assert config_from_dict({"method": "lora", "training": {"learning_rate": 1e-3}}).training.learning_rate == 1e-3
 
 

@@ -72,6 +72,7 @@ def train(cfg: ProjectConfig | None = None, base: Path | None = None, *, output:
     p = prepare(cfg, base)  # every data problem is reported before anything is written
     if resume is None:
         _check_target(run_dir, overwrite)  # on every process, so that all of them stop with the message
+        accelerator.wait_for_everyone()  # ... and before rank 0 creates the folder the others check
         if rank == 0:
             _create_run_dir(run_dir, overwrite, p, max_steps)
         accelerator.wait_for_everyone()
