@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .data.load import read_split
-from .errors import UserError
 from .predictor import Predictor
 from .runs import write_text_atomic
 
@@ -49,32 +48,16 @@ def evaluate_file(run_dir: Path, data: Path, output: Path | None = None) -> tupl
 
 def read_inputs(predictor: Predictor, path: Path) -> list:
     """Unlabelled inputs: .txt lines, or the text column/key of a .csv/.tsv/.jsonl file."""
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    cfg = predictor.config
-    if path.suffix.lower() == ".txt":
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); re-save the file as UTF-8") from None
-        texts = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-        if not texts:
-            raise UserError(f"{path}: contains no texts")
-        examples = predictor.examples_from_texts([t for _, t in texts])
-        for ex, (line, _) in zip(examples, texts):
-            ex.source = f"{path}:{line}"
-        return examples
-    from .data.classification_readers import read_classification
+    from .data.classification_readers import read_texts
 
-    field = cfg.data.text_field if cfg.task == "text-classification" else "text"
-    rows = read_classification(path, text_field=field, text_pair_field=cfg.data.text_pair_field if cfg.task == "text-classification" else None,
-                               label_field=None, require_labels=False)
+    cfg = predictor.config
     if cfg.task == "token-classification":
+        rows = read_texts(path)
         examples = [predictor.words_of(r.text, doc_id=i) for i, r in enumerate(rows)]
         for ex, r in zip(examples, rows):
             ex.source = r.source
         return examples
-    return rows
+    return read_texts(path, text_field=cfg.data.text_field, text_pair_field=cfg.data.text_pair_field)
 
 
 def predict_file(run_dir: Path, path: Path, output: Path | None = None) -> int:

@@ -26,10 +26,9 @@ def read_split(cfg: ProjectConfig, path: Path, *, scheme: str | None = None, req
     if cfg.task == "token-classification":
         from .ner_readers import read_ner
 
-        fmt = "auto" if d.format in ("auto", "conll") else d.format
         if d.format in ("csv", "tsv"):
             raise UserError(f"data.format: {d.format} is not a NER format; use conll (column files) or jsonl")
-        return read_ner(path, format=fmt if d.format != "conll" else "conll", scheme=scheme or d.scheme)
+        return read_ner(path, format=d.format, scheme=scheme or d.scheme)
     from .classification_readers import read_classification
 
     if d.format == "conll":

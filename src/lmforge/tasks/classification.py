@@ -138,8 +138,6 @@ class ClassificationTask:
             out["ece"] = report["calibration"]["ece"]
         return out
 
-    def default_metric(self) -> str:
-        return "micro_f1" if self.multi_label else "accuracy"
 
 
 def _short_list(items: list[str], n: int = 8) -> str:

@@ -190,8 +190,6 @@ class TokenClassificationTask:
     def headline(self, report: dict) -> dict[str, float]:
         return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
 
-    def default_metric(self) -> str:
-        return "f1"
 
 
 def repair_iob2(tags: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
     # recorded before model/ is written, so that a reader never applies an adapter to a merged model
     info["merged"] = p.cfg.method == "full" or (p.cfg.method in ("lora", "ia3") and p.cfg.peft.merge)
     write_json_atomic(run_dir / RUN_INFO, info)
-    save_artefacts(run_dir, p, raw_model)
+    save_artefacts(run_dir, p, raw_model, info["merged"])
     info.update(best_step=best["step"] if best else state["step"], steps=state["step"],
                 train_seconds=round(state["train_seconds"], 2), trained_parameters=trainable, total_parameters=total_params,
                 real_tokens=state["real_tokens"], tokens_per_second=round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
@@ -36,28 +36,25 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
                                                           if split in ("dev", "test") for k, v in vals.items()))
 
 
-def save_artefacts(run_dir: Path, p, raw_model) -> bool:
-    """Write model/ (plain transformers) and, for peft methods, adapter/. Returns whether model/ holds
-    the adapter merged in (True for full fine-tuning too: model/ alone reproduces predictions)."""
+def save_artefacts(run_dir: Path, p, raw_model, merged: bool) -> None:
+    """Write model/ (plain transformers) and, for peft methods, adapter/. `merged`: model/ alone
+    reproduces predictions (full fine-tuning, or a LoRA/IA3 adapter merged in)."""
     method = p.cfg.method
     model_tmp = run_dir / ".model.tmp"
     shutil.rmtree(model_tmp, ignore_errors=True)
     if method == "full":
         raw_model.save_pretrained(str(model_tmp))
-        merged = True
     else:
         adapter_tmp = run_dir / ".adapter.tmp"
         shutil.rmtree(adapter_tmp, ignore_errors=True)
         raw_model.save_pretrained(str(adapter_tmp))
         replace_dir(adapter_tmp, run_dir / "adapter")
-        merged = method in ("lora", "ia3") and p.cfg.peft.merge
         if merged:
             raw_model.merge_and_unload().save_pretrained(str(model_tmp))
         else:  # prefix tuning cannot be merged: model/ is the base with the trained head, used with adapter/
             base_with_head(p, raw_model).save_pretrained(str(model_tmp))
     p.tokenizer.save_pretrained(str(model_tmp))
     replace_dir(model_tmp, run_dir / "model")
-    return merged
 
 
 def base_with_head(p, peft_model):
