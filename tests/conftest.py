@@ -179,3 +179,26 @@ def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
 
 def problems_of(excinfo) -> list[str]:
     return excinfo.value.problems
+
+
+# --- trained tiny runs shared by the serve / explain / export tests ------------------------------
+@pytest.fixture(scope="session")
+def cls_run(tmp_path_factory, tiny_model) -> Path:
+    """A complete run folder: the tiny BERT fully fine-tuned on the sentiment fixture (3 labels)."""
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("cls-run")
+    data = {"train": write_csv(tmp / "train.csv", sentiment_rows(48, 1)), "dev": write_csv(tmp / "dev.csv", sentiment_rows(12, 2))}
+    return train(load_config(make_config(tmp, tiny_model, data, epochs=20)), tmp)
+
+
+@pytest.fixture(scope="session")
+def ner_run(tmp_path_factory, tiny_model) -> Path:
+    """A complete NER run folder: the tiny BERT fully fine-tuned on the PER/LOC/ORG fixture."""
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("ner-run")
+    data = {"train": write_conll(tmp / "train.txt", ner_sentences(40, 1)), "dev": write_conll(tmp / "dev.txt", ner_sentences(10, 2))}
+    return train(load_config(make_config(tmp, tiny_model, data, task="token-classification", epochs=15)), tmp)

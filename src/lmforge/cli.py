@@ -136,6 +136,100 @@ def predict(
 
 
 @app.command()
+def serve(
+    run_dir: Path,
+    backend: str = typer.Option("torch", help="torch, or onnx (after lmforge export)"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    api_key_env: Optional[str] = typer.Option(None, help="require 'Authorization: Bearer <key>' with the key held by this environment variable"),
+    max_batch_size: int = typer.Option(32, help="texts gathered into one forward pass"),
+    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+    max_texts: int = typer.Option(64, help="texts per request"),
+    max_chars: int = typer.Option(2000, help="characters per text"),
+    max_body_bytes: int = typer.Option(1_000_000, help="request body size"),
+    log_level: str = typer.Option("info", help="debug, info, warning or error"),
+):
+    """Serve a run over HTTP: /v1/predict, /v1/explain, /v1/model, /health, /ready, /metrics, /docs."""
+    from pydantic import ValidationError
+
+    from .serve.server import api_key_from_env, serve as run_server
+    from .serve.settings import ServeSettings
+
+    try:
+        settings = ServeSettings(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                                 max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
+                                 api_key=api_key_from_env(api_key_env))
+    except ValidationError as e:
+        raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
+    run_server(run_dir, settings, backend=backend, log_level=log_level)
+
+
+@app.command()
+def explain(
+    run_dir: Path,
+    text: Optional[str] = typer.Option(None, help="the text to explain"),
+    text_pair: Optional[str] = typer.Option(None, help="the second text, for pair classifiers"),
+    target: Optional[str] = typer.Option(None, help="label to explain (default: the predicted one)"),
+    entity: Optional[int] = typer.Option(None, help="NER: index of the predicted entity to explain (default 0)"),
+    steps: int = typer.Option(50, help="integrated-gradients steps"),
+    html: Optional[Path] = typer.Option(None, help="also write an HTML page here"),
+    open_browser: bool = typer.Option(False, "--open", help="open the HTML page in a browser"),
+    data: Optional[Path] = typer.Option(None, help="with --global: a file of texts (the run's format)"),
+    global_: bool = typer.Option(False, "--global", help="most influential words per class over --data"),
+    limit: int = typer.Option(200, help="with --global: explain at most this many texts"),
+    output: Optional[Path] = typer.Option(None, help="with --global: report folder (default RUN_DIR/explain/<file>)"),
+    as_json: bool = typer.Option(False, "--json", help="print the explanation as JSON"),
+):
+    """Explain a prediction (token attributions) or, with --global, the model over a dataset."""
+    from .commands import explain_global, explain_one
+
+    if global_:
+        if data is None:
+            raise UserError("--global needs --data FILE (texts to explain)")
+        paths = explain_global(run_dir, data, output, limit=limit, steps=min(steps, 50), console=out)
+        for path in paths:
+            out.print(f"wrote {path}")
+        return
+    if text is None:
+        raise UserError("give --text \"...\" (or --global --data FILE)")
+    result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps, html=html,
+                         console=None if as_json else out)
+    if as_json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    if html is not None:
+        err.print(f"wrote {html}")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(html.resolve().as_uri())
+
+
+@app.command()
+def export(
+    run_dir: Path,
+    format: str = typer.Option("onnx", help="onnx"),
+    quantize: str = typer.Option("int8", help="int8 (dynamic quantization) or none"),
+    output: Optional[Path] = typer.Option(None, help="export folder (default RUN_DIR/onnx)"),
+    data: Optional[Path] = typer.Option(None, help="labelled file for the parity check (default: the run's dev data)"),
+    force: bool = typer.Option(False, help="write even if the parity check fails"),
+):
+    """Export a run for fast CPU inference (ONNX Runtime, fused attention, int8), with a parity report."""
+    from .export.onnx import export_onnx
+
+    if format != "onnx":
+        raise UserError(f"--format {format}: only onnx is supported")
+    if quantize not in ("int8", "none"):
+        raise UserError(f"--quantize {quantize}: use int8 or none")
+    report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force)
+    parity = report.get("parity", {})
+    table = Table(title="ONNX export", show_header=False)
+    for key, value in [("file", report.get("path")), ("quantize", report.get("quantize")), ("fused", report.get("fused")),
+                       *((f"parity {k}", v) for k, v in parity.items())]:
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
 def models():
     """List the packaged models available by short name."""
     from .models.resolve import PACKAGED_MODELS, _package_dir

@@ -16,8 +16,8 @@ from .runs import write_text_atomic
 PROGRESS_MIN_EXAMPLES = 256
 
 
-def _progress(total: int, label: str, enabled: bool):
-    if not enabled or total < PROGRESS_MIN_EXAMPLES:
+def _progress(total: int, label: str, enabled: bool, minimum: int = PROGRESS_MIN_EXAMPLES):
+    if not enabled or total < minimum:
         return None, None
     bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=Console(stderr=True))
     task = bar.add_task(label, total=total)
@@ -84,3 +84,34 @@ def predict_file(run_dir: Path, path: Path, output: Path | None = None) -> int:
     else:
         write_text_atomic(output, body)
     return len(lines)
+
+
+def explain_one(run_dir: Path, text: str, *, text_pair: str | None = None, target: str | None = None,
+                entity: int | None = None, steps: int = 50, html: Path | None = None, console=None) -> dict:
+    """Explain one prediction; print a heat-map on `console` and/or write an HTML page."""
+    from .explain import explain_text, render_terminal, write_html
+
+    predictor = Predictor.from_run(run_dir)
+    result = explain_text(predictor, text, text_pair=text_pair, target=target, entity=entity, steps=steps)
+    if console is not None:
+        render_terminal(result, console)
+    if html is not None:
+        write_html(result, html)
+    return result
+
+
+def explain_global(run_dir: Path, data: Path, output: Path | None = None, *, limit: int = 200, steps: int = 20,
+                   console=None) -> list[Path]:
+    """Most influential words per predicted class over the texts of a file."""
+    from .explain import explain_dataset, write_global_report
+
+    predictor = Predictor.from_run(run_dir)
+    examples = read_inputs(predictor, data)
+    total = min(len(examples), limit) if limit else len(examples)
+    bar, advance = _progress(total, "explain", True, minimum=2)
+    try:
+        result = explain_dataset(predictor, examples, steps=steps, limit=limit, progress=advance)
+    finally:
+        if bar:
+            bar.stop()
+    return write_global_report(result, output or Path(run_dir) / "explain" / data.name)

@@ -1,8 +1,10 @@
-"""`Predictor`: a trained run loaded for inference. Evaluate, predict (and later explain and serve)
-all go through it, so they can never disagree."""
+"""`Predictor`: a trained run loaded for inference. Evaluate, predict, explain and serve all go
+through it, so they can never disagree. The forward pass is pluggable (PyTorch or an exported ONNX
+graph, see `lmforge.inference`); explanations always use the PyTorch model."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +15,7 @@ import yaml
 from .config import ProjectConfig, config_from_dict
 from .data.types import TextExample, TokenExample
 from .errors import UserError
-from .inference import run_model
+from .inference import Forward, run_batches, torch_forward
 from .models.build import bf16_supported, load_model, load_tokenizer
 from .runs import CONFIG, LABELS, check_complete, read_json
 
@@ -29,10 +31,17 @@ class Predictor:
         self.run_dir = run_dir
         device = next(model.parameters()).device
         self.bf16 = (config.training.precision == "bf16" or (config.training.precision == "auto" and bf16_supported(device))) if bf16 is None else bf16
+        self.forward: Forward = torch_forward(self.model, self.bf16)
+        self.backend = "torch"
+        self.version = _version(config.name, run_dir)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None) -> "Predictor":
-        """Load the model a run saved (plus its peft adapter where the method needs one)."""
+    def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None,
+                 backend: str = "torch") -> "Predictor":
+        """Load the model a run saved (plus its peft adapter where the method needs one).
+        backend="onnx" predicts with the run's exported ONNX graph (`lmforge export`)."""
+        if backend not in ("torch", "onnx"):
+            raise UserError(f"unknown backend {backend!r}; use torch or onnx")
         from .tasks.classification import ClassificationTask
         from .tasks.token_classification import TokenClassificationTask
 
@@ -51,7 +60,12 @@ class Predictor:
             model = PeftModel.from_pretrained(model, str(run_dir / "adapter"))
         if device is not None:
             model = model.to(device)
-        return cls(model, tokenizer, task, cfg, run_dir, bf16)
+        predictor = cls(model, tokenizer, task, cfg, run_dir, bf16)
+        if backend == "onnx":
+            from .export.onnx import load_onnx_forward
+
+            predictor.forward, predictor.backend = load_onnx_forward(run_dir)
+        return predictor
 
     # -- inputs ----------------------------------------------------------------------------
     def examples_from_texts(self, texts: Sequence[str | tuple[str, str]]) -> list:
@@ -94,7 +108,7 @@ class Predictor:
         if not examples:
             return []
         features, plan = self.task.encode_for_inference(examples)
-        outputs = run_model(self.model, features, self.tokenizer.pad_token_id, bf16=self.bf16, progress=progress)
+        outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward, progress=progress)
         return self.task.decode(examples, plan, outputs)
 
     def evaluate(self, examples: list, progress=None) -> tuple[dict, list[dict]]:
@@ -108,6 +122,18 @@ class Predictor:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def _version(name: str, run_dir: Path | None) -> str:
+    """`<run name>-<first 12 hex digits of the weights' sha256>`: changes whenever the weights do."""
+    weights = run_dir / "model" / "model.safetensors" if run_dir is not None else None
+    if weights is None or not weights.is_file():
+        return name
+    digest = hashlib.sha256()
+    with weights.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{name}-{digest.hexdigest()[:12]}"
 
 
 def _merged(run_dir: Path) -> bool:

@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app, dynamic micro-batching, limits, auth and Prometheus metrics."""

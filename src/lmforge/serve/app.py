@@ -1,0 +1,270 @@
+"""The FastAPI application: predict, explain, model info, health, readiness and metrics.
+
+Every model call goes through one `MicroBatcher` (one worker thread), so predictions from
+concurrent requests share forward passes and explanations never run beside a prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import UserError
+from ..runs import METRICS, RUN_INFO, read_json
+from .batcher import MicroBatcher, QueueFull
+from .metrics import ServerMetrics
+from .schemas import ExplainRequest, PredictRequest, PredictResponse
+from .settings import ServeSettings
+
+log = logging.getLogger("lmforge.serve")
+PUBLIC_ROUTES = ("/health", "/ready", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc")
+WARMUP_TEXT = "warm up the model"
+
+
+class ApiError(Exception):
+    """An error with a status code and a JSON body that says what was wrong."""
+
+    def __init__(self, status: int, code: str, message: str, limit: str | None = None, value: int | float | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.limit, self.value = status, code, message, limit, value
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in (an HTTPException, so FastAPI's body parsing passes it on)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "request body too large")
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
+    """An ASGI app serving `predictor` (a `lmforge.Predictor`)."""
+    settings = settings or ServeSettings()
+    metrics = ServerMetrics()
+    metrics.model.info({"version": predictor.version, "task": predictor.task.name, "backend": predictor.backend})
+    batcher = MicroBatcher(lambda items: predict_items(predictor, items), max_batch=settings.max_batch_size,
+                           max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
+    state = {"ready": False}
+
+    async def warm_up() -> None:
+        try:
+            for _ in range(3):  # first calls allocate and pick kernels
+                await batcher.submit([WARMUP_TEXT])
+            state["ready"] = True
+            log.info("model %s warmed up; ready", predictor.version)
+        except Exception:  # noqa: BLE001 - stays not-ready; the cause is logged
+            log.exception("warm-up failed; /ready will keep answering 503")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        warm = asyncio.create_task(warm_up())
+        yield
+        state["ready"] = False
+        warm.cancel()
+        await batcher.stop()
+
+    app = FastAPI(title="lmforge", version=predictor.version, lifespan=lifespan,
+                  description=f"{predictor.config.name}: {predictor.task.name} ({predictor.backend} backend)")
+    app.state.predictor, app.state.batcher, app.state.metrics, app.state.settings = predictor, batcher, metrics, settings
+
+    # -- errors ------------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError):
+        return error_response(err.status, err.code, err.message, limit=err.limit, value=err.value)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError):
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {e.get('msg', 'invalid')}")
+        return error_response(422, "invalid_request", "; ".join(problems[:10]) or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException):
+        if isinstance(err, BodyTooLarge):
+            return error_response(413, "body_too_large", f"the request body exceeds {settings.max_body_bytes} bytes",
+                                  limit="max_body_bytes", value=settings.max_body_bytes)
+        return error_response(err.status_code, "http_error", str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, err: Exception):
+        request_id = request.scope.get("lmforge.request_id", "")
+        log.error("request %s failed", request_id, exc_info=(type(err), err, err.__traceback__))
+        return error_response(500, "internal_error", "internal server error; the cause is in the server log",
+                              request_id=request_id)
+
+    # -- auth ------------------------------------------------------------------------------------
+    async def require_key(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+            raise ApiError(401, "unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
+
+    guarded = [Depends(require_key)]
+
+    # -- routes ----------------------------------------------------------------------------------
+    @app.get("/health", summary="the process is alive")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="the model is loaded and warmed up")
+    async def ready():
+        if not state["ready"]:
+            return error_response(503, "not_ready", "the model is still warming up")
+        return {"status": "ready", "model_version": predictor.version}
+
+    @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/v1/model", dependencies=guarded, summary="what is served")
+    async def model_info():
+        return describe(predictor)
+
+    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, summary="predict a batch of texts")
+    async def predict(body: PredictRequest):
+        check_texts(body.texts, predictor, settings)
+        try:
+            results = await batcher.submit(body.texts)
+        except QueueFull as err:
+            raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
+                           value=settings.max_queue) from None
+        metrics.texts.inc(len(results))
+        return {"model_version": predictor.version, "predictions": results}
+
+    @app.post("/v1/explain", dependencies=guarded, summary="token attributions for one prediction")
+    async def explain(body: ExplainRequest):
+        from ..explain import explain_text
+
+        check_texts([body.text if body.text_pair is None else (body.text, body.text_pair)], predictor, settings)
+        steps = body.steps or settings.explain_steps
+        if steps > settings.max_explain_steps:
+            raise ApiError(413, "limit_exceeded", f"steps is {steps}; at most {settings.max_explain_steps} are allowed",
+                           limit="max_explain_steps", value=settings.max_explain_steps)
+        try:
+            result = await batcher.run_exclusive(lambda: explain_text(
+                predictor, body.text, text_pair=body.text_pair, target=body.target, entity=body.entity,
+                steps=steps, baseline=body.baseline))
+        except UserError as err:
+            raise ApiError(422, "cannot_explain", str(err)) from None
+        return {"model_version": predictor.version, **result}
+
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
+    return app
+
+
+def check_texts(texts: list, predictor, settings: ServeSettings) -> None:
+    """Request limits and input shape, each failure naming the field, the limit and its value."""
+    if len(texts) > settings.max_texts:
+        raise ApiError(413, "limit_exceeded", f"{len(texts)} texts in one request; at most {settings.max_texts} are allowed",
+                       limit="max_texts", value=settings.max_texts)
+    wants_pairs = predictor.task.name == "text-classification" and predictor.config.data.text_pair_field is not None
+    for i, item in enumerate(texts):
+        parts = [item] if isinstance(item, str) else list(item)
+        if len(parts) == 2 and not wants_pairs:
+            raise ApiError(422, "invalid_request", f"texts[{i}] is a pair, but this model takes single texts")
+        if len(parts) == 1 and wants_pairs:
+            raise ApiError(422, "invalid_request", f"texts[{i}] is a single text, but this model takes [text, text_pair] pairs")
+        for part in parts:
+            if not part.strip():
+                raise ApiError(422, "invalid_request", f"texts[{i}] is empty")
+            if len(part) > settings.max_chars:
+                raise ApiError(413, "limit_exceeded", f"texts[{i}] has {len(part)} characters; at most {settings.max_chars} are allowed",
+                               limit="max_chars", value=settings.max_chars)
+
+
+def predict_items(predictor, items: list) -> list[dict]:
+    """Predict a gathered batch. Single texts and pairs go through separate encodes, so a pair from
+    one request never changes how another request's single text is encoded."""
+    results: list[dict | None] = [None] * len(items)
+    singles = [i for i, t in enumerate(items) if isinstance(t, str)]
+    pairs = [i for i, t in enumerate(items) if not isinstance(t, str)]
+    for group in (singles, pairs):
+        if group:
+            for i, pred in zip(group, predictor.predict([items[i] if isinstance(items[i], str) else tuple(items[i]) for i in group])):
+                results[i] = {"entities": pred["entities"]} if "entities" in pred else pred
+    return results  # type: ignore[return-value]
+
+
+def describe(predictor) -> dict:
+    """The served model: task, labels, base model, method, version and the run's metrics."""
+    cfg, run = predictor.config, predictor.run_dir
+    info = read_json(run / RUN_INFO) if run is not None and (run / RUN_INFO).is_file() else {}
+    metrics = read_json(run / METRICS) if run is not None and (run / METRICS).is_file() else {}
+    return {
+        "name": cfg.name, "version": predictor.version, "task": predictor.task.name,
+        "labels": predictor.task.labels, "multi_label": bool(getattr(predictor.task, "multi_label", False)),
+        "text_pairs": cfg.task == "text-classification" and cfg.data.text_pair_field is not None,
+        "base_model": cfg.model, "method": cfg.method, "backend": predictor.backend, "max_length": cfg.data.max_length,
+        "trained": info.get("finished"), "metrics": metrics,
+    }
+
+
+class RequestMiddleware:
+    """Pure ASGI middleware: request ids, the body-size limit, and request metrics by route and status."""
+
+    def __init__(self, app, settings: ServeSettings, metrics: ServerMetrics):
+        self.app, self.settings, self.metrics = app, settings, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = uuid.uuid4().hex[:16]
+        scope["lmforge.request_id"] = request_id
+        started = time.perf_counter()
+        status = {"code": 500}
+        limit = self.settings.max_body_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = error_response(413, "body_too_large", f"the request body exceeds {limit} bytes",
+                                      limit="max_body_bytes", value=limit)
+            response.headers["x-request-id"] = request_id
+            self._observe(scope, 413, started)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        finally:
+            self._observe(scope, status["code"], started)
+
+    def _observe(self, scope, status: int, started: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "other"
+        self.metrics.requests.labels(path, str(status)).inc()
+        self.metrics.latency.labels(path).observe(time.perf_counter() - started)

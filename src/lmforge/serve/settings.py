@@ -1,0 +1,22 @@
+"""Server settings: every limit the API enforces, with its default."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="interface to bind; loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535)
+    max_batch_size: int = Field(32, ge=1, description="texts gathered into one forward pass")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long the first request of a batch waits for company")
+    max_queue: int = Field(1024, ge=1, description="texts waiting for the model before requests get 503")
+    max_texts: int = Field(64, ge=1, description="texts per /v1/predict request")
+    max_chars: int = Field(2000, ge=1, description="characters per text")
+    max_body_bytes: int = Field(1_000_000, ge=1, description="request body size")
+    explain_steps: int = Field(50, ge=1, description="integrated-gradients steps when a request names none")
+    max_explain_steps: int = Field(300, ge=1)
+    api_key: str | None = Field(None, repr=False, description="when set, /v1/* and /metrics need 'Authorization: Bearer <key>'")
+    graceful_timeout_s: float = Field(30.0, ge=0, description="on shutdown, how long in-flight requests may take")
