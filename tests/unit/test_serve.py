@@ -128,6 +128,16 @@ def test_bad_requests_get_422_with_a_reason(cls_predictor, payload, fragment):
     assert fragment in r.json()["error"]["message"]
 
 
+def test_json_without_a_json_content_type_is_read_as_json(cls_predictor):
+    """`curl -d '{...}'` sends application/x-www-form-urlencoded; the README's curl must work."""
+    body = json.dumps({"texts": ["the movie great was"]}).encode()
+    with _client(cls_predictor) as c:
+        for headers in ({"content-type": "application/x-www-form-urlencoded"}, {}):
+            r = c.post("/v1/predict", content=body, headers=headers)
+            assert r.status_code == 200, r.text
+            assert len(r.json()["predictions"]) == 1
+
+
 def test_malformed_json_and_unknown_route(cls_predictor):
     with _client(cls_predictor) as c:
         r = c.post("/v1/predict", content=b'{"texts": [', headers={"content-type": "application/json"})

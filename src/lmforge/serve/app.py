@@ -219,6 +219,15 @@ def describe(predictor) -> dict:
     }
 
 
+def _json_by_default(scope) -> None:
+    """The API speaks JSON only: a body sent without a content type, or with curl's default
+    form type (`curl -d '{...}'`), is read as JSON."""
+    headers = scope.get("headers") or []
+    kind = dict(headers).get(b"content-type", b"")
+    if not kind or kind.startswith(b"application/x-www-form-urlencoded"):
+        scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+
+
 class RequestMiddleware:
     """Pure ASGI middleware: request ids, the body-size limit, and request metrics by route and status."""
 
@@ -230,6 +239,8 @@ class RequestMiddleware:
             return await self.app(scope, receive, send)
         request_id = uuid.uuid4().hex[:16]
         scope["lmforge.request_id"] = request_id
+        if scope["method"] == "POST":
+            _json_by_default(scope)
         started = time.perf_counter()
         status = {"code": 500}
         limit = self.settings.max_body_bytes
