@@ -171,7 +171,7 @@ def explain(
     text_pair: Optional[str] = typer.Option(None, help="the second text, for pair classifiers"),
     target: Optional[str] = typer.Option(None, help="label to explain (default: the predicted one)"),
     entity: Optional[int] = typer.Option(None, help="NER: index of the predicted entity to explain (default 0)"),
-    steps: int = typer.Option(50, help="integrated-gradients steps"),
+    steps: Optional[int] = typer.Option(None, help="integrated-gradients steps (default 50; 20 with --global)"),
     html: Optional[Path] = typer.Option(None, help="also write an HTML page here"),
     open_browser: bool = typer.Option(False, "--open", help="open the HTML page in a browser"),
     data: Optional[Path] = typer.Option(None, help="with --global: a file of texts (the run's format)"),
@@ -186,13 +186,13 @@ def explain(
     if global_:
         if data is None:
             raise UserError("--global needs --data FILE (texts to explain)")
-        paths = explain_global(run_dir, data, output, limit=limit, steps=min(steps, 50), console=out)
+        paths = explain_global(run_dir, data, output, limit=limit, steps=steps or 20, console=out)
         for path in paths:
             out.print(f"wrote {path}")
         return
     if text is None:
         raise UserError("give --text \"...\" (or --global --data FILE)")
-    result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps, html=html,
+    result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps or 50, html=html,
                          console=None if as_json else out)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
