@@ -223,3 +223,35 @@ def test_multi_label_uses_sigmoid(cls: Predictor) -> None:
     assert result["target"] == max(probs, key=probs.get)
     assert result["probability"] == pytest.approx(probs[result["target"]], abs=1e-5)
     assert abs(_token_sum(result) - (result["f_x"] - result["f_baseline"])) < DELTA_BOUND
+
+
+# --- the CLI, as a user runs it -------------------------------------------------------------------
+def test_cli_explain_text_html_json_and_global(cls_run, tmp_path) -> None:
+    from conftest import run_cli, sentiment_rows, write_csv
+
+    page = tmp_path / "why.html"
+    r = run_cli("explain", cls_run, "--text", "the movie great was", "--html", page)
+    assert r.returncode == 0, r.stderr
+    assert "great" in r.stdout and "delta" in r.stdout
+    assert page.is_file() and "great" in page.read_text(encoding="utf-8")
+
+    r = run_cli("explain", cls_run, "--text", "the movie great was", "--json", "--steps", "20")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["steps"] == 20 and [w["word"] for w in result["words"]] == ["the", "movie", "great", "was"]
+
+    data = write_csv(tmp_path / "texts.csv", sentiment_rows(8, 5))
+    r = run_cli("explain", cls_run, "--global", "--data", data, "--output", tmp_path / "global")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in (tmp_path / "global").iterdir()} >= {"global.json", "global.md", "global.png"}
+
+
+def test_cli_explain_errors(cls_run) -> None:
+    from conftest import run_cli
+
+    r = run_cli("explain", cls_run, "--text", "the movie great was", "--target", "nope")
+    assert r.returncode == 2 and "positive" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("explain", cls_run)
+    assert r.returncode == 2 and "--text" in r.stderr
+    r = run_cli("explain", cls_run, "--global")
+    assert r.returncode == 2 and "--data" in r.stderr
