@@ -220,11 +220,19 @@ def export(
         raise UserError(f"--format {format}: only onnx is supported")
     if quantize not in ("int8", "none"):
         raise UserError(f"--quantize {quantize}: use int8 or none")
-    report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force)
-    parity = report.get("parity", {})
+    report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force,
+                         progress=lambda message: err.print(f"[dim]{message}…[/dim]"))
+    parity, sizes = report["parity"], report["sizes"]
     table = Table(title="ONNX export", show_header=False)
-    for key, value in [("file", report.get("path")), ("quantize", report.get("quantize")), ("fused", report.get("fused")),
-                       *((f"parity {k}", v) for k, v in parity.items())]:
+    rows = [("file", report["path"]), ("backend", report["backend"]),
+            ("fused", f"{report['fused']} {report['fused_nodes'] or report['fusion_note'] or ''}".strip()),
+            ("size", f"{sizes['model_onnx_bytes'] / 1e6:.1f} MB (fp32 graph {sizes['fp32_onnx_bytes'] / 1e6:.1f} MB)"),
+            ("parity data", f"{parity['data']} ({parity['examples']} examples)"),
+            ("agreement", f"{parity['agreement']:.2%} of {parity['units']} {parity['compared']} ({parity['disagreements']} differ)"),
+            ("max prob diff", f"{parity['max_abs_prob_diff']:.4f}")]
+    if report["forced"]:
+        rows.append(("forced", f"written below min_agreement {report['min_agreement']:.2%} (--force)"))
+    for key, value in rows:
         table.add_row(key, str(value))
     out.print(table)
 
