@@ -5,7 +5,7 @@ one sentence per request, C concurrent clients on keep-alive loopback connection
 of requests. Prints throughput, p50/p95/p99 latency, errors and ratios; also the /v1/explain latency
 for a 20-word sentence. Servers run one at a time, each alone with the load generator.
 
-    python bench/serve_load.py --run RUN_DIR [--clients 32] [--requests 3000]
+    python bench/serve_load.py --run RUN_DIR [--clients 32] [--requests 3000] [--only onnx torch naive] [--name serve_load]
 
 RUN_DIR is a trained SST-2 classifier (bench/onnx_speed.py trains one when asked); the ONNX int8
 export is made first if the run has none. Goal (issue #3): (a) >= 4x the naive baseline's
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--only", nargs="*", default=["onnx", "torch", "naive"])
+    parser.add_argument("--name", default="serve_load", help="results file name under bench/results/")
     args = parser.parse_args()
     with (shared_data() / "sst2" / "glue" / "dev.tsv").open(encoding="utf-8") as fh:
         texts = [row["sentence"].strip() for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
@@ -184,7 +185,7 @@ def main() -> None:
               f"{str(r.get('mean_batch_size') or '-'):>7}{ratio:>9.2f}")
     if "lmforge-torch" in results:
         print(f"\n/v1/explain, {EXPLAIN_TEXT.count(' ') + 1} words: {results['lmforge-torch']['explain']}")
-    save("serve_load", {"clients": args.clients, "requests": args.requests, "texts": "SST-2 dev sentences, one per request",
+    save(args.name, {"clients": args.clients, "requests": args.requests, "texts": "SST-2 dev sentences, one per request",
                         "run": run.name, "results": results})
 
 

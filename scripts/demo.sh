@@ -24,7 +24,7 @@ head -n 3 runs/intents/predictions.jsonl
 
 lmforge serve runs/intents --backend onnx --port "$port" --log-level warning &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
+trap 'status=$?; kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; exit $status' EXIT
 for _ in $(seq 1 120); do
   python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "http://127.0.0.1:$port/ready" 2>/dev/null && break
   kill -0 $server 2>/dev/null || { echo "the server did not start" >&2; exit 1; }

