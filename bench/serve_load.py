@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, save, shared_data
 
 EXPLAIN_TEXT = ("the acting is superb and the story moves quickly , but the ending feels rushed and "
-                "the jokes rarely land at all")  # 20 words
+                "the jokes rarely land at all")  # 21 words and a comma
 
 
 def free_port() -> int:
