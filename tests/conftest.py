@@ -48,6 +48,43 @@ def build_tiny_model(folder: Path, *, layers: int = 2, hidden: int = 32, dropout
     return folder
 
 
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+DECODER_WORDS = ("system user assistant say hi hello there how are you fine thanks what is two plus three four five "
+                 "def return add x y print the answer please write a function that reverses string s [::-1] ( ) : ,").split()
+
+
+def build_tiny_decoder(folder: Path, *, chat: bool = True, hidden: int = 32, layers: int = 2) -> Path:
+    """A 2-layer, 32-wide Llama (about 40k parameters) with a word-level tokenizer over the fixture
+    words, ChatML special tokens and (when `chat`) a ChatML chat template."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(specials + DECODER_WORDS + list(string.ascii_lowercase) + list(string.digits)))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<|im_end|>",
+                                  bos_token="<|im_start|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    if chat:
+        tok.chat_template = CHATML
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+                         pad_token_id=vocab["<pad>"], bos_token_id=vocab["<|im_start|>"], eos_token_id=vocab["<|im_end|>"])
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder(tmp_path_factory) -> Path:
+    return build_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))

@@ -16,10 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 
-TASKS = ("text-classification", "token-classification")
+TASKS = ("text-classification", "token-classification", "generation")
 METHODS = ("full", "lora", "ia3", "prefix")
 # PEFT methods train far fewer parameters and need larger steps.
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2}
+# Decoders (generation) are fine-tuned with smaller steps; LoRA is their default method.
+GENERATION_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "ia3": 3e-3, "prefix": 1e-2}
+GENERATION_MAX_LENGTH = 512
 
 
 class _Section(BaseModel):
@@ -32,6 +35,9 @@ class DataConfig(_Section):
     test: str | None = Field(None, description="test file, evaluated once after training; empty: none")
     format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="file format; auto: from the file suffix")
     text_field: str = Field("text", description="column/key holding the text (classification)")
+    prompt_field: str = Field("prompt", description="generation: JSONL key of the prompt (with completion_field), or use messages_field")
+    completion_field: str = Field("completion", description="generation: JSONL key of the completion the model learns to write")
+    messages_field: str = Field("messages", description="generation: JSONL key of a chat, a list of {role, content}; the loss covers the assistant turns")
     text_pair_field: str | None = Field(None, description="column/key holding the second text of a pair (classification); empty: single texts")
     label_field: str = Field("label", description="column/key holding the label(s) (classification)")
     multi_label: bool = Field(False, description="each example may carry several labels (sigmoid outputs)")
@@ -39,7 +45,7 @@ class DataConfig(_Section):
     scheme: Literal["auto", "iob1", "iob2", "bioes", "bmes"] = Field("auto", description="NER tag scheme of the files; auto: detected from the train tags")
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
     label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")
-    max_length: int = Field(128, ge=8, le=4096, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows)")
+    max_length: int = Field(128, ge=8, le=8192, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows; generation: 512 unless set, prompts are cut from the left)")
     document_context: bool = Field(True, description="NER: pack neighbouring sentences of the same -DOCSTART- document into one sequence as context")
 
 
@@ -77,13 +83,14 @@ class TrainingConfig(_Section):
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities; 0 skips a [batch, heads, L, L] random mask per layer (about 20% faster on CPU); empty: the model's own value")
     pad_to_multiple_of: int = Field(8, ge=1, description="pad batch lengths to a multiple of this (fewer distinct shapes: faster bf16 kernels)")
     freeze_embeddings: bool = Field(False, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory for long sequences, about 30% slower")
 
 
 class ProjectConfig(_Section):
     name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
-    task: Literal["text-classification", "token-classification"] = Field("text-classification", description="text-classification or token-classification (NER)")
+    task: Literal["text-classification", "token-classification", "generation"] = Field("text-classification", description="text-classification, token-classification (NER) or generation (decoder models: prompt -> completion)")
     model: str = Field("minilm-l6", description="packaged model short name (see `lmforge models`) or a local Hugging Face folder")
-    method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix")
+    method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix (generation: lora unless set)")
     output_dir: str = Field("runs", description="where run folders are written; relative to the config file")
     data: DataConfig = Field(default_factory=DataConfig)
     peft: PeftSettings = Field(default_factory=PeftSettings)
@@ -96,10 +103,19 @@ class ProjectConfig(_Section):
             problems.append("data.label_delimiter: only meaningful with data.multi_label: true")
         if self.task == "token-classification" and (self.data.multi_label or self.data.text_pair_field):
             problems.append("data.multi_label / data.text_pair_field: not available for token-classification")
+        if self.task == "generation" and (self.data.multi_label or self.data.text_pair_field):
+            problems.append("data.multi_label / data.text_pair_field: not available for generation")
         if problems:
             raise ValueError("; ".join(problems))
+        rates = DEFAULT_LEARNING_RATES
+        if self.task == "generation":
+            rates = GENERATION_LEARNING_RATES
+            if "method" not in self.model_fields_set:
+                self.method = "lora"
+            if "max_length" not in self.data.model_fields_set:
+                self.data.max_length = GENERATION_MAX_LENGTH
         if self.training.learning_rate is None:
-            self.training.learning_rate = DEFAULT_LEARNING_RATES[self.method]
+            self.training.learning_rate = rates[self.method]
         return self
 
     def resolve_path(self, value: str | None, base: Path) -> Path | None:

@@ -47,6 +47,9 @@ class Predictor:
 
         run_dir = check_complete(Path(run_dir))
         cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+        if cfg.task == "generation":
+            raise UserError(f"{run_dir} is a generation run: use `lmforge generate {run_dir} --prompt ...` "
+                            "or lmforge.generation.Generator.from_pretrained")
         info = read_json(run_dir / LABELS)
         tokenizer = load_tokenizer(run_dir / "model")
         if cfg.task == "token-classification":

@@ -23,6 +23,14 @@ class Splits:
 def read_split(cfg: ProjectConfig, path: Path, *, scheme: str | None = None, require_labels: bool = True):
     """Read one labelled file the way the config says. Returns (examples, scheme or None)."""
     d = cfg.data
+    if cfg.task == "generation":
+        from .generation_readers import read_generation
+
+        if d.format not in ("auto", "jsonl"):
+            raise UserError(f"data.format: {d.format} is not a generation format; generation data is jsonl")
+        examples = read_generation(path, prompt_field=d.prompt_field, completion_field=d.completion_field,
+                                   messages_field=d.messages_field, require_completion=require_labels)
+        return examples, None
     if cfg.task == "token-classification":
         from .ner_readers import read_ner
 

@@ -32,3 +32,16 @@ class TokenExample:
     source: str = ""
     text: str | None = None
     offsets: list[tuple[int, int]] | None = None
+
+
+@dataclass
+class ChatExample:
+    """One generation example as a chat: a prompt/completion pair is [user, assistant]. The loss
+    covers the assistant messages; a chat without one is a prompt to complete (generate)."""
+
+    messages: list[dict[str, str]]
+    source: str = ""
+
+    @property
+    def prompt(self) -> str:
+        return next((m["content"] for m in self.messages if m["role"] == "user"), "")

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import UserError
 
 HEAD_NAMES = ("classifier", "score")
+OUTPUT_NAMES = HEAD_NAMES + ("lm_head",)  # never LoRA targets: the task head is trained whole, the LM head is tied
 
 
 def quiet_transformers() -> None:
@@ -60,7 +61,7 @@ def _linear_names(model: nn.Module) -> list[str]:
     """Leaf names of the Linear layers of the encoder (not the task head): the LoRA targets."""
     names = set()
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and not any(part in HEAD_NAMES for part in name.split(".")):
+        if isinstance(module, nn.Linear) and not any(part in OUTPUT_NAMES for part in name.split(".")):
             names.add(name.split(".")[-1])
     return sorted(names)
 
@@ -69,7 +70,8 @@ def peft_config(method: str, task: str, settings, model: nn.Module):
     """The peft config for a method; the task head is always trained (modules_to_save)."""
     from peft import IA3Config, LoraConfig, PrefixTuningConfig, TaskType
 
-    task_type = TaskType.SEQ_CLS if task == "text-classification" else TaskType.TOKEN_CLS
+    task_type = {"text-classification": TaskType.SEQ_CLS, "token-classification": TaskType.TOKEN_CLS,
+                 "generation": TaskType.CAUSAL_LM}[task]
     heads = [n for n in HEAD_NAMES if hasattr(model, n)]
     if method == "lora":
         return LoraConfig(task_type=task_type, r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,

@@ -75,6 +75,8 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     from ..evaluation.report import write_report
     from ..predictor import Predictor
 
+    if p.cfg.task == "generation":
+        return _evaluate_generation(run_dir, p, device)
     predictor = Predictor.from_run(run_dir, device=device)
     kind = "multi-label" if p.cfg.data.multi_label else p.cfg.task
     metrics: dict = {}
@@ -84,4 +86,25 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
         report, _ = predictor.evaluate(examples)
         write_report(report, run_dir / "eval" / split, task=kind, title=f"{p.cfg.name}: {split}")
         metrics[split] = predictor.task.headline(report)
+    return metrics
+
+
+def _evaluate_generation(run_dir: Path, p, device=None) -> dict:
+    """Dev/test loss and perplexity of the saved model/ (the merged model users load), so the
+    figures describe exactly what was written."""
+    import torch
+
+    from ..models.build import bf16_supported, load_model
+
+    device = device or torch.device("cpu")
+    model = load_model(p.task.model_class(), run_dir / "model").to(device)
+    bf16 = p.cfg.training.precision == "bf16" or (p.cfg.training.precision == "auto" and bf16_supported(device))
+    metrics: dict = {}
+    for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
+        if not examples:
+            continue
+        features, _ = p.task.encode_for_inference(examples)
+        scores = p.task.dev_scores(model, features, p.tokenizer.pad_token_id, bf16)
+        write_json_atomic(run_dir / "eval" / split / "report.json", {"examples": len(examples), **scores})
+        metrics[split] = p.task.headline(scores)
     return metrics

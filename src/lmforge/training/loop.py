@@ -198,7 +198,12 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     dev_feats, dev_plan = task.encode_for_inference(p.splits.dev)
     metric = p.metric
 
+    lower_is_better = getattr(task, "lower_is_better", False)
+
     def evaluate() -> dict:
+        if hasattr(task, "dev_scores"):  # generation: loss and perplexity of the dev completions
+            scores = task.dev_scores(raw_model, dev_feats, pad_id, bf16)
+            return task.headline(scores)
         mine = list(range(rank, len(dev_feats), world))
         outs = run_model(raw_model, [dev_feats[i] for i in mine], pad_id, bf16=bf16)
         pairs = list(zip(mine, outs))
@@ -226,7 +231,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
         """Evaluate on dev; keep the best weights; True when early stopping says stop."""
         scores = evaluate()
         state["last_eval_step"] = step
-        improved = state["best"] is None or scores[metric] > state["best"]
+        improved = state["best"] is None or (scores[metric] < state["best"] if lower_is_better else scores[metric] > state["best"])
         if improved:
             state.update(best=scores[metric], best_step=step, bad_evals=0)
             if rank == 0:

@@ -19,6 +19,7 @@ METRICS = {
     "text-classification": ("accuracy", "macro_f1"),
     "multi-label": ("micro_f1", "macro_f1", "exact_match"),
     "token-classification": ("f1", "precision", "recall"),
+    "generation": ("loss", "perplexity"),
 }
 
 
@@ -39,6 +40,12 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     tokenizer = load_tokenizer(model_path)
     _check_max_length(cfg, model_path)
     splits = load_splits(cfg, base)
+    if cfg.task == "generation":
+        from ..tasks.generation import GenerationTask
+
+        task = GenerationTask(tokenizer, cfg.data.max_length)
+        features = task.encode_for_training(splits.train)
+        return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg))
     if cfg.task == "token-classification":
         labels = TokenClassificationTask.discover_labels(splits.train)
         task = TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
@@ -78,6 +85,11 @@ def build_model(p: Prepared):
     # does not fit these labels is re-initialised rather than refused
     model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
                        ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
+    if p.cfg.training.gradient_checkpointing:
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
     if p.cfg.method != "full":
         return wrap_peft(model, p.cfg.method, p.cfg.task, p.cfg.peft)
     if p.cfg.training.freeze_embeddings:

@@ -1,0 +1,149 @@
+"""Generation (decoder language models): learn to write the assistant turns of chats.
+
+Each example is rendered with the tokenizer's chat template (or, for a tokenizer without one,
+prompt + completion + end-of-sequence). The loss covers only the assistant tokens: every other
+label is -100. Prompts longer than the budget are cut from the left (the end of a prompt is what
+the completion follows); a completion that alone exceeds data.max_length is cut at its end. Both
+are counted and reported, never dropped.
+
+Dev evaluation is the mean loss per completion token and its perplexity (lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
+
+from ..data.types import ChatExample
+from ..errors import DataError
+from .base import Feature, collate
+
+IGNORE = -100
+EVAL_TOKEN_BUDGET = 4096  # padded tokens per dev forward pass (the [B, L, vocab] logits dominate memory)
+
+
+class GenerationTask:
+    name = "generation"
+    lower_is_better = True
+
+    def __init__(self, tokenizer, max_length: int):
+        self.labels: list[str] = []
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.truncated = 0  # examples cut by the last encode call
+        self.chat = bool(getattr(tokenizer, "chat_template", None))
+
+    # -- construction ----------------------------------------------------------------------
+    def model_class(self) -> type:
+        return AutoModelForCausalLM
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def to_json(self) -> dict:
+        return {"task": self.name, "labels": [], "chat_template": self.chat}
+
+    def check_labels(self, examples: list, label_map: dict[str, str], split: str) -> list:
+        return examples
+
+    # -- encoding --------------------------------------------------------------------------
+    def encode_for_training(self, examples: list[ChatExample]) -> list[Feature]:
+        self.truncated = 0
+        features, problems = [], []
+        for ex in examples:
+            ids, labels = self._render(ex.messages)
+            ids, labels = self._fit(ids, labels)
+            if sum(label != IGNORE for label in labels[1:]) == 0:
+                problems.append(f"{ex.source}: no completion token is left to learn from (empty answer?)")
+                continue
+            features.append({"input_ids": ids, "labels": labels})
+        if problems:
+            raise DataError(problems[:10], len(problems))
+        return features
+
+    def encode_for_inference(self, examples: list[ChatExample]) -> tuple[list[Feature], None]:
+        return self.encode_for_training(examples), None
+
+    def _render(self, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+        """Token ids of the whole chat, and labels that are the ids on assistant tokens, -100 elsewhere."""
+        tok = self.tokenizer
+        if not self.chat:
+            prompt = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
+            answer = "\n".join(m["content"] for m in messages if m["role"] == "assistant")
+            p = tok(prompt, add_special_tokens=True)["input_ids"]
+            a = tok(answer, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+            return p + a, [IGNORE] * len(p) + a
+        ids = _ids(tok.apply_chat_template(messages, tokenize=True))
+        labels = [IGNORE] * len(ids)
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            # the assistant turn spans from the end of "everything before + generation prompt"
+            # to the end of "everything through this turn" (chat templates render prefixes stably)
+            start = len(_ids(tok.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=True)))
+            end = len(_ids(tok.apply_chat_template(messages[: i + 1], tokenize=True)))
+            labels[start:end] = ids[start:end]
+        return ids, labels
+
+    def _fit(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+        excess = len(ids) - self.max_length
+        if excess <= 0:
+            return ids, labels
+        self.truncated += 1
+        first_answer = next((i for i, label in enumerate(labels) if label != IGNORE), len(labels))
+        cut = min(excess, max(0, first_answer - 1))  # drop prompt tokens from the left, keep one before the answer
+        ids, labels = ids[cut:], labels[cut:]
+        return ids[: self.max_length], labels[: self.max_length]
+
+    # -- loss ------------------------------------------------------------------------------
+    def loss_units(self, feature: Feature) -> int:
+        return sum(label != IGNORE for label in feature["labels"][1:])
+
+    def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summed next-token cross-entropy over completion tokens. logits [B, L, V], labels [B, L]."""
+        labels = batch["labels"][:, 1:]
+        logits = logits[:, :-1]
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def dev_scores(self, model, features: list[Feature], pad_id: int, bf16: bool = False) -> dict[str, float]:
+        """Mean loss per completion token over `features`, and its perplexity."""
+        from ..inference import autocast_context
+
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total, units = 0.0, 0
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        start = 0
+        while start < len(order):
+            size = max(1, EVAL_TOKEN_BUDGET // len(features[order[start]]["input_ids"]))
+            chunk = [features[i] for i in order[start:start + size]]
+            batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
+            labels = batch.pop("labels")
+            with autocast_context(device, bf16):
+                logits = model(**batch).logits
+            total += float(self.loss_sum(logits, {"labels": labels}))
+            units += sum(self.loss_units(f) for f in chunk)
+            start += len(chunk)
+        model.train(was_training)
+        loss = total / max(1, units)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(units)}
+
+    def headline(self, report: dict) -> dict[str, float]:
+        return {k: report[k] for k in ("loss", "perplexity")}
+
+
+def _ids(rendered) -> list[int]:
+    """apply_chat_template(tokenize=True) returns a list, or a BatchEncoding in newer transformers."""
+    if isinstance(rendered, dict) or hasattr(rendered, "keys"):
+        rendered = rendered["input_ids"]
+    if isinstance(rendered, np.ndarray):
+        rendered = rendered.tolist()
+    return list(rendered)
