@@ -122,8 +122,17 @@ class ProjectConfig(_Section):
         """A data/output path from the config, made absolute relative to the config's folder."""
         if value is None:
             return None
+        if is_builtin_dataset(value):
+            return Path(value)
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base / path)
+
+
+BUILTIN_DATASETS = ("mbpp:",)  # benchmark splits read from the shared data, e.g. mbpp:train
+
+
+def is_builtin_dataset(value: str) -> bool:
+    return str(value).startswith(BUILTIN_DATASETS)
 
 
 # --- loading, overrides and errors -------------------------------------------------------------

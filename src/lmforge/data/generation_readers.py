@@ -92,7 +92,7 @@ def _read_mbpp(split: str) -> list[ChatExample]:
     from lmforge.codeeval.benchmarks import mbpp_training_pairs
 
     try:
-        pairs = mbpp_training_pairs(split)
+        pairs = mbpp_training_pairs(split=split)
     except (TypeError, ValueError) as err:
         raise UserError(f"{BENCHMARK_PREFIX}{split}: {err}") from None
     return [ChatExample(messages=[{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["completion"]}],

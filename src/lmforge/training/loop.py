@@ -18,7 +18,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from ..config import ProjectConfig, config_from_dict, dump_config
+from ..config import ProjectConfig, config_from_dict, dump_config, is_builtin_dataset
 from ..data.batching import plan_batches, shard
 from ..errors import UserError
 from ..inference import autocast_context, run_model
@@ -35,7 +35,7 @@ from .tracking import Tracker
 def resolved_config(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     """The config with every path made absolute, as saved in the run folder."""
     data = cfg.data.model_copy(update={k: str(cfg.resolve_path(getattr(cfg.data, k), base).resolve())
-                                       for k in ("train", "dev", "test") if getattr(cfg.data, k)})
+                                       for k in ("train", "dev", "test") if getattr(cfg.data, k) and not is_builtin_dataset(getattr(cfg.data, k))})
     model = cfg.model
     if (base / model).is_dir():
         model = str((base / model).resolve())
