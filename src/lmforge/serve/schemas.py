@@ -29,6 +29,17 @@ class ExplainRequest(_Strict):
     baseline: str = Field("pad", pattern="^(pad|mask)$")
 
 
+class GenerateRequest(_Strict):
+    prompt: str = Field(..., min_length=1, description="the user message (wrapped in the chat template unless chat is false)")
+    max_new_tokens: int = Field(128, ge=1, description="tokens to generate at most (the server caps it)")
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0: greedy; above 0: sampling")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="stop at the first of these strings")
+    seed: int | None = Field(None, description="sampling seed, for reproducible samples")
+    chat: bool = Field(True, description="wrap the prompt in the model's chat template")
+    stream: bool = Field(False, description="send the text as server-sent events while it is generated")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

@@ -47,6 +47,20 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"cannot listen on {host}:{port}: {err.strerror}") from None
 
 
+def serves_generation(target: Path) -> bool:
+    """A generation run folder, or something that is no run folder at all (a model short name or a
+    Hugging Face folder: only decoders are served without training)."""
+    config = Path(target) / "config.yaml"
+    if not config.is_file():
+        return True
+    import yaml
+
+    try:
+        return (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("task") == "generation"
+    except yaml.YAMLError:
+        return False
+
+
 def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log_level: str = "info") -> None:
     """Serve a run folder until interrupted; SIGINT/SIGTERM finish in-flight requests first."""
     import uvicorn
@@ -59,7 +73,15 @@ def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log
         warning = "" if settings.api_key else " without an API key (--api-key-env)"
         log.warning("binding %s: the API is reachable from other machines%s", settings.host, warning)
     check_port_free(settings.host, settings.port)
-    predictor = Predictor.from_run(run_dir, backend=backend)
+    if serves_generation(run_dir):
+        from ..generation.generator import Generator
+
+        if backend != "torch":
+            raise UserError(f"--backend {backend}: generation models are served with the torch backend")
+        predictor = Generator.from_pretrained(str(run_dir))
+        predictor.backend = "torch"
+    else:
+        predictor = Predictor.from_run(run_dir, backend=backend)
     app = create_app(predictor, settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=settings.graceful_timeout_s, lifespan="on")

@@ -16,6 +16,8 @@ class ServeSettings(BaseModel):
     max_texts: int = Field(64, ge=1, description="texts per /v1/predict request")
     max_chars: int = Field(2000, ge=1, description="characters per text")
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size")
+    max_prompt_chars: int = Field(8000, ge=1, description="characters per /v1/generate prompt")
+    max_new_tokens: int = Field(512, ge=1, description="the most tokens one /v1/generate request may ask for")
     explain_steps: int = Field(50, ge=1, description="integrated-gradients steps when a request names none")
     max_explain_steps: int = Field(300, ge=1)
     api_key: str | None = Field(None, repr=False, description="when set, /v1/* and /metrics need 'Authorization: Bearer <key>'")

@@ -1,0 +1,381 @@
+"""`Generator`: a decoder language model loaded for text generation. The CLI (`lmforge generate`),
+the server (`POST /v1/generate`) and the code benchmarks all generate through it.
+
+    g = Generator.from_pretrained("smollm2-135m")          # or a run folder, or a local HF folder
+    g.generate(["What is the capital of France?"], max_new_tokens=32)
+    # [{'text': 'The capital of France is Paris.', 'tokens': 8, 'finish_reason': 'stop'}]
+    for piece in g.stream("Tell me a joke."):
+        print(piece, end="", flush=True)
+
+Prompts are wrapped in the tokenizer's chat template (one user turn plus the assistant prefix)
+when it has one, batched with left padding, and decoded with a KV cache: greedily at temperature 0,
+else by sampling (temperature, nucleus top_p). Stop strings cut the text at their first occurrence
+and end a sequence early; the batch ends when every sequence has hit a stop string, an
+end-of-sequence token or max_new_tokens.
+
+Speed on CPU (measured with bench/generation_speed.py): weights cast to bf16 where the CPU has
+native bf16 (faster than fp32 and than bf16 autocast, which re-casts every weight each step), SDPA
+attention (faster than eager for decoding), and 4-bit kernels for layers whose weights lie exactly
+on a 4-bit grid (see lowbit.py; the packaged SmolLM2 does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from ..errors import UserError
+from ..models.build import bf16_supported, load_model, load_tokenizer
+
+MAX_NEW_TOKENS = 8192
+ATTENTION = "sdpa"  # measured faster than eager for decoding (bench/generation_speed.py)
+
+
+class Generator:
+    def __init__(self, model, tokenizer, *, source: Path, name: str, bf16: bool, packed: Sequence[str] = (),
+                 version: str | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.source = source  # the model folder the weights came from
+        self.name = name
+        self.bf16 = bf16
+        self.packed = list(packed)  # layers running on exact 4-bit kernels
+        self.device = next(model.parameters()).device
+        self.version = version or name
+        self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self._lock = threading.Lock()  # one generation at a time: the model and its RNG are shared
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None,
+                        quantize: str = "auto") -> "Generator":
+        """Load a run folder (its `model/`), a packaged model short name or a local Hugging Face
+        folder. bf16: None = where the hardware has native bf16. quantize: "auto" runs layers whose
+        weights lie exactly on a 4-bit grid with 4-bit kernels (CPU + bf16 only; lossless), "none"
+        never does."""
+        from transformers import AutoModelForCausalLM
+
+        if quantize not in ("auto", "none"):
+            raise UserError(f"quantize={quantize!r}: use 'auto' or 'none'")
+        folder, name, adapter = locate(source)
+        try:
+            tokenizer = load_tokenizer(folder)
+            model = load_model(AutoModelForCausalLM, folder, attn_implementation=ATTENTION)
+        except Exception:  # noqa: BLE001 - e.g. a SafetensorError from a damaged cached conversion
+            if not _repaired(source):
+                raise
+            tokenizer = load_tokenizer(folder)
+            model = load_model(AutoModelForCausalLM, folder, attn_implementation=ATTENTION)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        bf16 = bf16_supported(device) if bf16 is None else bf16
+        packed = []
+        if quantize == "auto" and bf16 and device.type == "cpu" and adapter is None:
+            from .lowbit import pack_exact_lowbit
+
+            packed = pack_exact_lowbit(model)
+        model = model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
+        return cls(model, tokenizer, source=folder, name=name, bf16=bf16, packed=packed, version=_version(name, folder))
+
+    # -- inputs ----------------------------------------------------------------------------
+    def encode(self, prompt: str, chat: bool = True) -> list[int]:
+        """Token ids of a prompt: one user turn of the chat template plus the assistant prefix when
+        the tokenizer has a template and `chat`, else the plain text with the tokenizer's specials."""
+        tok = self.tokenizer
+        if chat and getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+            return list(ids["input_ids"] if not isinstance(ids, list) else ids)
+        return tok(prompt, add_special_tokens=True)["input_ids"]
+
+    # -- generation ------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+                 stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True, batch_size: int = 8,
+                 ignore_eos: bool = False) -> list[dict]:
+        """One completion per prompt: {"text", "tokens" (generated, including the end token),
+        "finish_reason": "stop" (end token or stop string) or "length" (max_new_tokens)}.
+        Prompts of similar length are batched together; `seed` makes sampling reproducible for the
+        same prompts and batch_size. `ignore_eos` generates exactly max_new_tokens (benchmarks)."""
+        if isinstance(prompts, str):
+            raise UserError("generate() takes a list of prompts, not a single string")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch_size={batch_size!r}: give a positive integer")
+        stops = self._check(prompts, max_new_tokens, temperature, top_p, stop, seed)
+        encoded = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
+        results: list[dict] = [{}] * len(encoded)
+        with self._lock, _seeded(seed):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                for i, result in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens, temperature,
+                                                                 top_p, stops, ignore_eos)):
+                    results[i] = result
+        return results
+
+    def stream(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
+               stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True) -> Iterator[str]:
+        """The completion of one prompt as text pieces, yielded as they are generated (text that
+        could still become a stop string is held back until it is known not to). The arguments are
+        checked now; closing the iterator early stops the generation."""
+        if not isinstance(prompt, str):
+            raise UserError("stream() takes one prompt (a string)")
+        stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
+        ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
+        return self._pieces(ids, max_new_tokens, temperature, top_p, stops, seed)
+
+    def _pieces(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float, stops: list[str],
+                seed: int | None) -> Iterator[str]:
+        """Generation on a worker thread feeding a TextIteratorStreamer; this side cuts at stop strings."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock, _seeded(seed):
+                    self._generate_batch([ids], max_new_tokens, temperature, top_p, stops, False, streamer=streamer, cancel=cancel)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consuming thread
+                failure.append(err)
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="lmforge-generate", daemon=True)
+        worker.start()
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                cut = first_stop(text, stops)
+                if cut is not None:
+                    if cut > sent:
+                        yield text[sent:cut]
+                    return
+                safe = len(text) - held_back(text, stops)
+                if safe > sent:
+                    yield text[sent:safe]
+                    sent = safe
+            if len(text) > sent:
+                yield text[sent:]
+        finally:
+            cancel.set()
+            worker.join()
+            if failure:
+                raise failure[0]
+
+    def _generate_batch(self, batch: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
+                        stops: list[str], ignore_eos: bool, streamer=None, cancel: threading.Event | None = None) -> list[dict]:
+        from transformers import StoppingCriteriaList
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)  # [B, L], left-padded
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+        stopper = StopStrings(self.tokenizer, stops, width) if stops else None
+        criteria = StoppingCriteriaList([c for c in (stopper, Cancelled(cancel) if cancel else None) if c is not None])
+        config = self._generation_config(max_new_tokens, temperature, top_p, ignore_eos)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                                      generation_config=config, stopping_criteria=criteria, streamer=streamer)
+        new = out[:, width:].tolist()  # [B, <= max_new_tokens]
+        return [self._result(row, stops, stopper.stopped_at.get(r) if stopper else None, max_new_tokens, ignore_eos)
+                for r, row in enumerate(new)]
+
+    def _result(self, ids: list[int], stops: list[str], stopped_at: int | None, max_new_tokens: int, ignore_eos: bool) -> dict:
+        end = len(ids)
+        if not ignore_eos:
+            end = next((i + 1 for i, t in enumerate(ids) if t in self.eos_ids), end)
+        if stopped_at is not None:
+            end = min(end, stopped_at)
+        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
+        cut = first_stop(text, stops)
+        if cut is not None:
+            return {"text": text[:cut], "tokens": end, "finish_reason": "stop"}
+        ended = not ignore_eos and end > 0 and ids[end - 1] in self.eos_ids
+        return {"text": text, "tokens": end, "finish_reason": "stop" if ended or end < max_new_tokens else "length"}
+
+    def _generation_config(self, max_new_tokens: int, temperature: float, top_p: float, ignore_eos: bool):
+        from transformers import GenerationConfig
+
+        sample = temperature > 0
+        # explicit values: unset ones would be filled from the model's generation_config and from
+        # transformers' defaults (top_k=50), which would change what temperature / top_p mean here
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens if ignore_eos else 0, do_sample=sample,
+            temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0, top_k=0, num_beams=1,
+            num_return_sequences=1, use_cache=True, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids))
+
+    # -- validation ------------------------------------------------------------------------
+    def _check(self, prompts, max_new_tokens, temperature, top_p, stop, seed) -> list[str]:
+        """Every problem with the arguments at once; returns the stop strings as a list."""
+        problems = []
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            problems.append("prompts: give a non-empty list of strings")
+        else:
+            problems += [f"prompt {i}: expected a non-empty string, got {p!r:.40}" for i, p in enumerate(prompts)
+                         if not isinstance(p, str) or not p.strip()][:5]
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            problems.append(f"max_new_tokens={max_new_tokens!r}: give an integer from 1 to {MAX_NEW_TOKENS}")
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            problems.append(f"temperature={temperature!r}: give a number >= 0 (0 = greedy)")
+        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+            problems.append(f"top_p={top_p!r}: give a number in (0, 1]")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            problems.append(f"seed={seed!r}: give a non-negative integer or None")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            problems.append(f"stop={stop!r}: stop sequences must be non-empty strings")
+        if problems:
+            raise UserError("invalid generation arguments:\n" + "\n".join(f"  - {p}" for p in problems))
+        return stops
+
+    def _encode_checked(self, prompt: str, index: int, chat: bool, max_new_tokens: int) -> list[int]:
+        ids = self.encode(prompt, chat)
+        if not ids:
+            raise UserError(f"prompt {index} encodes to no tokens")
+        if self.max_positions and len(ids) + max_new_tokens > self.max_positions:
+            raise UserError(f"prompt {index} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that exceeds the "
+                            f"model's {self.max_positions} positions. Shorten the prompt or lower max_new_tokens")
+        return ids
+
+
+class StopStrings:
+    """A transformers stopping criterion: a sequence is done once its generated text contains a
+    stop string. Only the last few tokens are decoded each step (enough to hold any stop string)."""
+
+    def __init__(self, tokenizer, stops: list[str], prompt_length: int):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_length = prompt_length
+        self.window = max(len(s) for s in stops) + 4  # tokens: each holds at least one character, bar partial bytes
+        self.stopped_at: dict[int, int] = {}  # row -> generated tokens when its stop string appeared
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        generated = input_ids.shape[1] - self.prompt_length
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        for row, tail in enumerate(input_ids[:, start:].tolist()):
+            if row in self.stopped_at:
+                done[row] = True
+            elif first_stop(self.tokenizer.decode(tail, skip_special_tokens=True), self.stops) is not None:
+                self.stopped_at[row] = generated
+                done[row] = True
+        return done
+
+
+class Cancelled:
+    """A stopping criterion that ends the generation when its event is set (a stream was closed)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the earliest stop string in `text`, or None."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of `text` that is the beginning of a stop string (not yet safe to emit)."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+def locate(source: str | Path) -> tuple[Path, str, Path | None]:
+    """(model folder, display name, unmerged adapter folder or None) for a run folder, a packaged
+    short name or a local Hugging Face folder."""
+    from ..models.resolve import PACKAGED_MODELS, resolve_model
+
+    path = Path(source).expanduser()
+    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():  # a run folder, not a model folder
+        return _locate_run(path)
+    folder = resolve_model(str(source))
+    return folder, str(source) if str(source) in PACKAGED_MODELS else folder.name, None
+
+
+def _repaired(source: str | Path) -> bool:
+    """After a failed load of a converted packaged model: check its files' sha256 and convert it
+    again if they differ (a cache damaged without changing sizes). True if it was converted again."""
+    from ..models.gguf import problems
+    from ..models.resolve import PACKAGED_MODELS, resolve_model
+
+    if str(source) not in PACKAGED_MODELS or not PACKAGED_MODELS[str(source)].subdir.endswith(".gguf"):
+        return False
+    folder = resolve_model(str(source))
+    if not problems(folder, full=True):
+        return False
+    resolve_model(str(source), verify="full")
+    return True
+
+
+def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
+    import yaml
+
+    from ..config import config_from_dict
+    from ..runs import CONFIG, RUN_INFO, check_complete, read_json
+
+    check_complete(run_dir)
+    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+    if cfg.task != "generation":
+        raise UserError(f"{run_dir} is a {cfg.task} run, not a generation run: use `lmforge predict {run_dir} FILE`")
+    merged = bool(read_json(run_dir / RUN_INFO).get("merged", False))
+    adapter = run_dir / "adapter"
+    return run_dir / "model", cfg.name, adapter if adapter.is_dir() and not merged else None
+
+
+def _version(name: str, folder: Path) -> str:
+    """`<name>-<first 12 hex digits of the weights' sha256>`: changes whenever the weights do (as
+    the classification Predictor's). A converted packaged model has the digest in its manifest."""
+    from ..models.gguf import MANIFEST
+    from ..runs import read_json
+
+    weights = sorted(folder.glob("*.safetensors"))
+    if len(weights) == 1 and (folder / MANIFEST).is_file():
+        recorded = read_json(folder / MANIFEST)["files"].get(weights[0].name)
+        if recorded is not None:
+            return f"{name}-{recorded['sha256'][:12]}"
+    digest = hashlib.sha256()
+    for path in weights:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return f"{name}-{digest.hexdigest()[:12]}"
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@contextmanager
+def _seeded(seed: int | None):
+    """Seed torch's RNG for the block and restore it afterwards (other users of the RNG are unaffected)."""
+    if seed is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,134 @@
+"""`POST /v1/generate` for decoder models, on the shared server machinery (errors, auth, health,
+readiness, metrics, request limits).
+
+Non-streaming requests go through the micro-batcher: concurrent prompts with the same sampling
+settings are generated as one left-padded batch. Streaming requests (`"stream": true`) get
+server-sent events: `data: {"text": "..."}` per piece, then `data: {"done": true, ...}`; the
+generation runs on the model thread (so it never overlaps a batch) and hands pieces to the event
+loop as they are decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from ..errors import UserError
+from .batcher import MicroBatcher, QueueFull
+from .schemas import GenerateRequest
+from .settings import ServeSettings
+
+log = logging.getLogger("lmforge.serve")
+WARMUP_PROMPT = "Say hello."
+_END = object()
+
+
+def add_generation_routes(generator, settings: ServeSettings) -> FastAPI:
+    from .app import ApiError, base_app
+
+    batcher = MicroBatcher(lambda items: generate_items(generator, items), max_batch=settings.max_batch_size,
+                           max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
+    warm_params = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
+    app = base_app(settings, batcher, version=generator.version, warm=lambda: batcher.submit([(WARMUP_PROMPT, warm_params)]),
+                   info={"version": generator.version, "task": "generation", "backend": "torch"},
+                   description=f"{generator.version}: text generation", describe=lambda: describe_generator(generator, settings))
+    app.state.generator = generator
+    metrics, guarded = app.state.metrics, app.state.guarded
+
+    def check(body: GenerateRequest) -> dict[str, Any]:
+        if not body.prompt.strip():
+            raise ApiError(422, "invalid_request", "prompt is empty")
+        if "max_new_tokens" not in body.model_fields_set:  # the default never exceeds the server's cap
+            body.max_new_tokens = min(body.max_new_tokens, settings.max_new_tokens)
+        if len(body.prompt) > settings.max_prompt_chars:
+            raise ApiError(413, "limit_exceeded", f"the prompt has {len(body.prompt)} characters; at most {settings.max_prompt_chars} are allowed",
+                           limit="max_prompt_chars", value=settings.max_prompt_chars)
+        if body.max_new_tokens > settings.max_new_tokens:
+            raise ApiError(413, "limit_exceeded", f"max_new_tokens is {body.max_new_tokens}; at most {settings.max_new_tokens} are allowed",
+                           limit="max_new_tokens", value=settings.max_new_tokens)
+        return {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_p": body.top_p,
+                "stop": tuple(body.stop), "seed": body.seed, "chat": body.chat}
+
+    @app.post("/v1/generate", dependencies=guarded, summary="generate text for one prompt (optionally streamed)")
+    async def generate(body: GenerateRequest):
+        params = check(body)
+        if body.stream:
+            return StreamingResponse(_stream(generator, batcher, body.prompt, params), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            [result] = await batcher.submit([(body.prompt, params)])
+        except QueueFull as err:
+            raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
+                           value=settings.max_queue) from None
+        except UserError as err:
+            raise ApiError(422, "invalid_request", str(err)) from None
+        metrics.texts.inc()
+        return {"model_version": generator.version, **result}
+
+    return app
+
+
+def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
+    """Generate a gathered batch: prompts sharing their settings are generated together."""
+    results: list[dict | None] = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, params) in enumerate(items):
+        groups.setdefault(tuple(sorted(params.items())), []).append(i)
+    for key, indices in groups.items():
+        params = dict(key)
+        outputs = generator.generate([items[i][0] for i in indices], max_new_tokens=params["max_new_tokens"],
+                                     temperature=params["temperature"], top_p=params["top_p"], stop=list(params["stop"]) or None,
+                                     seed=params["seed"], chat=params["chat"])
+        for i, out in zip(indices, outputs):
+            results[i] = {"text": out["text"], "tokens": out.get("tokens"), "finish_reason": out.get("finish_reason")}
+    return results  # type: ignore[return-value]
+
+
+async def _stream(generator, batcher: MicroBatcher, prompt: str, params: dict):
+    """Server-sent events from a generation that runs on the model thread."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for piece in generator.stream(prompt, max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                          top_p=params["top_p"], stop=list(params["stop"]) or None, seed=params["seed"],
+                                          chat=params["chat"]):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
+            log.exception("streamed generation failed")
+            loop.call_soon_threadsafe(queue.put_nowait, err)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    job = asyncio.ensure_future(batcher.run_exclusive(produce))
+    pieces = 0
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                break
+            if isinstance(item, Exception):
+                message = str(item) if isinstance(item, UserError) else "generation failed; the cause is in the server log"
+                yield _event({"error": message})
+                return
+            pieces += 1
+            yield _event({"text": item})
+        yield _event({"done": True, "pieces": pieces, "model_version": generator.version})
+    finally:
+        await job
+
+
+def _event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def describe_generator(generator, settings: ServeSettings) -> dict:
+    return {"version": generator.version, "task": "generation", "source": str(getattr(generator, "source", "")),
+            "chat_template": bool(getattr(generator.tokenizer, "chat_template", None)) if hasattr(generator, "tokenizer") else None,
+            "limits": {"max_prompt_chars": settings.max_prompt_chars, "max_new_tokens": settings.max_new_tokens}}

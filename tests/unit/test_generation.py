@@ -1,0 +1,325 @@
+"""Generator: greedy and sampled generation, left-padded batches, stop strings, streaming, loading
+from folders and run folders, argument checks, the `generate` command, and exact 4-bit packing.
+
+Fixture provenance: a 2-layer, 32-wide random Llama and a byte-level BPE tokenizer trained here
+offline, on the sentences below (synthetic); nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import run_cli
+from lmforge.errors import UserError
+from lmforge.generation import Generator
+from lmforge.generation.generator import first_stop, held_back
+from lmforge.generation.lowbit import PackedLinear, pack_exact_lowbit
+
+SENTENCES = ["the cat sat on the mat.", "a dog ran in the park!", "what is two plus three? five.",
+             "write a function that adds x and y", "hello there, how are you today?", "1 2 3 4 5 6 7 8 9 10"] * 4
+TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+PROMPTS = ["the cat", "what is two plus three and then some more words?", "hello"]
+
+
+def build_tiny_llama(folder: Path, *, chat: bool = True) -> Path:
+    """A ~30k-parameter random Llama and a byte-level BPE (vocab 200) with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    # only the characters of the sentences (no raw bytes): random weights then write readable text
+    backend.train_from_iterator(SENTENCES, trainers.BpeTrainer(vocab_size=200, special_tokens=specials))
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                  additional_special_tokens=["<|user|>", "<|assistant|>"])
+    if chat:
+        tok.chat_template = TEMPLATE
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, initializer_range=0.5,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # a random model would often repeat a special token (empty text): never predict those,
+        model.lm_head.weight[[0, 1, 3, 4]] = 0  # and the end token only now and then
+        model.lm_head.weight[2] *= 0.3
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("gen-llama"))
+
+
+@pytest.fixture(scope="module")
+def gen(llama) -> Generator:
+    return Generator.from_pretrained(llama, bf16=False)
+
+
+def plain_greedy(folder: Path, ids: list[int], n: int) -> list[int]:
+    """What transformers' own generate produces greedily for one prompt, up to its end token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), max_new_tokens=n,
+                             do_sample=False, pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+    return out[: out.index(tok.eos_token_id) + 1] if tok.eos_token_id in out else out
+
+
+# -- greedy, batching, limits ----------------------------------------------------------------------
+def test_greedy_is_deterministic_and_equals_plain_generate(gen, llama):
+    first = gen.generate(PROMPTS, max_new_tokens=12)
+    assert gen.generate(PROMPTS, max_new_tokens=12) == first
+    for prompt, result in zip(PROMPTS, first):
+        want = plain_greedy(llama, gen.encode(prompt), 12)
+        assert result["text"] == gen.tokenizer.decode(want, skip_special_tokens=True)
+        assert result["tokens"] == len(want)
+
+
+def test_left_padded_batches_equal_one_by_one(gen):
+    prompts = PROMPTS + ["a dog ran in the park and then it sat down on the mat", "1 2 3"]
+    together = gen.generate(prompts, max_new_tokens=10, batch_size=8)
+    pairs = gen.generate(prompts, max_new_tokens=10, batch_size=2)
+    alone = [gen.generate([p], max_new_tokens=10)[0] for p in prompts]
+    assert together == alone == pairs
+
+
+def test_max_new_tokens_and_finish_reason(gen):
+    results = gen.generate(PROMPTS, max_new_tokens=5, ignore_eos=True)
+    assert all(r["tokens"] == 5 and r["finish_reason"] == "length" for r in results)
+    for r in gen.generate(PROMPTS, max_new_tokens=7):
+        assert 1 <= r["tokens"] <= 7
+        assert r["finish_reason"] == "stop" if r["tokens"] < 7 else r["finish_reason"] in ("stop", "length")
+
+
+def test_stop_strings_truncate_and_end_early(gen):
+    long = gen.generate([PROMPTS[0]], max_new_tokens=24, ignore_eos=True)[0]
+    text = long["text"]
+    stop = text[6:9]  # some string in the middle of the greedy completion
+    assert len(stop) == 3
+    result = gen.generate([PROMPTS[0]], max_new_tokens=24, stop=[stop, "never-appears"])[0]
+    assert result["text"] == text[: text.find(stop)]
+    assert result["finish_reason"] == "stop" and result["tokens"] < 24
+    # in a batch, the row that stops early does not change the other rows
+    both = gen.generate([PROMPTS[0], PROMPTS[1]], max_new_tokens=24, stop=[stop], ignore_eos=True)
+    other = gen.generate([PROMPTS[1]], max_new_tokens=24, stop=[stop], ignore_eos=True)[0]
+    assert both[0] == result and both[1] == other
+
+
+def test_sampling_is_reproducible_with_a_seed(gen):
+    a = gen.generate(PROMPTS, max_new_tokens=12, temperature=1.5, top_p=0.9, seed=7)
+    b = gen.generate(PROMPTS, max_new_tokens=12, temperature=1.5, top_p=0.9, seed=7)
+    others = [gen.generate(PROMPTS, max_new_tokens=12, temperature=1.5, seed=s) for s in (1, 2, 3)]
+    assert a == b
+    assert any(o != a for o in others)
+    state = torch.random.get_rng_state()
+    gen.generate(PROMPTS[:1], max_new_tokens=3, temperature=1.0, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())  # a seeded call leaves the global RNG alone
+
+
+def test_chat_template_wraps_prompts_unless_disabled(gen):
+    chat = gen.tokenizer.decode(gen.encode("hello", chat=True))
+    plain = gen.tokenizer.decode(gen.encode("hello", chat=False))
+    assert chat == "<|user|>hello</s><|assistant|>" and plain == "hello"
+
+
+# -- streaming -----------------------------------------------------------------------------------
+def test_stream_yields_the_same_text(gen):
+    for prompt in PROMPTS:
+        assert "".join(gen.stream(prompt, max_new_tokens=12)) == gen.generate([prompt], max_new_tokens=12)[0]["text"]
+    text = gen.generate([PROMPTS[0]], max_new_tokens=24, ignore_eos=True)[0]["text"]
+    stop = text[6:9]
+    assert "".join(gen.stream(PROMPTS[0], max_new_tokens=24, stop=[stop])) == text[: text.find(stop)]
+
+
+def test_closing_a_stream_early_releases_the_model(gen):
+    pieces = gen.stream(PROMPTS[0], max_new_tokens=200)
+    next(pieces, None)
+    pieces.close()  # stops the worker; the next call must not wait for 200 tokens
+    assert gen.generate([PROMPTS[1]], max_new_tokens=3)[0]["tokens"] <= 3
+
+
+def test_stop_helpers():
+    assert first_stop("abc\n\ndef", ["\n\n", "d"]) == 3 and first_stop("abc", ["x"]) is None
+    assert held_back("hello wor", ["world"]) == 3 and held_back("hello", ["xyz"]) == 0
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def test_plain_folder_and_run_folder_load_the_same_model(gen, llama, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(llama, run / "model")
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "tiny-sft", "task": "generation", "model": str(llama)}))
+    (run / "labels.json").write_text(json.dumps({"task": "generation", "labels": []}))
+    (run / "run.json").write_text(json.dumps({"status": "completed", "merged": True}))
+    from_run = Generator.from_pretrained(run, bf16=False)
+    assert from_run.version.startswith("tiny-sft-") and from_run.source == run / "model"
+    assert from_run.generate(PROMPTS, max_new_tokens=8) == gen.generate(PROMPTS, max_new_tokens=8)
+    assert gen.version.startswith(llama.name + "-") and len(gen.version.rsplit("-", 1)[1]) == 12
+
+    (run / "config.yaml").write_text(yaml.safe_dump({"name": "cls", "task": "text-classification", "model": str(llama)}))
+    with pytest.raises(UserError, match="not a generation run"):
+        Generator.from_pretrained(run)
+    with pytest.raises(UserError, match="unknown model"):
+        Generator.from_pretrained(tmp_path / "nowhere")
+
+
+def test_a_trained_run_answers_what_it_learned(tmp_path, tiny_decoder):
+    """overfit (lmforge train, task generation) -> run folder -> Generator: the learned answers,
+    in a left-padded batch, in bf16 too."""
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+    from test_sft import PAIRS, sft_config
+
+    run = train(load_config(sft_config(tmp_path, tiny_decoder, "full")), tmp_path)
+    prompts, answers = [p for p, _ in PAIRS], [a for _, a in PAIRS]
+    for bf16 in (False, True):
+        results = Generator.from_pretrained(run, bf16=bf16).generate(prompts, max_new_tokens=10)
+        assert [r["text"].strip() for r in results] == answers
+        assert all(r["finish_reason"] == "stop" for r in results)
+
+
+def test_bf16_generation_runs_and_is_deterministic(llama):
+    g = Generator.from_pretrained(llama, bf16=True)
+    assert g.bf16 and next(g.model.parameters()).dtype == torch.bfloat16
+    assert g.packed == []  # random weights are on no 4-bit grid
+    assert g.generate(PROMPTS, max_new_tokens=6) == g.generate(PROMPTS, max_new_tokens=6)
+
+
+def test_tokenizer_without_chat_template(tmp_path):
+    g = Generator.from_pretrained(build_tiny_llama(tmp_path / "nochat", chat=False), bf16=False)
+    assert g.encode("hello", chat=True) == g.encode("hello", chat=False)
+    assert g.generate(["hello"], max_new_tokens=3)[0]["tokens"] <= 3
+
+
+# -- argument checks -------------------------------------------------------------------------------
+@pytest.mark.parametrize("prompts, kwargs, message", [
+    ([], {}, "non-empty list"),
+    ("hello", {}, "not a single string"),
+    (["hello", "  "], {}, "prompt 1"),
+    (["hello"], {"max_new_tokens": 0}, "max_new_tokens"),
+    (["hello"], {"max_new_tokens": 100_000}, "max_new_tokens"),
+    (["hello there, how are you today?" * 3], {"max_new_tokens": 240}, "exceeds the model.s 256 positions"),
+    (["hello"], {"temperature": -0.1}, "temperature"),
+    (["hello"], {"top_p": 0.0}, "top_p"),
+    (["hello"], {"top_p": 1.5}, "top_p"),
+    (["hello"], {"stop": [""]}, "stop"),
+    (["hello"], {"seed": -1}, "seed"),
+    (["hello"], {"batch_size": 0}, "batch_size"),
+])
+def test_bad_arguments_are_user_errors(gen, prompts, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        gen.generate(prompts, **kwargs)
+
+
+def test_all_problems_are_reported_at_once(gen):
+    with pytest.raises(UserError) as info:
+        gen.generate(["hi"], temperature=-1, top_p=2, max_new_tokens=0)
+    assert all(key in str(info.value) for key in ("temperature", "top_p", "max_new_tokens"))
+    with pytest.raises(UserError, match="top_p"):
+        gen.stream("hi", top_p=0)  # checked when called, before any iteration
+    with pytest.raises(UserError, match="quantize"):
+        Generator.from_pretrained("whatever", quantize="int3")
+
+
+# -- exact 4-bit packing ---------------------------------------------------------------------------
+def _on_q4_grid(out: int, inp: int) -> torch.Tensor:
+    """A weight the way GGUF Q4_1 de-quantizes: per group of 32, fp16 scale * q + fp16 minimum."""
+    torch.manual_seed(1)
+    scale = (torch.rand(out, inp // 32, 1) * 0.02 + 0.001).half().float()
+    low = (torch.randn(out, inp // 32, 1) * 0.05).half().float()
+    q = torch.randint(0, 16, (out, inp // 32, 32)).float()
+    q[..., 0], q[..., 1] = 0, 15  # the quantizer maps each group's min to 0 and max to 15
+    return (scale * q + low).view(out, inp)
+
+
+def _on_q8_grid(out: int, inp: int) -> torch.Tensor:
+    torch.manual_seed(2)
+    scale = (torch.rand(out, inp // 32, 1) * 0.01 + 0.001).half().float()
+    q = torch.randint(-127, 128, (out, inp // 32, 32)).float()
+    q[..., 0] = 127
+    return (scale * q).view(out, inp)
+
+
+@pytest.mark.parametrize("make, parts", [(_on_q4_grid, 1), (_on_q8_grid, 2)])
+def test_packed_linear_matches_the_fp32_layer(make, parts):
+    linear = torch.nn.Linear(96, 48, bias=False)
+    linear.weight.data = make(48, 96)
+    model = torch.nn.Sequential(linear)
+    assert pack_exact_lowbit(model) == ["0"]
+    packed = model[0]
+    assert isinstance(packed, PackedLinear) and len(packed.parts) == parts
+    model.to(torch.bfloat16)
+    x = torch.randn(1, 3, 96)
+    ref = x @ linear.weight.float().t()  # fp32 weights (the grid) and fp32 input
+    for rows in (x[:, :1], x):  # 1 row: int4 kernel; 3 rows: still int4 (<= MAX_INT4_ROWS)
+        got = packed(rows.bfloat16()).float()
+        assert torch.allclose(got, ref[:, : rows.shape[1]], atol=0.02 * ref.abs().max().item())
+    many = torch.randn(10, 96)  # more rows than MAX_INT4_ROWS: the bf16 weight
+    assert torch.allclose(packed(many.bfloat16()).float(), many @ linear.weight.float().t(), atol=0.05)
+
+
+def test_weights_off_the_grid_are_left_alone():
+    linear = torch.nn.Linear(64, 32, bias=False)
+    weight = _on_q4_grid(32, 64)
+    weight[31, 63] += 1e-3  # one weight off the grid, in the last row (past the quick first-rows check)
+    linear.weight.data = weight
+    model = torch.nn.Sequential(linear, torch.nn.Linear(30, 16))  # and one of a shape the kernel cannot take
+    assert pack_exact_lowbit(model) == []
+    assert isinstance(model[0], torch.nn.Linear)
+
+
+def test_a_grid_model_generates_on_4bit_kernels(llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(llama))
+    for module in model.model.layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data = _on_q4_grid(*module.weight.shape)
+    folder = tmp_path / "grid"
+    model.save_pretrained(str(folder))
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (llama / name).exists():
+            shutil.copy(llama / name, folder / name)
+    packed = Generator.from_pretrained(folder, bf16=True)
+    plain = Generator.from_pretrained(folder, bf16=True, quantize="none")
+    assert len(packed.packed) == 14 and plain.packed == []  # 7 Linear layers x 2 blocks; the head is random
+    ids = torch.tensor([packed.encode("the cat")])
+    with torch.inference_mode():
+        a = packed.model(ids).logits[0, -1].float()
+        b = plain.model(ids).logits[0, -1].float()
+    assert (a - b).abs().max() < 0.05 * b.abs().max()
+    assert packed.generate(PROMPTS, max_new_tokens=5)[0]["tokens"] >= 1
+
+
+# -- the command -----------------------------------------------------------------------------------
+def test_cli_generate(llama, tmp_path, gen):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the cat\n\nhello\n", encoding="utf-8")
+    r = run_cli("generate", llama, "--prompt", PROMPTS[1], "--file", prompts, "--max-new-tokens", "6", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["prompt"] for row in rows] == [PROMPTS[1], "the cat", "hello"]
+    want = Generator.from_pretrained(llama).generate([PROMPTS[1], "the cat", "hello"], max_new_tokens=6)  # the CLI's bf16 default
+    assert [{k: row[k] for k in ("text", "tokens", "finish_reason")} for row in rows] == want
+    assert "tokens/s" in r.stderr
+
+    r = run_cli("generate", llama, "--prompt", "hello", "--max-new-tokens", "4", "--no-chat")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == Generator.from_pretrained(llama).generate(["hello"], max_new_tokens=4, chat=False)[0]["text"] + "\n"
+
+    r = run_cli("generate", llama, "--prompt", "hello", "--temperature", "-1")
+    assert r.returncode == 2 and "temperature" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("generate", llama)
+    assert r.returncode == 2 and "--prompt" in r.stderr

@@ -1,0 +1,94 @@
+"""POST /v1/generate on the shared server machinery: plain and streamed (server-sent events)
+responses, batching of concurrent prompts, limits, auth, and a model trained with lmforge."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lmforge.generation.generator import Generator
+from lmforge.serve.app import create_app
+from lmforge.serve.settings import ServeSettings
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_decoder):
+    return Generator.from_pretrained(tiny_decoder)
+
+
+def _client(generator, **settings) -> TestClient:
+    return TestClient(create_app(generator, ServeSettings(**settings)), raise_server_exceptions=False)
+
+
+def _ready(client) -> None:
+    deadline = time.time() + 30
+    while client.get("/ready").status_code != 200:
+        assert time.time() < deadline, "never ready"
+        time.sleep(0.05)
+
+
+def test_generate_matches_the_generator(generator):
+    want = generator.generate(["say hi"], max_new_tokens=6)[0]
+    with _client(generator) as c:
+        _ready(c)
+        r = c.post("/v1/generate", json={"prompt": "say hi", "max_new_tokens": 6})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["text"] == want["text"] and body["model_version"] == generator.version
+        assert body["finish_reason"] in ("stop", "length") and body["tokens"] <= 6
+        info = c.get("/v1/model").json()
+        assert info["task"] == "generation" and info["limits"]["max_new_tokens"] == 512
+        assert 'route="/v1/generate",status="200"' in c.get("/metrics").text
+
+
+def test_stream_sends_the_same_text_as_events(generator):
+    want = generator.generate(["how are you"], max_new_tokens=8)[0]["text"]
+    with _client(generator) as c:
+        _ready(c)
+        with c.stream("POST", "/v1/generate", json={"prompt": "how are you", "max_new_tokens": 8, "stream": True}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = [json.loads(line[len("data: "):]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["done"] is True and events[-1]["model_version"] == generator.version
+    assert "".join(e["text"] for e in events[:-1]).strip() == want.strip()
+
+
+def test_concurrent_prompts_each_get_their_own_answer(generator):
+    prompts = ["say hi", "how are you", "what is two plus three", "write a function that reverses string s"] * 2
+    want = {p: generator.generate([p], max_new_tokens=5)[0]["text"] for p in set(prompts)}
+    with _client(generator, max_wait_ms=50) as c:
+        _ready(c)
+        got: dict[int, str] = {}
+
+        def ask(i: int, prompt: str) -> None:
+            got[i] = c.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 5}).json()["text"]
+
+        threads = [threading.Thread(target=ask, args=(i, p)) for i, p in enumerate(prompts)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        batches = c.get("/metrics").text
+    assert [got[i] for i in range(len(prompts))] == [want[p] for p in prompts]
+    count = next(float(line.split()[-1]) for line in batches.splitlines() if line.startswith("lmforge_batch_size_count"))
+    assert count < len(prompts) + 3  # 3 warm-up batches; concurrent prompts shared at least one batch
+
+
+def test_limits_and_validation(generator):
+    with _client(generator, max_new_tokens=16, max_prompt_chars=50, api_key="k3y") as c:
+        auth = {"Authorization": "Bearer k3y"}
+        assert c.post("/v1/generate", json={"prompt": "say hi"}).status_code == 401
+        r = c.post("/v1/generate", json={"prompt": "say hi", "max_new_tokens": 17}, headers=auth)
+        assert r.status_code == 413 and r.json()["error"]["limit"] == "max_new_tokens" and r.json()["error"]["value"] == 16
+        r = c.post("/v1/generate", json={"prompt": "x" * 51}, headers=auth)
+        assert r.status_code == 413 and r.json()["error"]["limit"] == "max_prompt_chars"
+        r = c.post("/v1/generate", json={"prompt": "say hi", "temperature": -1}, headers=auth)
+        assert r.status_code == 422 and "temperature" in r.json()["error"]["message"]
+        r = c.post("/v1/generate", json={"prompt": "say hi", "bogus": 1}, headers=auth)
+        assert r.status_code == 422 and "bogus" in r.json()["error"]["message"]
+        r = c.post("/v1/generate", json={"prompt": "   "}, headers=auth)
+        assert r.status_code == 422
+        assert c.post("/v1/predict", json={"texts": ["x"]}, headers=auth).status_code == 404  # not a classifier
