@@ -24,9 +24,9 @@ out = Console()
 
 @app.command()
 def init(
-    task: str = typer.Option(..., help="text-classification or token-classification"),
+    task: str = typer.Option(..., help="text-classification, token-classification or generation"),
     model: str = typer.Option("minilm-l6", help="packaged model short name or a local Hugging Face folder"),
-    method: str = typer.Option("full", help="full, lora, ia3 or prefix"),
+    method: Optional[str] = typer.Option(None, help="full, lora, ia3 or prefix (default: full; lora for generation)"),
     train: Optional[Path] = typer.Option(None, help="training file"),
     dev: Optional[Path] = typer.Option(None, help="dev file (default: a hold-out of train)"),
     test: Optional[Path] = typer.Option(None, help="test file"),
@@ -47,13 +47,19 @@ def init(
     rel = lambda p: None if p is None else _relative(p, base)  # noqa: E731
     data: dict = {"train": rel(train) or "data/train.csv", "dev": rel(dev), "test": rel(test)}
     notes: list[str] = []
-    if train is not None:
+    if task == "generation":
+        data["train"] = rel(train) or "data/train.jsonl"
+        if train is not None and not str(train).startswith("mbpp:") and not train.is_file():
+            raise UserError(f"--train: file not found: {train}")
+    elif train is not None:
         extra, notes = (infer_ner_scheme(train) if task == "token-classification"
                         else infer_classification_fields(train, text_field, label_field))
         data.update(extra)
     elif task == "token-classification":
         data["train"] = "data/train.conll"
-    raw = {"name": name or output.stem, "task": task, "model": model, "method": method, "data": data}
+    raw = {"name": name or output.stem, "task": task, "model": model, "data": data}
+    if method is not None:
+        raw["method"] = method
     cfg = config_from_dict(raw, "init")
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}"))
     for note in notes:
@@ -105,20 +111,46 @@ def train(
 
 @app.command()
 def evaluate(
-    run_dir: Path,
-    data: Path = typer.Option(..., help="labelled file in the run's format"),
-    output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file name>)"),
+    run_dir: Path = typer.Argument(..., help="a run folder; with --benchmark also a packaged decoder (smollm2-135m) or a model folder"),
+    data: Optional[Path] = typer.Option(None, help="labelled file in the run's format"),
+    benchmark: Optional[str] = typer.Option(None, help="code benchmark for decoders: humaneval or mbpp (test split, task ids 11-510)"),
+    limit: Optional[int] = typer.Option(None, help="--benchmark: only the first N problems"),
+    samples: int = typer.Option(1, help="--benchmark: completions per problem (1: greedy pass@1; more: sampled pass@k)"),
+    k: Optional[List[int]] = typer.Option(None, help="--benchmark: k values of pass@k (default 1, and 10/100 when samples allow)"),
+    temperature: Optional[float] = typer.Option(None, help="--benchmark: sampling temperature (default 0 for one sample, 0.8 for more)"),
+    max_new_tokens: int = typer.Option(512, help="--benchmark: most tokens per completion"),
+    workers: Optional[int] = typer.Option(None, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
+    output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
 ):
-    """Evaluate a trained run on a labelled file: Markdown + JSON report and plots."""
-    from .commands import evaluate_file
+    """Evaluate a run on a labelled file (report + plots), or a decoder on a code benchmark (pass@k, sandboxed)."""
+    if benchmark is not None:
+        from .commands import evaluate_benchmark
 
-    report_dir, headline = evaluate_file(run_dir, data, output)
+        if data is not None:
+            raise UserError("give either --data or --benchmark, not both")
+        summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
+                                     temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output)
+        table = Table(title=f"{benchmark}: {summary['problems']} problems x {summary['samples']} sample(s)")
+        for key in [*summary["pass_at_k"], *summary["status_counts"], "generation s", "execution s"]:
+            table.add_column(key)
+        table.add_row(*(f"{v:.4f}" for v in summary["pass_at_k"].values()), *(str(v) for v in summary["status_counts"].values()),
+                      f"{summary['generation_seconds']:.0f}", f"{summary['execution_seconds']:.1f}")
+        out.print(table)
+        out.print(f"per-problem results: {summary['output']}/results.jsonl")
+        return
+    if data is None:
+        raise UserError("give --data FILE (a labelled file) or --benchmark humaneval|mbpp")
+    from .commands import evaluate_file, evaluate_generation_file
+    from .serve.server import serves_generation
+
+    generation = (run_dir / "config.yaml").is_file() and serves_generation(run_dir)
+    report_dir, headline = (evaluate_generation_file if generation else evaluate_file)(run_dir, data, output)
     table = Table(title=f"{data.name}")
     for key in headline:
         table.add_column(key)
     table.add_row(*(f"{v:.4f}" for v in headline.values()))
     out.print(table)
-    out.print(f"report: {report_dir / 'report.md'}")
+    out.print(f"report: {report_dir / ('report.json' if generation else 'report.md')}")
 
 
 @app.command()
@@ -190,7 +222,8 @@ def serve(
     max_body_bytes: int = typer.Option(1_000_000, help="request body size"),
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
 ):
-    """Serve a run over HTTP: /v1/predict, /v1/explain, /v1/model, /health, /ready, /metrics, /docs."""
+    """Serve a run over HTTP: /v1/predict and /v1/explain (classifiers, NER) or /v1/generate (decoders: a generation
+    run, smollm2-135m or a model folder), plus /v1/model, /health, /ready, /metrics, /docs."""
     from pydantic import ValidationError
 
     from .serve.server import api_key_from_env, serve as run_server

@@ -67,7 +67,7 @@ def holdout(examples: list, fraction: float, seed: int, by_document: bool = Fals
     rng = random.Random(seed)
     groups: dict[object, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
-        key = ex.doc_id if by_document else (ex.labels[0] if ex.labels else "")
+        key = ex.doc_id if by_document else (ex.labels[0] if getattr(ex, "labels", None) else "")
         groups[key].append(i)
     held: set[int] = set()
     if by_document:
