@@ -30,7 +30,7 @@ def evaluate(model: str, benchmark: str, limit: int | None, max_new_tokens: int,
 
     start = time.perf_counter()
     summary = evaluate_benchmark(model, benchmark, limit=limit, max_new_tokens=max_new_tokens, output=out)
-    keep = {k: summary[k] for k in summary if k in ("problems", "samples", "pass_at_k", "status_counts", "seconds")}
+    keep = {k: summary[k] for k in ("problems", "samples", "pass_at_k", "status_counts", "generation_seconds", "execution_seconds")}
     keep["wall_seconds"] = round(time.perf_counter() - start, 1)
     print(f"{model} {benchmark}: {keep}", flush=True)
     return keep

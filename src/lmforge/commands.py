@@ -119,25 +119,22 @@ def explain_global(run_dir: Path, data: Path, output: Path | None = None, *, lim
 
 def evaluate_generation_file(run_dir: Path, data: Path, output: Path | None = None) -> tuple[Path, dict]:
     """Loss per completion token and perplexity of a generation run on a JSONL file."""
-    import yaml
+    import torch
 
-    from .config import config_from_dict
+    from .config import load_run_config
     from .models.build import bf16_supported, load_model, load_tokenizer
-    from .runs import CONFIG, check_complete, write_json_atomic
+    from .runs import check_complete, write_json_atomic
     from .tasks.generation import GenerationTask
 
     run_dir = check_complete(Path(run_dir))
-    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+    cfg = load_run_config(run_dir)
     examples, _ = read_split(cfg, data)
     tokenizer = load_tokenizer(run_dir / "model")
     task = GenerationTask(tokenizer, cfg.data.max_length)
     model = load_model(task.model_class(), run_dir / "model")
-    import torch
-
-    features, _ = task.encode_for_inference(examples)
-    scores = task.dev_scores(model, features, tokenizer.pad_token_id, bf16_supported(torch.device("cpu")))
+    scores = task.score(model, examples, bf16_supported(torch.device("cpu")))
     report_dir = output or run_dir / "eval" / data.name
-    write_json_atomic(report_dir / "report.json", {"data": str(data), "examples": len(examples), "truncated": task.truncated, **scores})
+    write_json_atomic(report_dir / "report.json", {"data": str(data), **scores})
     return report_dir, task.headline(scores)
 
 

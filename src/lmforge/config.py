@@ -219,5 +219,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Project
     return config_from_dict(raw, str(path))
 
 
+def load_run_config(run_dir: Path) -> ProjectConfig:
+    """The resolved config a run folder saved (config.yaml, absolute paths)."""
+    from .runs import CONFIG
+
+    path = Path(run_dir) / CONFIG
+    return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+
+
 def dump_config(cfg: ProjectConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

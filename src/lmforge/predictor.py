@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 
-from .config import ProjectConfig, config_from_dict
+from .config import ProjectConfig, load_run_config
 from .data.types import TextExample, TokenExample
 from .errors import UserError
 from .inference import Forward, run_batches, torch_forward
 from .models.build import bf16_supported, load_model, load_tokenizer
-from .runs import CONFIG, LABELS, check_complete, read_json
+from .runs import LABELS, check_complete, read_json
 
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])")
 
@@ -46,7 +45,7 @@ class Predictor:
         from .tasks.token_classification import TokenClassificationTask
 
         run_dir = check_complete(Path(run_dir))
-        cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+        cfg = load_run_config(run_dir)
         if cfg.task == "generation":
             raise UserError(f"{run_dir} is a generation run: use `lmforge generate {run_dir} --prompt ...` "
                             "or lmforge.generation.Generator.from_pretrained")
@@ -67,7 +66,7 @@ class Predictor:
         if backend == "onnx":
             from .export.onnx import load_onnx_forward
 
-            predictor.forward, predictor.backend = load_onnx_forward(run_dir)
+            predictor.forward, predictor.backend = load_onnx_forward(run_dir, model_version=predictor.version)
         return predictor
 
     # -- inputs ----------------------------------------------------------------------------

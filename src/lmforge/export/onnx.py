@@ -296,7 +296,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # -- inference -----------------------------------------------------------------------------------
-def load_onnx_forward(run_dir: str | Path, path: Path | None = None) -> tuple[Forward, str]:
+def load_onnx_forward(run_dir: str | Path, path: Path | None = None, *, model_version: str | None = None) -> tuple[Forward, str]:
     """The forward function of a run's exported graph (`run_dir/onnx/model.onnx`, or `path`: a
     model.onnx or its folder) and a backend name ("onnx-int8" / "onnx-fp32"). Refuses an export
     whose weights differ from the run's current model/ (stale)."""
@@ -314,7 +314,7 @@ def load_onnx_forward(run_dir: str | Path, path: Path | None = None) -> tuple[Fo
     except (OSError, ValueError):
         raise UserError(f"{graph.parent / INFO_FILE} is missing or unreadable, so {graph} cannot be checked against the run; "
                         f"re-export with `{export}`") from None
-    current = _version(_run_name(run_dir), run_dir)
+    current = model_version or _version(_run_name(run_dir), run_dir)  # callers that loaded the run pass it: no second hash
     if info.get("model_version") != current:
         raise UserError(f"{graph} is stale: it was exported from {info.get('model_version')} but {run_dir / 'model'} now holds "
                         f"{current}; re-export with `{export}`")
@@ -357,8 +357,6 @@ def _session(path: Path):
 
 
 def _run_name(run_dir: Path) -> str:
-    import yaml
+    from ..config import load_run_config
 
-    from ..config import config_from_dict
-
-    return config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG)).name
+    return load_run_config(run_dir).name

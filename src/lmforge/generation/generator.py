@@ -328,13 +328,11 @@ def _repaired(source: str | Path) -> bool:
 
 
 def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
-    import yaml
-
-    from ..config import config_from_dict
-    from ..runs import CONFIG, RUN_INFO, check_complete, read_json
+    from ..config import load_run_config
+    from ..runs import RUN_INFO, check_complete, read_json
 
     check_complete(run_dir)
-    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")), str(run_dir / CONFIG))
+    cfg = load_run_config(run_dir)
     if cfg.task != "generation":
         raise UserError(f"{run_dir} is a {cfg.task} run, not a generation run: use `lmforge predict {run_dir} FILE`")
     merged = bool(read_json(run_dir / RUN_INFO).get("merged", False))

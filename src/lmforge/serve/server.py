@@ -79,12 +79,11 @@ def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log
         if backend != "torch":
             raise UserError(f"--backend {backend}: generation models are served with the torch backend")
         predictor = Generator.from_pretrained(str(run_dir))
-        predictor.backend = "torch"
     else:
         predictor = Predictor.from_run(run_dir, backend=backend)
     app = create_app(predictor, settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=settings.graceful_timeout_s, lifespan="on")
     log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, predictor.version,
-             predictor.backend, settings.host, settings.port)
+             getattr(predictor, "backend", "torch"), settings.host, settings.port)
     uvicorn.Server(config).run()

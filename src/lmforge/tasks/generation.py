@@ -136,6 +136,12 @@ class GenerationTask:
         loss = total / max(1, units)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(units)}
 
+    def score(self, model, examples: list[ChatExample], bf16: bool = False) -> dict[str, float]:
+        """`dev_scores` of raw examples (encoded here), plus how many were truncated."""
+        features, _ = self.encode_for_inference(examples)
+        return {"examples": len(examples), "truncated": self.truncated,
+                **self.dev_scores(model, features, self.tokenizer.pad_token_id, bf16)}
+
     def headline(self, report: dict) -> dict[str, float]:
         return {k: report[k] for k in ("loss", "perplexity")}
 

@@ -103,8 +103,7 @@ def _evaluate_generation(run_dir: Path, p, device=None) -> dict:
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
-        features, _ = p.task.encode_for_inference(examples)
-        scores = p.task.dev_scores(model, features, p.tokenizer.pad_token_id, bf16)
-        write_json_atomic(run_dir / "eval" / split / "report.json", {"examples": len(examples), **scores})
+        scores = p.task.score(model, examples, bf16)
+        write_json_atomic(run_dir / "eval" / split / "report.json", scores)
         metrics[split] = p.task.headline(scores)
     return metrics

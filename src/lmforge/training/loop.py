@@ -15,10 +15,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 
-from ..config import ProjectConfig, config_from_dict, dump_config, is_builtin_dataset
+from ..config import ProjectConfig, dump_config, is_builtin_dataset, load_run_config
 from ..data.batching import plan_batches, shard
 from ..errors import UserError
 from ..inference import autocast_context, run_model
@@ -56,7 +55,7 @@ def train(cfg: ProjectConfig | None = None, base: Path | None = None, *, output:
 
     if resume is not None:
         run_dir = check_run_dir(Path(resume))
-        cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG).read_text()), str(run_dir / CONFIG))
+        cfg = load_run_config(run_dir)
         info = read_json(run_dir / RUN_INFO)
         if info.get("status") == "complete":
             raise UserError(f"{run_dir} finished training already; nothing to resume")
