@@ -46,15 +46,21 @@ def main() -> None:
     parser.add_argument("--skip-base", action="store_true")
     parser.add_argument("--skip-sft", action="store_true")
     parser.add_argument("--name", default="code_eval")
+    parser.add_argument("--benchmarks", default="humaneval,mbpp", help="comma-separated (default: humaneval,mbpp)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lmforge.config import config_from_dict
     from lmforge.training.loop import train
 
     out = args.workdir / "code-eval"
-    results: dict = {"limit": args.limit, "max_new_tokens": args.max_new_tokens, "prompts": "instruction (see lmforge.codeeval.benchmarks)"}
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    results: dict = {"limit": args.limit, "max_new_tokens": args.max_new_tokens, "prompts": "instruction (see lmforge.codeeval.benchmarks)",
+                     "stop": "each completion ends at its first closing ``` fence (evaluate_benchmark's default)"}
     if not args.skip_base:
-        results["base"] = {b: evaluate("smollm2-135m", b, args.limit, args.max_new_tokens, out / f"base-{b}") for b in ("humaneval", "mbpp")}
+        results["base"] = {}
+        for b in benchmarks:
+            results["base"][b] = evaluate("smollm2-135m", b, args.limit, args.max_new_tokens, out / f"base-{b}")
+            save(args.name, results)  # partial results survive a stopped run
     if not args.skip_sft:
         run = args.run
         if run is None:
@@ -68,7 +74,11 @@ def main() -> None:
 
         results["sft_run"] = {"path": str(run), "metrics": json.loads((run / "metrics.json").read_text()),
                               "config": {"epochs": args.epochs, "method": "lora", "data": "mbpp:train"}}
-        results["sft"] = {b: evaluate(str(run), b, args.limit, args.max_new_tokens, out / f"sft-{b}") for b in ("humaneval", "mbpp")}
+        save(args.name, results)
+        results["sft"] = {}
+        for b in benchmarks:
+            results["sft"][b] = evaluate(str(run), b, args.limit, args.max_new_tokens, out / f"sft-{b}")
+            save(args.name, results)
     save(args.name, results)
 
 

@@ -120,6 +120,7 @@ def evaluate(
     temperature: Optional[float] = typer.Option(None, help="--benchmark: sampling temperature (default 0 for one sample, 0.8 for more)"),
     max_new_tokens: int = typer.Option(512, help="--benchmark: most tokens per completion"),
     workers: Optional[int] = typer.Option(None, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
+    stop_at_fence: bool = typer.Option(True, help="--benchmark: end each completion at its first closing ``` fence (the extractor reads the first code block)"),
     output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
 ):
     """Evaluate a run on a labelled file (report + plots), or a decoder on a code benchmark (pass@k, sandboxed)."""
@@ -129,7 +130,8 @@ def evaluate(
         if data is not None:
             raise UserError("give either --data or --benchmark, not both")
         summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
-                                     temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output)
+                                     temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output,
+                                     stop_at_fence=stop_at_fence)
         table = Table(title=f"{benchmark}: {summary['problems']} problems x {summary['samples']} sample(s)")
         for key in [*summary["pass_at_k"], *summary["status_counts"], "generation s", "execution s"]:
             table.add_column(key)
@@ -221,9 +223,14 @@ def serve(
     max_chars: int = typer.Option(2000, help="characters per text"),
     max_body_bytes: int = typer.Option(1_000_000, help="request body size"),
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
+    registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
+    log_sample: float = typer.Option(1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
+    log_texts: bool = typer.Option(False, help="registry:NAME targets: store the texts of logged predictions (default: only a hash)"),
 ):
     """Serve a run over HTTP: /v1/predict and /v1/explain (classifiers, NER) or /v1/generate (decoders: a generation
-    run, smollm2-135m or a model folder), plus /v1/model, /health, /ready, /metrics, /docs."""
+    run, smollm2-135m or a model folder), plus /v1/model, /health, /ready, /metrics, /docs. RUN_DIR may be
+    registry:NAME: the production version of a registered model, swapped without restart on promote/rollback,
+    with prediction logging and /v1/feedback."""
     from pydantic import ValidationError
 
     from .serve.server import api_key_from_env, serve as run_server
@@ -235,7 +242,8 @@ def serve(
                                  api_key=api_key_from_env(api_key_env))
     except ValidationError as e:
         raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
-    run_server(run_dir, settings, backend=backend, log_level=log_level)
+    run_server(str(run_dir), settings, backend=backend, log_level=log_level, registry_root=registry,
+               log_sample=log_sample, log_texts=log_texts)
 
 
 @app.command()
@@ -333,6 +341,14 @@ def without_option(argv: list[str], option: str) -> list[str]:
         elif not arg.startswith(option + "="):
             out.append(arg)
     return out
+
+
+from .cli_lifecycle import monitor, registry_app, update  # noqa: E402
+
+app.add_typer(registry_app, name="registry")
+app.command()(update)
+app.command(help="Drift, confidence, feedback and volume of recent traffic against the version's training-time reference. "
+                 "Exit code 3 when a check warns.")(monitor)
 
 
 def _relative(path: Path, base: Path) -> str:

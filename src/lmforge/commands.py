@@ -138,12 +138,20 @@ def evaluate_generation_file(run_dir: Path, data: Path, output: Path | None = No
     return report_dir, task.headline(scores)
 
 
+CLOSING_FENCE = "\n```\n"
+
+
 def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, samples: int = 1, k: tuple[int, ...] | None = None,
                        temperature: float | None = None, top_p: float = 0.95, max_new_tokens: int = 512, seed: int = 0,
-                       batch_size: int = 8, workers: int | None = None, output: Path | None = None) -> dict:
+                       batch_size: int = 8, workers: int | None = None, output: Path | None = None,
+                       stop_at_fence: bool = True) -> dict:
     """pass@k of a model (a run folder or a model short name / folder) on a code benchmark: generate
     `samples` completions per problem (greedy for one sample, sampling at `temperature` for more),
-    run each in the sandbox, and write results.jsonl + summary.json to `output`."""
+    run each in the sandbox, and write results.jsonl + summary.json to `output`.
+
+    `stop_at_fence` ends a completion at its first closing code fence (a line that is just ```): the
+    code extractor reads the first fenced block anyway, so what a chat model writes after it (prose,
+    usage examples) only costs time. Opening fences carry a language tag (```python) and do not stop."""
     from .codeeval.benchmarks import load_benchmark
     from .codeeval.evaluate import evaluate_code
     from .errors import UserError
@@ -165,6 +173,7 @@ def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, 
     def generate(prompts: list[str]) -> list[str]:
         calls["n"] += 1
         results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     stop=[CLOSING_FENCE] if stop_at_fence else None,
                                      seed=None if temperature == 0 else seed + calls["n"])
         return [r["text"] for r in results]
 
@@ -184,7 +193,8 @@ def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, 
                                 batch_size=batch_size, progress=progress,
                                 metadata={"model": str(model), "model_version": getattr(generator, "version", None),
                                           "temperature": temperature, "top_p": top_p if temperature else None,
-                                          "max_new_tokens": max_new_tokens, "seed": seed})
+                                          "max_new_tokens": max_new_tokens, "seed": seed,
+                                          "stop": [CLOSING_FENCE] if stop_at_fence else []})
     finally:
         bar.stop()
     return {**summary, "output": str(target)}

@@ -44,6 +44,7 @@ class DataConfig(_Section):
     label_delimiter: str | None = Field(None, description="multi-label only: split a label string on this delimiter, e.g. '|'")
     scheme: Literal["auto", "iob1", "iob2", "bioes", "bmes"] = Field("auto", description="NER tag scheme of the files; auto: detected from the train tags")
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
+    labels: list[str] | None = Field(None, description="text-classification: the label set in this order (a model grown from a fine-tuned one keeps its labels first); empty: the train labels, sorted")
     label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")
     max_length: int = Field(128, ge=8, le=8192, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows; generation: 512 unless set, prompts are cut from the left)")
     document_context: bool = Field(True, description="NER: pack neighbouring sentences of the same -DOCSTART- document into one sequence as context")
@@ -83,6 +84,7 @@ class TrainingConfig(_Section):
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities; 0 skips a [batch, heads, L, L] random mask per layer (about 20% faster on CPU); empty: the model's own value")
     pad_to_multiple_of: int = Field(8, ge=1, description="pad batch lengths to a multiple of this (fewer distinct shapes: faster bf16 kernels)")
     freeze_embeddings: bool = Field(False, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters)")
+    anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory for long sequences, about 30% slower")
 
 
@@ -105,6 +107,11 @@ class ProjectConfig(_Section):
             problems.append("data.multi_label / data.text_pair_field: not available for token-classification")
         if self.task == "generation" and (self.data.multi_label or self.data.text_pair_field):
             problems.append("data.multi_label / data.text_pair_field: not available for generation")
+        if self.data.labels is not None:
+            if self.task != "text-classification":
+                problems.append("data.labels: only for text-classification")
+            elif len(set(self.data.labels)) != len(self.data.labels) or not all(isinstance(x, str) and x for x in self.data.labels):
+                problems.append("data.labels: give each label once, as a non-empty string")
         if problems:
             raise ValueError("; ".join(problems))
         rates = DEFAULT_LEARNING_RATES

@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..runs import METRICS, RUN_INFO, read_json
 from .batcher import MicroBatcher, QueueFull
 from .metrics import ServerMetrics
-from .schemas import ExplainRequest, PredictRequest, PredictResponse
+from .schemas import ExplainRequest, FeedbackRequest, PredictRequest, PredictResponse
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
@@ -52,39 +52,67 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
-    """An ASGI app serving `model`: a `lmforge.Predictor` (classification, NER) or a
-    `lmforge.generation.Generator` (text generation)."""
+def create_app(model, settings: ServeSettings | None = None, *, prediction_log=None) -> FastAPI:
+    """An ASGI app serving `model`: a `lmforge.Predictor` (classification, NER), a model slot
+    (`serve.slots.RegistrySlot`: the production version of a registered model, hot-swapped on
+    promotion) or a `lmforge.generation.Generator` (text generation). With `prediction_log`
+    (lifecycle.predlog.PredictionLog) every sampled prediction is logged with an id that
+    `POST /v1/feedback` can correct."""
+    from .slots import FixedSlot
+
     settings = settings or ServeSettings()
     if hasattr(model, "generate"):
         from .generation_routes import add_generation_routes
 
         return add_generation_routes(model, settings)
-    predictor = model
-    batcher = MicroBatcher(lambda items: predict_items(predictor, items), max_batch=settings.max_batch_size,
+    slot = model if hasattr(model, "current") else FixedSlot(model)
+
+    def predict_batch(items: list) -> list:
+        loaded = slot.current  # read once: the whole batch runs on one version, even during a swap
+        return [(result, loaded) for result in predict_items(loaded.predictor, items)]
+
+    batcher = MicroBatcher(predict_batch, max_batch=settings.max_batch_size,
                            max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
-    app = base_app(settings, batcher, version=predictor.version, warm=lambda: batcher.submit([WARMUP_TEXT]),
-                   info={"version": predictor.version, "task": predictor.task.name, "backend": predictor.backend},
-                   description=f"{predictor.config.name}: {predictor.task.name} ({predictor.backend} backend)",
-                   describe=lambda: describe(predictor))
-    app.state.predictor = predictor
+    first = slot.predictor
+    monitor = DriftGauges(prediction_log, slot) if prediction_log is not None else None
+    app = base_app(settings, batcher, version=lambda: slot.current.version_tag, warm=lambda: batcher.submit([WARMUP_TEXT]),
+                   info=_info(slot.current), description=f"{first.config.name}: {first.task.name} ({first.backend} backend)",
+                   describe=lambda: describe(slot.predictor), on_start=[slot.start] + ([prediction_log.start] if prediction_log else []),
+                   on_stop=[slot.stop] + ([prediction_log.stop] if prediction_log else []),
+                   on_metrics=monitor.refresh if monitor else None)
+    app.state.slot = slot
     metrics, guarded = app.state.metrics, app.state.guarded
+    if monitor is not None:
+        monitor.metrics = metrics
+    if hasattr(slot, "on_swap"):
+        def swapped(loaded) -> None:
+            metrics.model.info(_info(loaded))
+            metrics.swaps.inc()
+
+        slot.on_swap = swapped
 
     @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, summary="predict a batch of texts")
     async def predict(body: PredictRequest):
-        check_texts(body.texts, predictor, settings)
+        check_texts(body.texts, slot.predictor, settings)
+        started = time.perf_counter()
         try:
-            results = await batcher.submit(body.texts)
+            pairs = await batcher.submit(body.texts)
         except QueueFull as err:
             raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
                            value=settings.max_queue) from None
+        loaded = pairs[0][1]  # one request's texts always share a batch
+        results = [result for result, _ in pairs]
         metrics.texts.inc(len(results))
-        return {"model_version": predictor.version, "predictions": results}
+        if prediction_log is not None:
+            results = log_predictions(prediction_log, loaded, body.texts, results, (time.perf_counter() - started) * 1000)
+        return {"model_version": loaded.version_tag, "predictions": results}
 
     @app.post("/v1/explain", dependencies=guarded, summary="token attributions for one prediction")
     async def explain(body: ExplainRequest):
         from ..explain import explain_text
 
+        loaded = slot.current
+        predictor = loaded.predictor
         check_texts([body.text if body.text_pair is None else (body.text, body.text_pair)], predictor, settings)
         steps = body.steps or settings.explain_steps
         if steps > settings.max_explain_steps:
@@ -96,16 +124,94 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
                 steps=steps, baseline=body.baseline))
         except UserError as err:
             raise ApiError(422, "cannot_explain", str(err)) from None
-        return {"model_version": predictor.version, **result}
+        return {"model_version": loaded.version_tag, **result}
+
+    if prediction_log is not None:
+        @app.post("/v1/feedback", dependencies=guarded, summary="attach the correct label to a logged prediction")
+        async def feedback(body: FeedbackRequest):
+            from starlette.concurrency import run_in_threadpool
+
+            from ..lifecycle.predlog import UnknownPrediction
+
+            try:
+                stored = await run_in_threadpool(prediction_log.add_feedback, body.prediction_id, body.label)
+            except UnknownPrediction:
+                raise ApiError(404, "unknown_prediction", f"no logged prediction has id {body.prediction_id!r} "
+                               "(ids come from /v1/predict responses; unsampled predictions are not logged)") from None
+            known = set(slot.predictor.task.labels)
+            return {**stored, "stored": True, "new_label": body.label not in known}
 
     return app
 
 
-def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version: str, warm, info: dict, description: str,
-             describe) -> FastAPI:
+def _info(loaded) -> dict:
+    p = loaded.predictor
+    return {"version": loaded.version_tag, "task": p.task.name, "backend": p.backend}
+
+
+def log_predictions(prediction_log, loaded, texts: list, results: list[dict], latency_ms: float) -> list[dict]:
+    """Queue the sampled predictions of one request (never blocks) and give each logged one its id."""
+    from ..lifecycle.examples import oov_rate, words
+    from ..lifecycle.register import label_and_confidence
+
+    out = []
+    for text, result in zip(texts, results):
+        label, confidence = label_and_confidence(result)
+        if label is None or not prediction_log.sampled():
+            out.append(result)
+            continue
+        first = text if isinstance(text, str) else text[0]
+        whole = text if isinstance(text, str) else "\n".join(text)
+        tokens = words(first)
+        prediction_id = uuid.uuid4().hex
+        logged = prediction_log.record({"id": prediction_id, "version": loaded.registry_version, "version_tag": loaded.version_tag,
+                                        "label": label, "confidence": confidence, "latency_ms": round(latency_ms, 3),
+                                        "length": len(tokens), "oov": round(oov_rate(tokens, loaded.vocab), 4) if loaded.vocab else None,
+                                        "text": whole})
+        out.append({**result, "prediction_id": prediction_id} if logged else result)
+    return out
+
+
+class DriftGauges:
+    """Monitoring statistics of recent logged traffic as Prometheus gauges, recomputed at most every
+    `every_s` seconds when /metrics is scraped (off the event loop)."""
+
+    def __init__(self, prediction_log, slot, *, every_s: float = 30.0, window_s: float = 24 * 3600, limit: int = 5000):
+        self.log, self.slot, self.every_s, self.window_s, self.limit = prediction_log, slot, every_s, window_s, limit
+        self.metrics = None
+        self._at = float("-inf")
+
+    async def refresh(self) -> None:
+        if self.metrics is None or time.monotonic() - self._at < self.every_s:
+            return
+        self._at = time.monotonic()
+        from starlette.concurrency import run_in_threadpool
+
+        values = await run_in_threadpool(self.compute)
+        for key, value in values.items():
+            self.metrics.drift.labels(key).set(value)
+        self.metrics.log_dropped.set(self.log.dropped)
+
+    def compute(self) -> dict[str, float]:
+        from ..lifecycle.predlog import feedback_since, predictions_since
+        from ..monitoring import build_report
+        from ..monitoring.drift import gauges
+
+        loaded = self.slot.current
+        if loaded.reference is None:
+            return {}
+        since = time.time() - self.window_s
+        rows = predictions_since(self.log.db_path, self.log.model, since, version=loaded.registry_version, limit=self.limit)
+        feedback = feedback_since(self.log.db_path, self.log.model, since, version=loaded.registry_version)
+        return gauges(build_report(loaded.reference, rows, feedback, model=self.log.model, version=loaded.version_tag))
+
+
+def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version, warm, info: dict, description: str,
+             describe, on_start=(), on_stop=(), on_metrics=None) -> FastAPI:
     """The parts every served model shares: micro-batcher lifecycle and warm-up, JSON errors,
     API-key auth, /health, /ready, /metrics, /v1/model and the request middleware. `warm` is an
     async callable that runs the model once; `describe` returns the /v1/model body."""
+    current_version = version if callable(version) else (lambda: version)
     metrics = ServerMetrics()
     metrics.model.info(info)
     batcher.metrics = metrics
@@ -116,20 +222,24 @@ def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version: str, wa
             for _ in range(3):  # first calls allocate and pick kernels
                 await warm()
             state["ready"] = True
-            log.info("model %s warmed up; ready", version)
+            log.info("model %s warmed up; ready", current_version())
         except Exception:  # noqa: BLE001 - stays not-ready; the cause is logged
             log.exception("warm-up failed; /ready will keep answering 503")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        for start in on_start:
+            start()
         await batcher.start()
         warming = asyncio.create_task(warm_up())
         yield
         state["ready"] = False
         warming.cancel()
         await batcher.stop()
+        for stop in on_stop:
+            stop()
 
-    app = FastAPI(title="lmforge", version=version, lifespan=lifespan, description=description)
+    app = FastAPI(title="lmforge", version=current_version(), lifespan=lifespan, description=description)
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
 
     # -- errors ------------------------------------------------------------------------------
@@ -180,10 +290,15 @@ def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version: str, wa
     async def ready():
         if not state["ready"]:
             return error_response(503, "not_ready", "the model is still warming up")
-        return {"status": "ready", "model_version": version}
+        return {"status": "ready", "model_version": current_version()}
 
     @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
     async def prometheus():
+        if on_metrics is not None:
+            try:
+                await on_metrics()
+            except Exception:  # noqa: BLE001 - the other metrics are still worth serving
+                log.exception("could not compute monitoring gauges")
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/model", dependencies=guarded, summary="what is served")

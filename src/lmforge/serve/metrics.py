@@ -21,6 +21,10 @@ class ServerMetrics:
         self.queue_depth = Gauge("lmforge_queue_depth", "texts waiting for the model", registry=r)
         self.texts = Counter("lmforge_predicted_texts", "texts predicted", registry=r)
         self.model = Info("lmforge_model", "the model being served", registry=r)
+        self.swaps = Counter("lmforge_model_swaps", "production versions swapped in without a restart", registry=r)
+        self.drift = Gauge("lmforge_monitor", "monitoring statistics of recent logged traffic against the version's reference "
+                           "(label_psi, confidence_ks, length_ks, oov_rate, feedback_accuracy, warnings)", ["stat"], registry=r)
+        self.log_dropped = Gauge("lmforge_prediction_log_dropped", "prediction log rows dropped (queue full or write error)", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -40,6 +40,11 @@ class GenerateRequest(_Strict):
     stream: bool = Field(False, description="send the text as server-sent events while it is generated")
 
 
+class FeedbackRequest(_Strict):
+    prediction_id: str = Field(..., min_length=1, max_length=64, description="the prediction_id a /v1/predict response gave")
+    label: str = Field(..., min_length=1, max_length=200, description="the correct label (may be one the model does not know yet)")
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

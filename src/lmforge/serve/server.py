@@ -61,8 +61,11 @@ def serves_generation(target: Path) -> bool:
         return False
 
 
-def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log_level: str = "info") -> None:
-    """Serve a run folder until interrupted; SIGINT/SIGTERM finish in-flight requests first."""
+def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch", log_level: str = "info",
+          registry_root: Path | None = None, log_sample: float = 1.0, log_texts: bool = False, poll_s: float = 1.0) -> None:
+    """Serve a run folder, or `registry:NAME` (the production version, hot-swapped on promotion and
+    rollback, every sampled prediction logged to the registry database), until interrupted;
+    SIGINT/SIGTERM finish in-flight requests first."""
     import uvicorn
 
     from ..predictor import Predictor
@@ -73,7 +76,24 @@ def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log
         warning = "" if settings.api_key else " without an API key (--api-key-env)"
         log.warning("binding %s: the API is reachable from other machines%s", settings.host, warning)
     check_port_free(settings.host, settings.port)
-    if serves_generation(run_dir):
+    from .slots import registry_target
+
+    name = registry_target(run_dir)
+    prediction_log = None
+    if name is not None:
+        from ..lifecycle.predlog import PredictionLog
+        from ..registry import Registry
+        from .slots import RegistrySlot
+
+        if not 0.0 <= log_sample <= 1.0:
+            raise UserError(f"--log-sample {log_sample}: give a fraction between 0 and 1")
+        registry = Registry(registry_root)
+        predictor = RegistrySlot(registry, name, backend=backend, poll_s=poll_s)
+        prediction_log = PredictionLog(registry.db_path, name, sample_rate=log_sample, store_texts=log_texts)
+        log.info("registry %s: serving %s; promotions and rollbacks are picked up within %.0f s; logging %.0f%% of "
+                 "predictions (%s)", registry.root, predictor.current.version_tag, poll_s, log_sample * 100,
+                 "with texts" if log_texts else "texts hashed")
+    elif serves_generation(run_dir):
         from ..generation.generator import Generator
 
         if backend != "torch":
@@ -81,9 +101,10 @@ def serve(run_dir: Path, settings: ServeSettings, *, backend: str = "torch", log
         predictor = Generator.from_pretrained(str(run_dir))
     else:
         predictor = Predictor.from_run(run_dir, backend=backend)
-    app = create_app(predictor, settings)
+    app = create_app(predictor, settings, prediction_log=prediction_log)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=settings.graceful_timeout_s, lifespan="on")
-    log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, predictor.version,
-             getattr(predictor, "backend", "torch"), settings.host, settings.port)
+    version = predictor.current.version_tag if hasattr(predictor, "current") else predictor.version
+    log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, version, backend,
+             settings.host, settings.port)
     uvicorn.Server(config).run()

@@ -149,7 +149,7 @@ def _optimizer(model, cfg: ProjectConfig) -> torch.optim.Optimizer:
         if not param.requires_grad:
             continue
         no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        is_head = any(part in ("classifier", "score") for part in name.split("."))
+        is_head = _is_head(name)
         groups.setdefault((no_decay, is_head), []).append(param)
     param_groups = [{"params": ps, "weight_decay": 0.0 if nd else t.weight_decay, "lr": head_lr if head else t.learning_rate}
                     for (nd, head), ps in groups.items()]
@@ -179,6 +179,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
     pad_id = p.tokenizer.pad_token_id
+    anchor = _anchor(raw_model, t.anchor_strength)
 
     state = {"step": 0, "epoch": 0, "group": 0, "best": None, "best_step": None, "bad_evals": 0,
              "last_eval_step": None, "train_seconds": 0.0, "real_tokens": 0}
@@ -273,7 +274,10 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
                             logits = model(**batch).logits
                         loss_sum = task.loss_sum(logits, {"labels": labels})
                         scale = 0.0 if padding else world / max(1, units)
-                        accelerator.backward(loss_sum * scale)
+                        objective = loss_sum * scale
+                        if anchor is not None and micro == len(group) - 1:
+                            objective = objective + anchor()
+                        accelerator.backward(objective)
                     if not padding:
                         window_loss += loss_sum.item()
                 if t.max_grad_norm:
@@ -326,6 +330,27 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     else:
         _wait_for_completion(run_dir)
     return run_dir
+
+
+def _is_head(name: str) -> bool:
+    return any(part in ("classifier", "score") for part in name.split("."))
+
+
+def _anchor(model, strength: float):
+    """L2-SP (Li et al. 2018): a penalty strength/2 * ||w - w0||^2 that keeps the trained encoder weights
+    near the weights training started from (the parent model in a continual update). The task head is
+    free. Returns a function computing the penalty, or None when strength is 0. With DDP every process
+    adds the same penalty, and the averaged gradient is its gradient."""
+    if not strength:
+        return None
+    pairs = [(param, param.detach().clone()) for name, param in model.named_parameters()
+             if param.requires_grad and not _is_head(name)]
+
+    def penalty() -> torch.Tensor:
+        total = sum(((param - start) ** 2).sum() for param, start in pairs)
+        return 0.5 * strength * total
+
+    return penalty
 
 
 def _wait_for_completion(run_dir: Path) -> None:

@@ -11,6 +11,7 @@ from ..config import ProjectConfig
 from ..data.load import Splits, load_splits
 from ..errors import UserError
 from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, wrap_peft
+from ..models.head import grow_head, head_to_grow
 from ..models.resolve import resolve_model
 from ..tasks.classification import ClassificationTask
 from ..tasks.token_classification import TokenClassificationTask
@@ -50,8 +51,10 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
         labels = TokenClassificationTask.discover_labels(splits.train)
         task = TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
     else:
-        labels = ClassificationTask.discover_labels(splits.train)
+        labels = cfg.data.labels or ClassificationTask.discover_labels(splits.train)
         task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label)
+        if cfg.data.labels:
+            task.check_labels(splits.train, cfg.data.label_map, "train")
     min_labels = 1 if cfg.data.multi_label else 2
     if len(task.labels) < min_labels or (cfg.task == "token-classification" and len(task.labels) < 3):
         raise UserError(f"{cfg.data.train}: found labels {task.labels}; training needs at least two different labels (entity types for NER)")
@@ -83,8 +86,16 @@ def _check_max_length(cfg: ProjectConfig, model_path: Path) -> None:
 def build_model(p: Prepared):
     # a base folder may carry a task head of its own (an earlier fine-tuned model): one whose shape
     # does not fit these labels is re-initialised rather than refused
-    model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
-                       ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
+    grown_from = head_to_grow(p.model_path, getattr(p.task, "labels", None)) if p.cfg.task == "text-classification" else None
+    if grown_from:  # the base's fine-tuned head covers the first labels: keep its rows, add the new ones
+        kwargs = {**p.task.model_kwargs(), "num_labels": len(grown_from), "id2label": dict(enumerate(grown_from)),
+                  "label2id": {label: i for i, label in enumerate(grown_from)}}
+        model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
+                           pad_token_id=p.tokenizer.pad_token_id, **kwargs)
+        grow_head(model, p.task.labels)
+    else:
+        model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
+                           ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
     if p.cfg.training.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")

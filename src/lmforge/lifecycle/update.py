@@ -1,0 +1,135 @@
+"""`lmforge update`: continue training the production version on new data without forgetting.
+
+1. The new examples (a file in the parent's data format, and/or feedback collected by the server)
+   are split into train and a seeded, stratified held-out part.
+2. The training set is the new train part plus a label-balanced replay sample of the parent's
+   training data (`replay` examples; default: as many as there are new ones).
+3. Training starts from the parent's weights with the parent's config (optionally L2-SP anchored
+   towards them). Labels never seen before are appended: the head grows and keeps the old rows.
+4. The gate (lifecycle.gate) compares parent and candidate on every old evaluation set and checks the
+   new held-out part; the run is registered as a candidate with its gate report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from ..config import config_from_dict, load_run_config
+from ..data.load import holdout, read_split
+from ..data.types import TextExample
+from ..errors import UserError
+from ..runs import read_json, write_json_atomic, write_text_atomic
+from .examples import balanced_sample, vocabulary, write_examples
+from .gate import GateThresholds, gate_markdown, gate_report
+from .register import eval_sets_of, load_vocab, register_run, replay_pool_of, supported
+
+
+def feedback_examples(registry, name: str, console: Console | None = None) -> list[TextExample]:
+    """Corrected labels collected through /v1/feedback, as training examples (only predictions whose
+    text was stored: serve with --log-texts)."""
+    from .predlog import feedback_since
+
+    rows = feedback_since(registry.db_path, name, 0.0)
+    with_text = [r for r in rows if r["text"]]
+    if console and len(with_text) < len(rows):
+        console.print(f"[yellow]{len(rows) - len(with_text)} feedback row(s) skipped: their prediction's text was not "
+                      "stored (serve with --log-texts to keep texts)")
+    return [TextExample(text=r["text"], labels=[r["label"]], source=f"feedback:{r['prediction_id']}") for r in with_text]
+
+
+def update(registry, name: str, data: Path | None = None, *, from_feedback: bool = False, replay: int | None = None,
+           epochs: float | None = None, anchor: float = 0.0, thresholds: GateThresholds = GateThresholds(),
+           output: Path | None = None, overrides: dict | None = None, actor: str | None = None,
+           console: Console | None = None):
+    """Train a candidate from the production version of `name`; returns (Version, gate report)."""
+    from ..predictor import Predictor
+    from ..training.loop import train
+
+    console = console or Console(stderr=True)
+    parent = registry.production(name)
+    if parent is None:
+        raise UserError(f"{name} has no production version to update; promote one first: lmforge registry promote {name} N")
+    ok, why = supported(parent.run_dir)
+    if not ok:
+        raise UserError(f"cannot update {parent.ref}: {why}")
+    info = read_json(parent.run_dir / "run.json")
+    cfg = load_run_config(parent.run_dir)
+    if cfg.method == "prefix" or not info.get("merged", True):
+        raise UserError(f"cannot update {parent.ref}: its model/ folder needs an adapter (method {cfg.method}); "
+                        "updates start from full, or merged LoRA/IA3, runs")
+    new = _new_examples(cfg, data, registry, name, from_feedback, console)
+    seed = cfg.training.seed
+    new_train, new_holdout = holdout(new, cfg.data.dev_fraction, seed)
+    pool = replay_pool_of(parent.path)
+    old_sets = eval_sets_of(parent.path)
+    size = len(new_train) if replay is None else replay
+    if size < 0:
+        raise UserError(f"--replay {size}: give a number of examples >= 0")
+    replayed = balanced_sample(pool, size, seed) if size else []
+    if size and not pool:
+        console.print(f"[yellow]{parent.ref} keeps no replay data; training on the new data only")
+    old_labels = list(read_json(parent.run_dir / "labels.json")["labels"])
+    added = sorted({ex.labels[0] for ex in new} - set(old_labels))
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(output) if output else Path("runs") / f"{name}-update-{stamp}"
+    data_dir = run_dir.with_name(run_dir.name + "-data")
+    pairs = cfg.data.text_pair_field is not None
+    mixed = new_train + replayed
+    write_examples(data_dir / "train.jsonl", mixed)
+    write_examples(data_dir / "dev.jsonl", new_holdout + [ex for exs in old_sets.values() for ex in exs])
+    raw = cfg.model_dump(mode="json")
+    raw.update(name=f"{name}-update-{stamp}", model=str(parent.run_dir / "model"), output_dir=str(run_dir.parent))
+    raw["data"].update(train=str(data_dir / "train.jsonl"), dev=str(data_dir / "dev.jsonl"), test=None, format="jsonl",
+                       text_field="text", text_pair_field="text_pair" if pairs else None, label_field="label",
+                       label_map={}, labels=old_labels + added)
+    if epochs is not None:
+        raw["training"]["epochs"] = epochs
+    raw["training"]["anchor_strength"] = anchor
+    raw["training"]["max_steps"] = None
+    for key, value in (overrides or {}).items():
+        section, _, field = key.rpartition(".")
+        (raw[section] if section else raw)[field] = value
+    new_cfg = config_from_dict(raw, f"update of {parent.ref}")
+    console.print(f"[bold]update {parent.ref}[/]: {len(new_train)} new training examples"
+                  f"{f' ({len(added)} new label(s): ' + ', '.join(added[:8]) + (' ...' if len(added) > 8 else '') + ')' if added else ''}"
+                  f" + {len(replayed)} replayed; {len(new_holdout)} new held out; gate on {len(old_sets)} old set(s)")
+    started = time.perf_counter()
+    run_dir = train(new_cfg, data_dir, output=run_dir, console=console)
+    train_seconds = time.perf_counter() - started
+
+    report = gate_report(Predictor.from_run(parent.run_dir), Predictor.from_run(run_dir), old_sets, new_holdout, thresholds)
+    report.update(parent=parent.version, new_labels=added, new_examples={"train": len(new_train), "held_out": len(new_holdout)},
+                  replayed=len(replayed), anchor_strength=anchor, train_seconds=round(train_seconds, 1))
+    write_json_atomic(run_dir / "gate.json", report)
+    write_text_atomic(run_dir / "gate.md", gate_markdown(report, f"update of {parent.ref}"))
+    sets = dict(old_sets)
+    sets[f"added-after-v{parent.version}"] = new_holdout
+    version = register_run(registry, name, run_dir, parent=parent.version, gate=report,
+                           replay_pool=pool + new_train, eval_sets=sets,
+                           vocab=set(load_vocab(parent.path)) | vocabulary(new_train),
+                           info={"update": {"data": str(data) if data else None, "from_feedback": from_feedback,
+                                            "replayed": len(replayed), "new_labels": added}}, actor=actor)
+    return version, report
+
+
+def _new_examples(cfg, data: Path | None, registry, name: str, from_feedback: bool, console: Console) -> list[TextExample]:
+    if data is None and not from_feedback:
+        raise UserError("give --data FILE (new labelled examples) and/or --from-feedback")
+    examples: list[TextExample] = []
+    if data is not None:
+        data = Path(data)
+        if not data.is_file():
+            raise UserError(f"--data {data}: file not found")
+        examples, _ = read_split(cfg, data)
+    if from_feedback:
+        collected = feedback_examples(registry, name, console)
+        if not collected and not examples:
+            raise UserError(f"no feedback with stored texts has been collected for {name}")
+        examples += collected
+    if len(examples) < 2:
+        raise UserError(f"{len(examples)} new example(s): an update needs at least two (some are held out for the gate)")
+    return examples
