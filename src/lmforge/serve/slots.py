@@ -4,7 +4,8 @@ registered model is in production (`RegistrySlot`).
 `RegistrySlot` polls the registry (one cheap query a second). When the production version changes
 (promote, rollback) it loads the new version on its own thread, warms it up with a few predictions,
 and only then swaps it in: the model thread reads `slot.predictor` once per batch, so a batch that
-started on the old version finishes on it, and no request fails or waits for the load.
+started on the old version finishes on it, and no request fails or waits for the load. The version served before the last swap stays in
+memory, so rolling back to it is immediate.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class RegistrySlot:
                             f"promote one with `lmforge registry promote {name} N`")
         self._marker = registry.production_marker(name)
         self.current = self._load(version)
+        self._previous: Loaded | None = None  # kept in memory, so that a rollback swaps back at once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,12 +98,16 @@ class RegistrySlot:
             return False
         if production == self.current.registry_version:
             return False
-        version = self.registry.get(self.name, production)
-        log.info("%s: production is now %s; loading it", self.name, version.ref)
-        loaded = self._load(version)
-        for _ in range(3):  # allocate and pick kernels before real requests arrive
-            loaded.predictor.predict(WARMUP_TEXTS)
         previous = self.current
+        if self._previous is not None and self._previous.registry_version == production:
+            loaded = self._previous  # a rollback to the version served just before: still in memory, no load
+        else:
+            version = self.registry.get(self.name, production)
+            log.info("%s: production is now %s; loading it", self.name, version.ref)
+            loaded = self._load(version)
+            for _ in range(3):  # allocate and pick kernels before real requests arrive
+                loaded.predictor.predict(WARMUP_TEXTS)
+        self._previous = previous
         self.current = loaded  # one reference assignment: the next batch uses the new version
         self.swaps += 1
         log.info("%s: now serving %s (was %s)", self.name, loaded.version_tag, previous.version_tag)

@@ -1,0 +1,7 @@
+"""The model registry: versions of named models (SQLite) with their artefacts (local folders)."""
+
+from __future__ import annotations
+
+from .store import DEFAULT_ROOT_ENV, STAGES, Registry, Version, parse_ref
+
+__all__ = ["DEFAULT_ROOT_ENV", "STAGES", "Registry", "Version", "parse_ref"]
