@@ -2,7 +2,10 @@
 # The main job, end to end on the embedded defaults: install (once), then train a small intent
 # classifier on the bundled Banking77 sample with the packaged MiniLM-L6 encoder, evaluate it on
 # the held-out test file, predict and explain new texts, export it to ONNX int8 (with a parity
-# check), and serve it over HTTP on 127.0.0.1. A few minutes on 2 CPU cores.
+# check), register it in the model registry (SQLite + a local artefact store under runs/registry),
+# promote it, run a continual update with two new intents (replay + gate report), and serve the
+# production version over HTTP on 127.0.0.1 with prediction logging, feedback and monitoring.
+# A few minutes on 2 CPU cores.
 #
 #   DEMO_SERVE=0 bash scripts/demo.sh   # stop after the self-test requests instead of serving on
 #   DEMO_PORT=8001 bash scripts/demo.sh # another port
@@ -22,7 +25,17 @@ lmforge export runs/intents --format onnx --quantize int8
 set +x
 head -n 3 runs/intents/predictions.jsonl
 
-lmforge serve runs/intents --backend onnx --port "$port" --log-level warning &
+export LMFORGE_REGISTRY="$PWD/runs/registry"
+rm -rf "$LMFORGE_REGISTRY" runs/intents-v2 runs/intents-v2-data   # the demo starts a fresh registry each time
+set -x
+lmforge registry add intents runs/intents
+lmforge registry promote intents 1
+lmforge update intents --data examples/data/new_intents.csv --output runs/intents-v2
+set +x
+if lmforge registry promote intents 2; then :; else echo "(the gate refused v2: v1 stays in production; see runs/intents-v2/gate.md)"; fi
+lmforge registry list intents
+
+lmforge serve registry:intents --log-texts --port "$port" --log-level warning &
 server=$!
 trap 'status=$?; kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; exit $status' EXIT
 for _ in $(seq 1 120); do
@@ -37,17 +50,24 @@ def post(path, body):
     req = urllib.request.Request(base + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
-print("POST /v1/predict ->", json.dumps(post("/v1/predict", {"texts": ["my card never arrived", "I was charged twice for the same purchase"]}))[:300])
+p = post("/v1/predict", {"texts": ["my card never arrived", "can I top up with google pay?"]})
+print("POST /v1/predict ->", p["model_version"], [(x["label"], round(x["score"], 3)) for x in p["predictions"]])
+f = post("/v1/feedback", {"prediction_id": p["predictions"][0]["prediction_id"], "label": "card_arrival"})
+print("POST /v1/feedback ->", f)
 e = post("/v1/explain", {"text": "my card never arrived"})
 print("POST /v1/explain ->", e["target"], round(e["probability"], 3), [(w["word"], round(w["score"], 3)) for w in e["words"]])
 PY
-echo "demo finished in $(( $(date +%s) - start )) s (after install); run folder: runs/intents"
+lmforge monitor intents --since 1h || true   # exit code 3 means a drift warning; two requests are "not enough data"
+echo "demo finished in $(( $(date +%s) - start )) s (after install); run folder: runs/intents, registry: runs/registry"
 if [ "${DEMO_SERVE:-1}" = "0" ]; then exit 0; fi
 cat <<MSG
 
-Serving runs/intents (ONNX int8) on http://127.0.0.1:$port  -  API docs: http://127.0.0.1:$port/docs
+Serving registry:intents (the production version) on http://127.0.0.1:$port  -  API docs: http://127.0.0.1:$port/docs
 Try:  curl -s localhost:$port/v1/predict -d '{"texts": ["book a table for two", "what is my balance"]}'
       curl -s localhost:$port/v1/explain -d '{"text": "I lost my card yesterday"}'
+      curl -s localhost:$port/v1/feedback -d '{"prediction_id": "<id from a predict answer>", "label": "card_arrival"}'
+In another terminal (LMFORGE_REGISTRY=$LMFORGE_REGISTRY): lmforge registry rollback intents   (the server swaps without restart)
+      lmforge monitor intents --html runs/monitor.html
 Ctrl-C stops the server.
 MSG
 wait $server

@@ -274,8 +274,9 @@ def test_cli_registry_update_and_monitor(tmp_path, v1_run):
     assert run_cli("registry", "promote", "senti", "1", "--registry", reg).returncode == 0
     new = jsonl(tmp_path / "new.jsonl", [{"text": t, "label": l} for t, l in sentiment_rows(30, 5)])
     r = run_cli("update", "senti", "--data", new, "--epochs", "2", "--new-floor", "1.01", "--registry", reg,
-                "--output", tmp_path / "runs" / "u")
+                "--output", "runs/u", cwd=tmp_path)  # a relative run folder, as users type it
     assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "u" / "gate.md").is_file() and (tmp_path / "runs" / "u-data" / "train.jsonl").is_file()
     assert "FAILED" in r.stdout and "--force" in r.stdout
     r = run_cli("registry", "promote", "senti", "2", "--registry", reg)
     assert r.returncode == 2 and "gate" in r.stderr and "--force" in r.stderr
