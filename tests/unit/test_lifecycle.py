@@ -214,6 +214,11 @@ def test_registry_serving_logs_predictions_and_takes_feedback(updated):
     assert all(0 <= r["confidence"] <= 1 and r["length"] == 4 for r in rows[-3:])
     feedback = feedback_since(registry.db_path, "senti", 0)
     assert feedback[-1]["label"] == "neutral" and feedback[-1]["text"] == TEXTS[0]
+    # --from-feedback: the corrected label becomes a training example
+    from lmforge.lifecycle.update import feedback_examples
+
+    examples = feedback_examples(registry, "senti")
+    assert (examples[-1].text, examples[-1].labels) == (TEXTS[0], ["neutral"])
 
 
 def test_texts_are_hashed_unless_allowed(updated):
