@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import save
-from serve_load import free_port, wait_ready
+from serve_load import free_port, post_predict, wait_ready
 
 SENTENCES = ["what is my bank balance", "book a table for two at an italian place", "how do i say hello in french",
              "set an alarm for six am", "my card was stolen", "what is the weather like tomorrow",
@@ -40,22 +40,8 @@ async def _client(port: int, stop_at: float, records: list, started_at: float) -
         while time.perf_counter() < stop_at:
             body = json.dumps({"texts": [SENTENCES[i % len(SENTENCES)]]}).encode()
             i += 1
-            head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
             t0 = time.perf_counter()
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length)
-            status = int(status_line.split()[1]) if status_line else 0
+            status, payload = await post_predict(reader, writer, body)
             version = json.loads(payload).get("model_version") if status == 200 else None
             records.append((t0 - started_at, time.perf_counter() - t0, status, version))
     except (OSError, asyncio.IncompleteReadError) as err:

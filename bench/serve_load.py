@@ -61,27 +61,32 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise SystemExit("server never became ready")
 
 
+async def post_predict(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes) -> tuple[int, bytes]:
+    """One POST /v1/predict on a keep-alive connection: (status, payload)."""
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    writer.write(head + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    payload = await reader.readexactly(length)
+    return (int(status_line.split()[1]) if status_line else 0), payload
+
+
 async def _one_connection(port: int, bodies: list[bytes], latencies: list[float], errors: list[str]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for body in bodies:
-            head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
             started = time.perf_counter()
-            writer.write(head + body)
-            await writer.drain()
-            status_line = await reader.readline()
-            length = 0
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                name, _, value = line.decode("latin-1").partition(":")
-                if name.lower() == "content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length)
+            status, payload = await post_predict(reader, writer, body)
             latencies.append(time.perf_counter() - started)
-            status = int(status_line.split()[1]) if status_line else 0
             if status != 200 or b"predictions" not in payload:
                 errors.append(f"{status}: {payload[:200]!r}")
     except (OSError, asyncio.IncompleteReadError) as err:
