@@ -235,7 +235,8 @@ def test_texts_are_hashed_unless_allowed(updated):
 
 def test_hot_swap_under_load_fails_no_request(updated):
     registry, version, report, tmp = updated
-    registry.promote("senti", 2, force=True) if registry.production("senti").version != 2 else None
+    if registry.production("senti").version != 2:
+        registry.promote("senti", 2, force=True)
     slot = RegistrySlot(registry, "senti", poll_s=0.05)
     seen, failures = set(), []
     stop = threading.Event()

@@ -82,27 +82,11 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(output) if output else Path("runs") / f"{name}-update-{stamp}").resolve()
     data_dir = run_dir.with_name(run_dir.name + "-data")
-    pairs = cfg.data.text_pair_field is not None
     mixed = new_train + replayed
     write_examples(data_dir / "train.jsonl", mixed)
     write_examples(data_dir / "dev.jsonl", new_holdout + [ex for exs in old_sets.values() for ex in exs])
-    raw = cfg.model_dump(mode="json")
-    raw.update(name=f"{name}-update-{stamp}", model=str(parent.run_dir / "model"), output_dir=str(run_dir.parent))
-    raw["data"].update(train=str(data_dir / "train.jsonl"), dev=str(data_dir / "dev.jsonl"), test=None, format="jsonl",
-                       text_field="text", text_pair_field="text_pair" if pairs else None, label_field="label",
-                       label_map={}, labels=old_labels + added)
-    if epochs is not None:
-        raw["training"]["epochs"] = epochs
-    raw["training"]["anchor_strength"] = anchor
-    if added and not cfg.training.head_learning_rate:
-        # the new rows start from zero while the old ones are trained: a larger step for the head lets them
-        # catch up within an update's few steps (demo update, same data: new-label macro-F1 45.00 at 1x, 100.00 at 10x)
-        raw["training"]["head_learning_rate"] = HEAD_LR_FACTOR * cfg.training.learning_rate
-    raw["training"]["max_steps"] = None
-    for key, value in (overrides or {}).items():
-        section, _, field = key.rpartition(".")
-        (raw[section] if section else raw)[field] = value
-    new_cfg = config_from_dict(raw, f"update of {parent.ref}")
+    new_cfg = _update_config(cfg, parent, run_dir, data_dir, f"{name}-update-{stamp}", old_labels + added, bool(added),
+                             epochs=epochs, anchor=anchor, overrides=overrides)
     console.print(f"[bold]update {parent.ref}[/]: {len(new_train)} new training examples"
                   f"{f' ({len(added)} new label(s): ' + ', '.join(added[:8]) + (' ...' if len(added) > 8 else '') + ')' if added else ''}"
                   f" + {len(replayed)} replayed; {len(new_holdout)} new held out; gate on {len(old_sets)} old set(s)")
@@ -123,6 +107,28 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
                            info={"update": {"data": str(data) if data else None, "from_feedback": from_feedback,
                                             "replayed": len(replayed), "new_labels": added}}, actor=actor)
     return version, report
+
+
+def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, labels: list[str], grows: bool, *,
+                   epochs: float | None, anchor: float, overrides: dict | None):
+    """The parent's config, pointed at the parent's weights and the update's data files."""
+    raw = cfg.model_dump(mode="json")
+    raw.update(name=run_name, model=str(parent.run_dir / "model"), output_dir=str(run_dir.parent))
+    raw["data"].update(train=str(data_dir / "train.jsonl"), dev=str(data_dir / "dev.jsonl"), test=None, format="jsonl",
+                       text_field="text", text_pair_field="text_pair" if cfg.data.text_pair_field else None,
+                       label_field="label", label_map={}, labels=labels)
+    if epochs is not None:
+        raw["training"]["epochs"] = epochs
+    raw["training"]["anchor_strength"] = anchor
+    raw["training"]["max_steps"] = None
+    if grows and not cfg.training.head_learning_rate:
+        # the new rows start from zero while the old ones are trained: a larger step for the head lets them
+        # catch up within an update's few steps (demo update, same data: new-label macro-F1 45.00 at 1x, 100.00 at 10x)
+        raw["training"]["head_learning_rate"] = HEAD_LR_FACTOR * cfg.training.learning_rate
+    for key, value in (overrides or {}).items():
+        section, _, field = key.rpartition(".")
+        (raw[section] if section else raw)[field] = value
+    return config_from_dict(raw, f"update of {parent.ref}")
 
 
 def _new_examples(cfg, data: Path | None, registry, name: str, from_feedback: bool, console: Console) -> list[TextExample]:
