@@ -85,6 +85,7 @@ class TrainingConfig(_Section):
     pad_to_multiple_of: int = Field(8, ge=1, description="pad batch lengths to a multiple of this (fewer distinct shapes: faster bf16 kernels)")
     freeze_embeddings: bool = Field(False, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters)")
     anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
+    logit_adjustment: float = Field(0.0, ge=0, description="single-label classification: train with tau * log(class share in the training set) added to the logits (logit-adjusted loss, Menon et al. 2021) so that frequent classes do not win on frequency alone; lmforge update sets 1.0; 0: off")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory for long sequences, about 30% slower")
 
 
@@ -112,6 +113,8 @@ class ProjectConfig(_Section):
                 problems.append("data.labels: only for text-classification")
             elif len(set(self.data.labels)) != len(self.data.labels) or not all(isinstance(x, str) and x for x in self.data.labels):
                 problems.append("data.labels: give each label once, as a non-empty string")
+        if self.training.logit_adjustment and (self.task != "text-classification" or self.data.multi_label):
+            problems.append("training.logit_adjustment: only for single-label text-classification")
         if problems:
             raise ValueError("; ".join(problems))
         rates = DEFAULT_LEARNING_RATES

@@ -34,6 +34,8 @@ def test_incompatible_settings_rejected():
         config_from_dict({"data": {"label_delimiter": "|"}})
     with pytest.raises(ConfigError, match="token-classification"):
         config_from_dict({"task": "token-classification", "data": {"multi_label": True}})
+    with pytest.raises(ConfigError, match="training.logit_adjustment: only for single-label"):
+        config_from_dict({"data": {"multi_label": True}, "training": {"logit_adjustment": 1.0}})
 
 
 def test_load_config_errors_name_the_file(tmp_path):

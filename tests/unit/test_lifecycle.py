@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import jsonl, make_config, run_cli, sentiment_rows, write_csv
-from lmforge.config import load_config
+from lmforge.config import load_config, load_run_config
 from lmforge.errors import UserError
 from lmforge.lifecycle.gate import GateThresholds, gate_report, set_scores
 from lmforge.lifecycle.predlog import feedback_since, predictions_since
@@ -101,6 +101,40 @@ def test_anchor_keeps_weights_closer_to_the_start(tmp_path, tiny_model):
     assert distances[50.0] < 0.5 * distances[0.0]
 
 
+def test_logit_adjusted_loss_is_cross_entropy_on_prior_shifted_logits():
+    import torch
+    import torch.nn.functional as F
+
+    from lmforge.tasks.classification import ClassificationTask
+
+    task = ClassificationTask(["a", "b", "c"], tokenizer=None, max_length=8)
+    offset = task.adjust_for_prior([{"labels": 0}] * 6 + [{"labels": 1}] * 2, tau=1.0)
+    # class c never occurs: counted as one example, so its offset is finite
+    np.testing.assert_allclose(offset.numpy(), np.log([6 / 9, 2 / 9, 1 / 9]), rtol=1e-6)
+    logits, labels = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2]]), torch.tensor([1, 0])
+    expected = F.cross_entropy(logits + torch.log(torch.tensor([6 / 9, 2 / 9, 1 / 9])), labels, reduction="sum")
+    assert torch.isclose(task.loss_sum(logits, {"labels": labels}), expected)
+    task.adjust_for_prior([{"labels": 0}] * 6 + [{"labels": 1}] * 2, tau=0.5)
+    assert torch.allclose(task.loss_offset, 0.5 * offset)
+    with pytest.raises(ValueError):
+        ClassificationTask(["a", "b"], None, 8, multi_label=True).adjust_for_prior([], 1.0)
+
+
+def test_logit_adjustment_removes_the_preference_for_the_frequent_class(tmp_path, tiny_model):
+    """Texts that say nothing about the label, 5:1 imbalanced: plain cross-entropy learns to answer the
+    frequent class; the logit-adjusted loss leaves the rare class about as likely."""
+    rows = [(text, "common" if i % 6 else "rare") for i, (text, _) in enumerate(sentiment_rows(60, 5))]
+    data = {"train": write_csv(tmp_path / "train.csv", rows), "dev": write_csv(tmp_path / "dev.csv", rows[:12])}
+    rare_share = {}
+    for tau in (0.0, 1.0):
+        cfg = load_config(make_config(tmp_path, tiny_model, data, epochs=2, logit_adjustment=tau))
+        run = train(cfg, tmp_path, output=tmp_path / f"run-{tau}")
+        probs = [p["probabilities"]["rare"] for p in Predictor.from_run(run).predict([t for t, _ in rows])]
+        rare_share[tau] = float(np.mean(probs))
+    assert rare_share[0.0] < 0.3
+    assert rare_share[1.0] > rare_share[0.0] + 0.15
+
+
 # --- gate logic ---------------------------------------------------------------------------------------
 
 class _Fixed:
@@ -154,6 +188,8 @@ def test_update_grows_the_head_replays_and_registers_a_candidate(updated):
     assert labels == ["negative", "positive", "neutral"]  # old order kept, the new label appended
     assert report["new_labels"] == ["neutral"]
     assert report["replayed"] == report["new_examples"]["train"]  # default: as many old as new
+    assert report["logit_adjustment"] == 1.0
+    assert load_run_config(version.run_dir).training.logit_adjustment == 1.0
     assert {c["name"] for c in report["checks"]} == {"old:dev", "old:test", "new"}
     assert version.gate["passed"] == report["passed"]
     assert (version.run_dir / "gate.md").read_text().startswith("# update of senti:v1")

@@ -7,7 +7,9 @@
 3. Training starts from the parent's weights with the parent's config (optionally L2-SP anchored
    towards them). Labels never seen before are appended: the head grows and keeps the old rows, and
    (unless the config sets training.head_learning_rate) the head trains at 10x the learning rate so
-   the new rows, which start at zero, catch up within the update's few steps.
+   the new rows, which start at zero, catch up within the update's few steps. The loss is
+   logit-adjusted for the class shares of the mixed training set (training.logit_adjustment = 1), so
+   the candidate does not favour the classes of the plentiful new data over the replayed old ones.
 4. The gate (lifecycle.gate) compares parent and candidate on every old evaluation set and checks the
    new held-out part; the run is registered as a candidate with its gate report.
 """
@@ -30,6 +32,7 @@ from .register import eval_sets_of, load_vocab, register_run, replay_pool_of, su
 
 
 HEAD_LR_FACTOR = 10.0  # head learning rate = this x the learning rate when an update adds labels
+LOGIT_ADJUSTMENT = 1.0  # default training.logit_adjustment of an update (lmforge update --logit-adjustment)
 
 
 def feedback_examples(registry, name: str, console: Console | None = None) -> list[TextExample]:
@@ -46,7 +49,8 @@ def feedback_examples(registry, name: str, console: Console | None = None) -> li
 
 
 def update(registry, name: str, data: Path | None = None, *, from_feedback: bool = False, replay: int | None = None,
-           epochs: float | None = None, anchor: float = 0.0, thresholds: GateThresholds = GateThresholds(),
+           epochs: float | None = None, anchor: float = 0.0, logit_adjustment: float = LOGIT_ADJUSTMENT,
+           thresholds: GateThresholds = GateThresholds(),
            output: Path | None = None, overrides: dict | None = None, actor: str | None = None,
            console: Console | None = None):
     """Train a candidate from the production version of `name`; returns (Version, gate report)."""
@@ -86,7 +90,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     write_examples(data_dir / "train.jsonl", mixed)
     write_examples(data_dir / "dev.jsonl", new_holdout + [ex for exs in old_sets.values() for ex in exs])
     new_cfg = _update_config(cfg, parent, run_dir, data_dir, f"{name}-update-{stamp}", old_labels + added, bool(added),
-                             epochs=epochs, anchor=anchor, overrides=overrides)
+                             epochs=epochs, anchor=anchor, logit_adjustment=logit_adjustment, overrides=overrides)
     console.print(f"[bold]update {parent.ref}[/]: {len(new_train)} new training examples"
                   f"{f' ({len(added)} new label(s): ' + ', '.join(added[:8]) + (' ...' if len(added) > 8 else '') + ')' if added else ''}"
                   f" + {len(replayed)} replayed; {len(new_holdout)} new held out; gate on {len(old_sets)} old set(s)")
@@ -96,7 +100,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
 
     report = gate_report(Predictor.from_run(parent.run_dir), Predictor.from_run(run_dir), old_sets, new_holdout, thresholds)
     report.update(parent=parent.version, new_labels=added, new_examples={"train": len(new_train), "held_out": len(new_holdout)},
-                  replayed=len(replayed), anchor_strength=anchor, train_seconds=round(train_seconds, 1))
+                  replayed=len(replayed), anchor_strength=anchor, logit_adjustment=logit_adjustment, train_seconds=round(train_seconds, 1))
     write_json_atomic(run_dir / "gate.json", report)
     write_text_atomic(run_dir / "gate.md", gate_markdown(report, f"update of {parent.ref}"))
     sets = dict(old_sets)
@@ -110,7 +114,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
 
 
 def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, labels: list[str], grows: bool, *,
-                   epochs: float | None, anchor: float, overrides: dict | None):
+                   epochs: float | None, anchor: float, logit_adjustment: float, overrides: dict | None):
     """The parent's config, pointed at the parent's weights and the update's data files."""
     raw = cfg.model_dump(mode="json")
     raw.update(name=run_name, model=str(parent.run_dir / "model"), output_dir=str(run_dir.parent))
@@ -120,6 +124,9 @@ def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, la
     if epochs is not None:
         raw["training"]["epochs"] = epochs
     raw["training"]["anchor_strength"] = anchor
+    # the new data usually outnumbers the replayed sample per class: without this the candidate prefers
+    # the new classes (CLINC150 bench, 1,500 replayed: 325 of 444 old-intent errors went to new intents)
+    raw["training"]["logit_adjustment"] = logit_adjustment
     raw["training"]["max_steps"] = None
     if grows and not cfg.training.head_learning_rate:
         # the new rows start from zero while the old ones are trained: a larger step for the head lets them

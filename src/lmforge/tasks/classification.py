@@ -26,6 +26,7 @@ class ClassificationTask:
         self.max_length = max_length
         self.multi_label = multi_label
         self.truncated = 0  # texts cut to max_length by the last encode call
+        self.loss_offset: torch.Tensor | None = None  # [C] added to the logits in the loss (logit adjustment)
 
     # -- construction ----------------------------------------------------------------------
     @staticmethod
@@ -96,12 +97,26 @@ class ClassificationTask:
     def loss_units(self, feature: Feature) -> int:
         return 1
 
+    def adjust_for_prior(self, features: list[Feature], tau: float) -> torch.Tensor:
+        """Logit-adjusted loss (Menon et al. 2021): the loss sees logits + tau * log(prior), the prior
+        being each class's share of the training features, so the trained logits themselves carry no
+        preference for frequent classes (in a continual update: new data over the smaller replayed
+        sample of the old classes). A class absent from training counts as one example."""
+        if self.multi_label:
+            raise ValueError("logit adjustment is defined for single-label classification")
+        counts = torch.bincount(torch.tensor([f["labels"] for f in features]), minlength=len(self.labels)).float()
+        prior = counts.clamp(min=1) / counts.clamp(min=1).sum()
+        self.loss_offset = tau * prior.log()
+        return self.loss_offset
+
     # -- loss and decoding -----------------------------------------------------------------
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = logits.float()  # [B, C]
         if self.multi_label:
             per_label = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none")  # [B, C]
             return per_label.mean(dim=1).sum()
+        if self.loss_offset is not None:
+            logits = logits + self.loss_offset.to(logits.device)
         return F.cross_entropy(logits, batch["labels"], reduction="sum")
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:

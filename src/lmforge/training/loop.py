@@ -180,6 +180,8 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     raw_model = accelerator.unwrap_model(model)
     pad_id = p.tokenizer.pad_token_id
     anchor = _anchor(raw_model, t.anchor_strength)
+    if t.logit_adjustment:
+        task.adjust_for_prior(feats, t.logit_adjustment)
 
     state = {"step": 0, "epoch": 0, "group": 0, "best": None, "best_step": None, "bad_evals": 0,
              "last_eval_step": None, "train_seconds": 0.0, "real_tokens": 0}
