@@ -293,6 +293,112 @@ def test_parse_ref():
             parse_ref(bad)
 
 
+# -- names and version numbers at the boundary --------------------------------------------------------
+
+
+BAD_NAMES = ["", ".", "..", "/", "a/b", "../escape", "/etc/x", "a\0b", "a\nb", "intents\n", " intents", "intents ",
+             "-x", ".hidden", "_x", "a:b", "in tents", "a\\b", "ünïcode", "模型", "\ud800", "a\udcff", "x" * 101,
+             "x" * 300, "x" * 10_000, 3, None, b"intents"]
+ENTRY_POINTS = {  # every Registry method that takes a model name, called with `name`
+    "add": lambda reg, name, run: reg.add(name, run),
+    "get": lambda reg, name, run: reg.get(name),
+    "get_version": lambda reg, name, run: reg.get(name, 1),
+    "list": lambda reg, name, run: reg.list(name),
+    "production": lambda reg, name, run: reg.production(name),
+    "production_marker": lambda reg, name, run: reg.production_marker(name),
+    "lineage": lambda reg, name, run: reg.lineage(name, 1),
+    "history": lambda reg, name, run: reg.history(name),
+    "diff": lambda reg, name, run: reg.diff(name, 1, 2),
+    "verify": lambda reg, name, run: reg.verify(name, 1),
+    "promote": lambda reg, name, run: reg.promote(name, 1),
+    "rollback": lambda reg, name, run: reg.rollback(name),
+    "archive": lambda reg, name, run: reg.archive(name, 1),
+}
+
+
+def tree(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_every_entry_point_refuses_bad_names_with_a_user_error(reg: Registry, run_dir: Path, tmp_path: Path, entry):
+    reg.add("intents", run_dir)
+    before = tree(tmp_path) - {p for p in tree(tmp_path) if p.startswith("registry/registry.db")}
+    for name in BAD_NAMES:
+        if name is None and entry == "list":
+            continue  # list(None) lists every model
+        with pytest.raises(UserError, match="bad model name") as info:
+            ENTRY_POINTS[entry](reg, name, run_dir)
+        message = str(info.value)
+        assert "1-100 characters" in message and len(message) < 400, message  # says what is allowed, stays short
+        message.encode("utf-8")  # printable: no lone surrogates (they are escaped)
+    after = tree(tmp_path) - {p for p in tree(tmp_path) if p.startswith("registry/registry.db")}
+    assert after == before  # nothing written, inside the registry or outside it
+    assert [v.ref for v in reg.list()] == ["intents:v1"] and reg.verify("intents", 1)
+
+
+def test_a_300_character_name_is_a_user_error_not_an_os_error(reg: Registry, run_dir: Path):
+    with pytest.raises(UserError, match=r"bad model name 'xxx.*\(300 characters\).*1-100 characters"):
+        reg.add("x" * 300, run_dir)
+    assert reg.list() == [] and staging_dirs(reg) == []
+
+
+@pytest.mark.parametrize("name", ["intents", "clinc", "senti", "m", "a-model", "my.model_v2-x", "V2", "7b", "x" * 100])
+def test_good_names_keep_working(reg: Registry, run_dir: Path, name):
+    assert reg.add(name, run_dir).ref == f"{name}:v1"
+    assert reg.promote(name, 1).stage == "production" and reg.get(name).version == 1
+
+
+BAD_VERSIONS = [0, -1, -(10 ** 30), 10 ** 30, 2 ** 63, 2 ** 62 + 1, 10 ** 5000, True, 1.0, "1", None]
+VERSION_ENTRY_POINTS = {
+    "get": lambda reg, v: reg.get("m", v),
+    "lineage": lambda reg, v: reg.lineage("m", v),
+    "verify": lambda reg, v: reg.verify("m", v),
+    "diff_a": lambda reg, v: reg.diff("m", v, 1),
+    "diff_b": lambda reg, v: reg.diff("m", 1, v),
+    "promote": lambda reg, v: reg.promote("m", v),
+    "archive": lambda reg, v: reg.archive("m", v),
+}
+
+
+@pytest.mark.parametrize("entry", VERSION_ENTRY_POINTS)
+def test_bad_version_numbers_are_user_errors(reg: Registry, run_dir: Path, entry):
+    reg.add("m", run_dir)
+    for version in BAD_VERSIONS:
+        if version is None and entry == "get":
+            continue  # get(name, None) means the production version
+        with pytest.raises(UserError, match="bad version .*whole number from 1 to 2\\*\\*62") as info:
+            VERSION_ENTRY_POINTS[entry](reg, version)
+        assert len(str(info.value)) < 300
+    assert reg.get("m", 1).stage == "candidate"  # nothing changed
+
+
+def test_bad_parent_versions_are_user_errors(reg: Registry, run_dir: Path):
+    reg.add("m", run_dir)
+    for parent in (0, -3, 10 ** 30, True, "1"):
+        with pytest.raises(UserError, match="bad parent version"):
+            reg.add("m", run_dir, parent=parent)
+    assert [v.version for v in reg.list("m")] == [1] and staging_dirs(reg) == []
+
+
+def test_names_differing_only_in_case_are_refused(reg: Registry, run_dir: Path):
+    """On a case-insensitive filesystem (macOS, Windows) they would share a folder, and the second add would
+    take the first model's version folder for a leftover and delete it."""
+    reg.add("intents", run_dir)
+    with pytest.raises(UserError, match="'Intents'.*'intents'.*only in case"):
+        reg.add("Intents", run_dir)
+    assert reg.names() == ["intents"] and reg.verify("intents", 1)
+
+
+def test_parse_ref_refuses_out_of_range_references():
+    assert parse_ref("intents:v" + "9" * 18) == ("intents", 10 ** 18 - 1)
+    for bad in ("intents:" + "9" * 30, "intents:v" + "9" * 5000, "intents:" + str(2 ** 62 + 1), "intents:\u0663",
+                "intents\n:3", "x" * 101, "x" * 101 + ":1", "ünïcode:1", "a\0b"):
+        with pytest.raises(UserError, match="bad model reference") as info:
+            parse_ref(bad)
+        assert len(str(info.value)) < 400
+
+
 # -- concurrency ---------------------------------------------------------------------------------------
 
 

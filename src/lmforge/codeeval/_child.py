@@ -7,12 +7,19 @@ Run as `python -I -S -B _child.py CONFIG`, standard library only. In order it:
    - `fs`: a new mount namespace in which every mount is read-only and nosuid, with a private tmpfs on
      /tmp as the only writable place (it vanishes with the process) and `hidden_paths` covered by empty
      tmpfs mounts;
+   - `ipc`: a new IPC namespace, so SysV shared memory, semaphores, message queues and POSIX message
+     queues the program creates are private and vanish with it instead of outliving it on the host;
    - `uid`: (root parent) an unprivileged uid that owns nothing, so file permissions, RLIMIT_NPROC and
-     kill() permission checks apply to the program; no-new-privileges is set;
-   a non-root parent gets `net` and `fs` from an unprivileged user namespace where the kernel allows it;
+     kill() permission checks apply to the program;
+   - `caps`: no capabilities left (a process that made a user namespace holds all of them inside it, enough
+     to undo the read-only mounts and unmount the hidden paths), no-new-privileges set;
+   - `seccomp`: the system-call filter of `_seccomp.py` (non-Internet sockets, io_uring, namespaces,
+     mounts, other processes), which fails such calls with EPERM;
+   a non-root parent gets `net`, `fs` and `ipc` from an unprivileged user namespace where the kernel allows it;
 3. sets resource limits (CPU seconds, address space, file size, open files, processes, no core dumps);
 4. installs Python-level guards, best effort since code using ctypes can bypass them: process creation
-   and signals always; sockets when `net` is missing; writes outside the work dir when `fs` is missing;
+   and signals always; sockets when `net` or `seccomp` is missing; writes outside the work dir when `fs`
+   is missing;
 5. compiles and runs the program as module `__sandbox__`, reporting on the report descriptor one line
    per stage, `nonce<TAB>stage<TAB>payload`: "started" (the mechanisms as JSON) just before the program
    runs, then "result" with `passed`, `failed` (it raised, including SystemExit) or `error` (it does not
@@ -27,11 +34,12 @@ import resource
 import signal
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x08000000, 0x10000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x4000, 0x40000
 AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID = -100, 0x8000, 0x1, 0x2
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture (unified syscall table since Linux 5.1)
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 23, 24, 38
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
 PRIVATE_TMP = "/tmp"
 PROCESS_FUNCTIONS = ("fork", "forkpty", "system", "popen", "execv", "execve", "execl", "execle", "execlp",
                      "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv",
@@ -43,9 +51,30 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
+def _sibling(name):
+    """Load a module next to this file (`-I` leaves this folder off sys.path; importlib.util costs 2 ms)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + ".py")
+    module = type(sys)(name)
+    module.__file__ = path
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), module.__dict__)
+    return module
+
+
+_seccomp = _sibling("_seccomp")
+
+
 class _MountAttr(ctypes.Structure):
     _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
 def _check(result, what):
@@ -77,13 +106,16 @@ def isolate(cfg):
         _attempt(mechanisms, "userns", _enter_user_namespace)
     if root or mechanisms["userns"] is True:
         _attempt(mechanisms, "net", lambda: _unshare(CLONE_NEWNET))
+        _attempt(mechanisms, "ipc", lambda: _unshare(CLONE_NEWIPC))
         owner = cfg["uid"] if root and cfg["uid"] is not None else os.getuid()
         _attempt(mechanisms, "fs", lambda: _private_filesystem(cfg, owner))
     if root and cfg["uid"] is not None:
         _attempt(mechanisms, "uid", lambda: _switch_user(cfg["uid"]))
+    _attempt(mechanisms, "caps", _drop_capabilities)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after the uid switch, which clears it
     if os.getppid() != cfg["parent_pid"]:
         os._exit(70)  # the evaluator died before the death signal was armed
+    _attempt(mechanisms, "seccomp", lambda: _seccomp.install(mechanisms.get("net") is True, os.getpid()))
     return (PRIVATE_TMP if mechanisms.get("fs") is True else cfg["workdir"]), mechanisms
 
 
@@ -129,7 +161,21 @@ def _switch_user(uid):
     os.setresuid(uid, uid, uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise OSError(1, "uid switch did not take effect")
+
+
+def _drop_capabilities():
+    """Set no-new-privileges, empty the bounding set where allowed (it caps what an exec could regain), then
+    every capability set."""
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0:
+        _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EPERM without CAP_SETPCAP (after a uid switch): harmless
+        cap += 1
+    header, data = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    if any(getattr(d, field) for d in data for field in ("effective", "permitted", "inheritable")):
+        raise OSError(1, "capabilities are still held after capset")
 
 
 # --- 3. resource limits ------------------------------------------------------------------------------
@@ -253,7 +299,7 @@ def main():
     if cfg["guards"]:
         guard_processes()
         mechanisms["guards"] = ["processes"]
-        if mechanisms.get("net") is not True:
+        if mechanisms.get("net") is not True or mechanisms.get("seccomp") is not True:
             guard_network()
             mechanisms["guards"].append("network")
         if mechanisms.get("fs") is not True:

@@ -8,8 +8,10 @@ What contains the program (`sandbox_info()` says which mechanisms are in effect 
 - Always: a wall-clock timeout after which the whole process group is killed; RLIMIT_CPU, RLIMIT_AS
   (memory), RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, no core dumps; output read with a cap (the rest is
   drained and discarded); the child dies with the evaluator (PR_SET_PDEATHSIG).
-- `net` (root, or an unprivileged user namespace): a private network namespace, so no socket can reach
-  anything, loopback included.
+- `net` (root, or an unprivileged user namespace): a private network namespace, so no Internet socket can
+  reach anything, loopback included.
+- `ipc` (same condition): a private IPC namespace: SysV shared memory, semaphores and message queues, and
+  POSIX message queues, die with the program instead of staying behind on the host.
 - `fs` (same condition): every mount read-only and nosuid; a private, size-limited tmpfs on /tmp is the
   program's cwd, HOME, TMPDIR and only writable place, and disappears with it; `hidden_paths` (home
   folders and /proc, which holds other processes' environments and command lines) are covered by empty
@@ -19,8 +21,16 @@ What contains the program (`sandbox_info()` says which mechanisms are in effect 
   kernel does not enforce for root). The interpreter must be runnable by that uid, so when
   `sys.executable` lives in a private folder (e.g. under /root) a system interpreter of the same
   major.minor version is used instead, after a probe run shows it works.
+- `caps`: no capabilities (also none inside the user namespace a non-root evaluator creates, where they
+  would let the program make mounts writable again or uncover hidden paths); no-new-privileges.
+- `seccomp` (Linux x86_64 and aarch64): a system-call filter (`_seccomp.py`) that fails with EPERM what
+  the namespaces do not cover: sockets other than AF_INET/AF_INET6 (AF_UNIX reaches the host's filesystem
+  sockets from any network namespace; AF_VSOCK the hypervisor; AF_NETLINK, AF_PACKET, AF_ALG ...) and
+  Unix socketpairs other than stream ones, io_uring, new namespaces, mounts, ptrace and process_vm_*,
+  pidfds, signals and prlimit aimed at another process, keyrings, bpf, perf_event_open, userfaultfd.
 - Python guards (best effort: code that uses ctypes can get around them): process creation and signals
-  are always refused; sockets when `net` is missing; writes outside the work dir when `fs` is missing.
+  are always refused; sockets when `net` or `seccomp` is missing; writes outside the work dir when `fs` is
+  missing.
 
 Status of a result:
 - `passed`: the whole program ran to its end (all tests executed without raising);

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .store import DEFAULT_ROOT_ENV, STAGES, Registry, Version, parse_ref
+from .store import DEFAULT_ROOT_ENV, MAX_VERSION, STAGES, Registry, Version, check_name, check_version, parse_ref
 
-__all__ = ["DEFAULT_ROOT_ENV", "STAGES", "Registry", "Version", "parse_ref"]
+__all__ = ["DEFAULT_ROOT_ENV", "MAX_VERSION", "STAGES", "Registry", "Version", "check_name", "check_version", "parse_ref"]

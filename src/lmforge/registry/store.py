@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import operator
 import os
 import re
 import shutil
@@ -38,8 +39,10 @@ DB_NAME = "registry.db"
 ARTEFACTS = "artefacts"
 STAGING_PREFIX = ".staging-"
 SKIPPED_DIRS = ("checkpoints", "logs", "eval")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-REF_RE = re.compile(r"^(?P<name>[^:]+?)(?::v?(?P<version>\d+))?$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: `$` would let a trailing newline through
+NAME_RULE = "1-100 characters: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
+MAX_VERSION = 2**62  # SQLite integers are 64-bit; the CLI takes the same range
+REF_RE = re.compile(r"(?P<name>[^:]*)(?::v?(?P<version>[0-9]{1,19}))?")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
@@ -109,20 +112,42 @@ class Version:
 # -- helpers -----------------------------------------------------------------------------------------
 
 
+def _shown(value: Any) -> str:
+    """`value` for an error message: repr (no raw control characters or surrogates), at most about 60 characters."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"{'-' if value < 0 else ''}<a {value.bit_length()}-bit number>"  # repr fails past 4,300 digits
+    text = repr(value)
+    size = f"{len(value):,} characters" if isinstance(value, (str, bytes)) else f"{len(text):,} characters shown"
+    return text if len(text) <= 60 else f"{text[:50]}... ({size})"
+
+
 def parse_ref(text: str) -> tuple[str, int | None]:
     """"intents" -> ("intents", None); "intents:3" or "intents:v3" -> ("intents", 3)."""
-    match = REF_RE.match(str(text).strip())
-    if not match or not NAME_RE.match(match["name"]) or (match["version"] is not None and int(match["version"]) < 1):
-        raise UserError(f"bad model reference {text!r}: give NAME, NAME:N or NAME:vN (e.g. intents:v3)")
-    version = match["version"]
-    return match["name"], None if version is None else int(version)
+    match = REF_RE.fullmatch(str(text).strip())
+    version = None if match is None or match["version"] is None else int(match["version"])
+    if not match or not NAME_RE.fullmatch(match["name"]) or (version is not None and not 1 <= version <= MAX_VERSION):
+        raise UserError(f"bad model reference {_shown(text)}: give NAME, NAME:N or NAME:vN (e.g. intents:v3); "
+                        f"a name is {NAME_RULE}, N a whole number from 1 to 2**62")
+    return match["name"], version
 
 
 def check_name(name: str) -> str:
-    """A model name usable as a folder name; UserError otherwise."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise UserError(f"bad model name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit")
+    """A model name usable as a folder name on any filesystem; UserError otherwise."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise UserError(f"bad model name {_shown(name)}: a model name is {NAME_RULE} (e.g. intents, clinc-v2)")
     return name
+
+
+def check_version(version: int, what: str = "version") -> int:
+    """A version number SQLite can hold (1 .. 2**62); UserError otherwise (also for bool, float and str)."""
+    try:
+        number = None if isinstance(version, bool) else operator.index(version)
+    except TypeError:
+        number = None
+    if number is None or not 1 <= number <= MAX_VERSION:
+        raise UserError(f"bad {what} {_shown(version)}: a version is a whole number from 1 to 2**62 (v1 is a model's "
+                        "first version; `lmforge registry list NAME` shows them)")
+    return number
 
 
 def default_actor() -> str:
@@ -221,11 +246,17 @@ class Registry:
             self.artefacts.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the registry folder {self.root}: {exc}; give another --registry folder") from exc
-        conn = self.connect()
+        try:
+            conn = self.connect()
+        except sqlite3.Error as exc:  # a folder SQLite cannot use: read-only, no room, not a database
+            raise UserError(f"cannot open the registry database {self.db_path}: {exc}; give another --registry folder "
+                            f"(or ${DEFAULT_ROOT_ENV})") from None
         try:
             with self._transaction(conn):  # not executescript: it would commit the BEGIN IMMEDIATE first
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     conn.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.db_path} is not a usable registry database: {exc}; give another --registry folder") from None
         finally:
             conn.close()
 
@@ -295,6 +326,7 @@ class Registry:
             actor: str | None = None) -> Version:
         """Copy a finished run into the registry as the next candidate version of `name`."""
         check_name(name)
+        parent = None if parent is None else check_version(parent, "parent version")
         run_dir = check_complete(Path(run_dir)).absolute()
         self._clean_staging()
         staging = self.artefacts / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
@@ -326,6 +358,7 @@ class Registry:
         moved = False
         try:
             with self._transaction(conn):
+                self._check_case_clash(conn, name)
                 number = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)).fetchone()[0]
                 if parent is not None:
                     self._check_parent(conn, name, parent)
@@ -341,6 +374,15 @@ class Registry:
             return self._version(self._row(conn, name, number))
         finally:
             conn.close()
+
+    def _check_case_clash(self, conn: sqlite3.Connection, name: str) -> None:
+        """Refuse a name that differs from a registered one only in case: on a case-insensitive filesystem (macOS,
+        Windows) both would share one folder, and this add would delete the other model's version as a leftover."""
+        other = conn.execute("SELECT name FROM versions WHERE name != ?1 AND lower(name) = lower(?1) LIMIT 1",
+                             (name,)).fetchone()
+        if other is not None:
+            raise UserError(f"bad model name {name!r}: {other[0]!r} is registered already and differs only in case "
+                            f"(they would share a folder on case-insensitive filesystems); use {other[0]!r} or another name")
 
     def _check_parent(self, conn: sqlite3.Connection, name: str, parent: int) -> None:
         if conn.execute("SELECT 1 FROM versions WHERE name = ? AND version = ?", (name, int(parent))).fetchone() is None:
@@ -378,7 +420,7 @@ class Registry:
         if name is None:
             rows = self._read("SELECT * FROM versions ORDER BY name, version")
         else:
-            rows = self._read("SELECT * FROM versions WHERE name = ? ORDER BY version", (name,))
+            rows = self._read("SELECT * FROM versions WHERE name = ? ORDER BY version", (check_name(name),))
         return [self._version(r) for r in rows]
 
     def names(self) -> list[str]:
@@ -386,6 +428,8 @@ class Registry:
 
     def get(self, name: str, version: int | None = None) -> Version:
         """One version; `version` None: the production version (UserError when there is none)."""
+        check_name(name)
+        version = None if version is None else check_version(version)
         conn = self.connect()
         try:
             if version is not None:
@@ -401,11 +445,12 @@ class Registry:
             conn.close()
 
     def production(self, name: str) -> Version | None:
-        rows = self._read("SELECT * FROM versions WHERE name = ? AND stage = 'production'", (name,))
+        rows = self._read("SELECT * FROM versions WHERE name = ? AND stage = 'production'", (check_name(name),))
         return self._version(rows[0]) if rows else None
 
     def production_marker(self, name: str) -> tuple[int | None, int]:
         """(production version or None, a counter that changes on every promote/rollback/archive); one query."""
+        check_name(name)
         row = self._read(
             "SELECT (SELECT version FROM versions WHERE name = ?1 AND stage = 'production'), "
             "(SELECT COALESCE(MAX(id), 0) FROM events WHERE name = ?1 AND action != 'add')", (name,))[0]
@@ -413,6 +458,8 @@ class Registry:
 
     def lineage(self, name: str, version: int) -> list[Version]:
         """[version, its parent, grandparent, ...]."""
+        check_name(name)
+        version = check_version(version)
         conn = self.connect()
         try:
             chain = [self._version(self._row(conn, name, version))]
@@ -424,13 +471,14 @@ class Registry:
 
     def history(self, name: str) -> list[dict]:
         """The events of `name`, oldest first."""
+        check_name(name)
         rows = self._read("SELECT time, action, version, from_stage, to_stage, actor, note FROM events "
                           "WHERE name = ? ORDER BY id", (name,))
         return [dict(r) for r in rows]
 
     def diff(self, name: str, a: int, b: int) -> list[dict]:
         """Every numeric metric (and gate number) of either version: {"metric", "a", "b", "delta"}."""
-        va, vb = self.get(name, a), self.get(name, b)
+        va, vb = self.get(name, check_version(a)), self.get(name, check_version(b))
         fa = {**_flatten(va.metrics), **_flatten(va.gate or {}, "gate.")}
         fb = {**_flatten(vb.metrics), **_flatten(vb.gate or {}, "gate.")}
         rows = []
@@ -441,13 +489,15 @@ class Registry:
 
     def verify(self, name: str, version: int) -> bool:
         """Whether the version folder still has the content hash recorded when it was added."""
-        v = self.get(name, version)
+        v = self.get(name, check_version(version))
         return v.path.is_dir() and content_hash(v.path) == v.content_hash
 
     # -- stage changes -------------------------------------------------------------------------------
 
     def promote(self, name: str, version: int, *, force: bool = False, actor: str | None = None) -> Version:
         """Make `version` production; the previous production version is archived."""
+        check_name(name)
+        version = check_version(version)
         conn = self.connect()
         try:
             with self._transaction(conn):
@@ -493,6 +543,7 @@ class Registry:
 
     def rollback(self, name: str, *, actor: str | None = None) -> Version:
         """Back to the version that was production before the current one; returns it."""
+        check_name(name)
         conn = self.connect()
         try:
             with self._transaction(conn):
@@ -513,6 +564,8 @@ class Registry:
 
     def archive(self, name: str, version: int, *, actor: str | None = None) -> Version:
         """Mark a candidate (not the production version) as archived."""
+        check_name(name)
+        version = check_version(version)
         conn = self.connect()
         try:
             with self._transaction(conn):
