@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 from pathlib import Path
 
 import pytest
 
-from lmforge.data.classification_readers import read_classification, read_texts
+from lmforge.data.classification_readers import iter_texts, read_classification, read_texts
 from lmforge.data.types import TextExample
 from lmforge.errors import DataError, UserError
 
@@ -139,7 +142,11 @@ def test_wrong_column_count(tmp_path: Path) -> None:
 
 def test_unclosed_quote_hint(tmp_path: Path) -> None:
     path = write(tmp_path, "train.csv", 'text,label\n"oops,a\nb,c\nd,e\n')
-    with pytest.raises(DataError, match=r"train.csv:2: expected 2 columns, found 1 \(a quoted field starting here runs to line 4"):
+    with pytest.raises(DataError, match=r"train.csv:2: a quoted field starting here is never closed \(it runs to the end "
+                                        r"of the file, line 4\); is a closing quote missing\?"):
+        read_classification(path)
+    path = write(tmp_path, "train.csv", 'text,label\n"oops,a\nb",c,d\ne,f\n')
+    with pytest.raises(DataError, match=r"train.csv:2: expected 2 columns, found 3 \(a quoted field starting here runs to line 3"):
         read_classification(path)
 
 
@@ -184,7 +191,7 @@ def test_jsonl_row_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError) as excinfo:
         read_classification(path)
     problems = problems_of(excinfo)
-    assert problems[6].startswith(f"{path}:8: invalid JSON: Expecting ',' delimiter")
+    assert problems[6].startswith(f"{path}:8: not valid JSON: Expecting ',' delimiter")
     assert problems[:6] + problems[7:] == [
         f"{path}:2: field 'text' must be a string, found integer",
         f"{path}:3: missing label (field 'label')",
@@ -208,7 +215,7 @@ def test_jsonl_field_missing_everywhere(tmp_path: Path) -> None:
 
 def test_json_array_hint(tmp_path: Path) -> None:
     path = write(tmp_path, "train.json", '[\n  {"text": "a", "label": 1}\n]\n')
-    with pytest.raises(DataError, match=r"train.json:1: invalid JSON: .*one JSON array.*one object per line"):
+    with pytest.raises(DataError, match=r"train.json:1: not valid JSON: .*one JSON array.*one object per line"):
         read_classification(path)
 
 
@@ -217,7 +224,8 @@ def test_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(DataError) as excinfo:
         read_classification(path)
     assert problems_of(excinfo) == [
-        f"{path}:3: is not UTF-8 (byte 0xe9 at line 3, byte offset 19); re-save the file as UTF-8"
+        f"{path}:3: is not UTF-8 (byte 0xe9 at byte offset 19, 'é' if the file is Latin-1); lmforge reads UTF-8: "
+        "convert the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 FILE > NEW_FILE (or re-save it as UTF-8)"
     ]
 
 
@@ -281,3 +289,205 @@ def test_banking77_and_chnsenticorp() -> None:
     assert all(e.text == e.text.strip() for e in banking)
     chn = read_classification(SHARED / "chnsenticorp" / "train.tsv", text_field="text_a")
     assert len(chn) == 9_600 and sum(e.labels == ["1"] for e in chn) == 4_799
+
+
+# ---------------------------------------------------------------------------------------------
+# Input that used to end in a traceback or in silently changed text (issue 11)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"text": "caf\\ud800", "label": "a"}', r"field 'text' holds an unpaired surrogate escape \\ud800 \(character 4\)"),
+        ('{"text": "x", "label": "\\udfff"}', r"the label \(field 'label'\) holds an unpaired surrogate escape \\udfff"),
+        ('{"text": "x", "label": ' + "7" * 5000 + "}", r"a number has more than 4,300 digits, too many to read; write it as a string"),
+        ('{"text": "x", "label": ' + "[" * 100_000 + "]" * 100_000 + "}", r"the JSON is nested too deeply to read"),
+        ('{"text": "x", "label": "a", "text": "y"}', r"key 'text' appears twice in one object"),
+    ],
+)
+def test_jsonl_values_python_cannot_hold_are_line_problems(tmp_path: Path, line: str, expected: str) -> None:
+    path = write(tmp_path, "train.jsonl", '{"text": "ok", "label": "a"}\n' + line + "\n")
+    with pytest.raises(DataError) as excinfo:
+        read_classification(path)
+    (problem,) = problems_of(excinfo)
+    assert problem.startswith(f"{path}:2: ")
+    assert re.search(expected, problem), problem
+    if "label" not in expected:  # predict input reads no labels
+        with pytest.raises(DataError, match=re.escape(f"{path}:2: ")):
+            read_texts(path)
+
+
+def test_surrogates_in_multi_label_lists_and_pairs(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.jsonl", '{"text": "a", "pair": "b\\ud83d", "label": ["x", "y\\ud800"]}\n')
+    with pytest.raises(DataError) as excinfo:
+        read_classification(path, text_pair_field="pair", multi_label=True)
+    assert [p.split(": ", 1)[1].split(" holds")[0] for p in problems_of(excinfo)] == ["field 'pair'", "a label"]
+    # A proper surrogate pair is one character, and fine.
+    ok = write(tmp_path, "ok.jsonl", '{"text": "smile \\ud83d\\ude00", "label": "a"}\n')
+    assert read_classification(ok)[0].text == "smile \U0001F600"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("text,label\nhi,a\n".encode("utf-16"), r"train.csv:1: is UTF-16 LE text \(it starts with a UTF-16 LE byte-order mark\).*iconv -f UTF-16LE -t UTF-8"),
+        ("text,label\nhi,a\n".encode("utf-16-be"), r"train.csv:1: looks like UTF-16 BE without a byte-order mark.*iconv -f UTF-16BE"),
+        ("text,label\nhi,a\n".encode("utf-32"), r"train.csv:1: is UTF-32 LE text"),
+        (b"PK\x03\x04\x14\x00\x06\x00", r"train.csv: is a ZIP archive \(an .xlsx/.ods spreadsheet or a .zip\?\): export it as CSV"),
+        (b"text,label\nhi\x00there,a\n", r"train.csv:2: contains a NUL byte \(byte offset 13\): not a text file"),
+        (b"text,label\nok,a\n\xed\xa0\x80x,b\n", r"train.csv:3: is not UTF-8 \(byte 0xed at byte offset 16, a UTF-16 surrogate written as UTF-8"),
+    ],
+    ids=["utf16-bom", "utf16-no-bom", "utf32-bom", "xlsx", "nul", "encoded-surrogate"],
+)
+def test_files_that_are_not_utf8_text(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = write(tmp_path, "train.csv", content)
+    with pytest.raises(DataError) as excinfo:
+        read_classification(path)
+    assert re.search(expected, str(excinfo.value)), str(excinfo.value)
+
+
+def test_long_fields_are_read(tmp_path: Path) -> None:
+    long = "word " * 60_000  # 300,000 characters: over csv's default field limit
+    path = write(tmp_path, "train.csv", f'text,label\n"{long}",a\n')
+    assert read_classification(path)[0].text == long.strip()
+
+
+def test_csv_quote_in_the_wrong_place_is_an_error_not_a_joined_field(tmp_path: Path) -> None:
+    # Non-strict csv reads '"a" b' as 'a b': the quotes silently vanish.
+    path = write(tmp_path, "train.csv", 'text,label\n"hello" world,a\n')
+    with pytest.raises(DataError, match=r"train.csv:2: cannot parse the row: ',' expected after '\"'"):
+        read_classification(path)
+
+
+@pytest.mark.parametrize("header", ["text,label,text", "text,label,label"])
+def test_duplicate_column_that_is_read_is_an_error(tmp_path: Path, header: str) -> None:
+    path = write(tmp_path, "train.csv", f"{header}\nfirst,a,second\n")
+    with pytest.raises(DataError) as excinfo:
+        read_classification(path)
+    name = header.split(",")[2]
+    where = "1, 3" if name == "text" else "2, 3"
+    assert problems_of(excinfo) == [
+        f"{path}:1: column '{name}' appears 2 times in the header (columns {where}); rename or remove all but one"
+    ]
+
+
+def test_duplicate_column_that_is_not_read_is_fine(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.tsv", "id\ttext\tid\tlabel\n1\thi\t2\ta\n")
+    assert read_classification(path)[0].text == "hi"
+    predict = write(tmp_path, "in.csv", "text,label,label\nhi,a,b\n")
+    assert read_texts(predict)[0].text == "hi"  # predict input reads no labels
+
+
+def test_tsv_written_by_python_csv_and_pandas(tmp_path: Path) -> None:
+    rows = [["He said \"hi\"", "a"], ["tab\there", "b"], ["two\nlines", "c"], ["plain", "d"], ["cr\r\nlf", "e"]]
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter="\t", lineterminator="\n").writerows([["text", "label"], *rows])
+    path = write(tmp_path, "train.tsv", buffer.getvalue())
+    assert '"He said ""hi"""' in buffer.getvalue()
+    examples = read_classification(path)
+    assert [e.text for e in examples] == [r[0] for r in rows]
+    assert [e.labels for e in examples] == [[r[1]] for r in rows]
+    assert [e.source.rsplit(":", 1)[1] for e in examples] == ["2", "3", "4", "6", "7"]
+
+
+def test_tsv_quoted_header_means_quoted_file(tmp_path: Path) -> None:
+    buffer = io.StringIO()  # QUOTE_NONNUMERIC: every string quoted
+    csv.writer(buffer, delimiter="\t", quoting=csv.QUOTE_NONNUMERIC).writerows([["text", "label"], ["hi", "a"]])
+    examples = read_classification(write(tmp_path, "train.tsv", buffer.getvalue()))
+    assert (examples[0].text, examples[0].labels) == ("hi", ["a"])
+
+
+def test_quote_free_tsv_keeps_every_quote(tmp_path: Path) -> None:
+    content = ('label\ttext\n1\t"odd start\n0\tends with quote "\n1\t"whole"\n'
+               '0\tsays "a" and "b" \n1\tmore"\n')
+    examples = read_classification(write(tmp_path, "train.tsv", content), text_field="text")
+    assert [e.text for e in examples] == ['"odd start', 'ends with quote "', '"whole"', 'says "a" and "b"', 'more"']
+    # A quote-free file whose first quoted-looking field would swallow lines stays line by line.
+    content = 'label\ttext\n1\t"starts here\n0\tand ends here"\n'
+    assert len(read_classification(write(tmp_path, "t2.tsv", content), text_field="text")) == 2
+
+
+def test_tsv_dialect_conflict_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    # Line 2 can only be quoted TSV (a tab inside quotes); line 3 is then a broken quoted field.
+    path = write(tmp_path, "train.tsv", 'text\tlabel\n"a\tb"\tx\n"odd start\ty\n')
+    with pytest.raises(DataError) as excinfo:
+        read_classification(path)
+    message = str(excinfo.value)
+    assert f"{path}:3: a quoted field starting here is never closed" in message
+    assert "read as quoted TSV (csv/pandas style): line 2 holds a quoted field the way csv/pandas write TSV" in message
+
+
+def test_multi_label_json_list_cells(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.csv", 'text,labels\none,"[""a"", ""b""]"\ntwo,[]\nthree,c\n')
+    examples = read_classification(path, label_field="labels", multi_label=True)
+    assert [e.labels for e in examples] == [["a", "b"], [], ["c"]]
+    bad = write(tmp_path, "bad.csv", "text,labels\none,['a' 'b']\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: the label cell starts with \[ but is not a JSON list"):
+        read_classification(bad, label_field="labels", multi_label=True)
+
+
+def test_iter_texts_streams_rows_and_stops_at_the_first_bad_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.jsonl", '{"text": "a"}\n{"text": "b"}\n{"text": 3}\n{"text": "d"}\n')
+    rows = iter_texts(path)
+    assert next(rows) == TextExample("a", source=f"{path}:1")  # yielded before the bad line is read
+    assert next(rows).text == "b"
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: field 'text' must be a string, found integer")):
+        next(rows)
+    with pytest.raises(DataError) as excinfo:  # read_texts: every problem, at once
+        read_texts(write(tmp_path, "two.jsonl", '{"text": 1}\n{"text": 2}\n'))
+    assert len(problems_of(excinfo)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "kwargs"),
+    [
+        ("in.txt", "first\n\n second \r\nthird\rfourth", {}),
+        ("in.csv", 'id,text\n1,"a, b"\n2,"two\nlines"\n', {}),
+        ("in.tsv", "sentence\tlabel\nit 's \"fine\" \t1\n", {"text_field": "sentence"}),
+        ("in.jsonl", '{"q": "a", "p": "b"}\n\n{"q": "c", "p": "d", "label": [1]}\n', {"text_field": "q", "text_pair_field": "p"}),
+    ],
+)
+def test_iter_texts_gives_the_rows_read_texts_gives(tmp_path: Path, name: str, content: str, kwargs: dict) -> None:
+    path = write(tmp_path, name, content)
+    assert list(iter_texts(path, **kwargs)) == read_texts(path, **kwargs)
+
+
+def test_iter_texts_missing_field_names_the_first_object(tmp_path: Path) -> None:
+    path = write(tmp_path, "in.jsonl", '{"sentence": "a"}\n' * 3)
+    with pytest.raises(DataError) as excinfo:
+        list(iter_texts(path))
+    assert problems_of(excinfo) == [f"{path}:1: no field 'text'; fields are: sentence. Set data.text_field"]
+
+
+def test_iter_texts_reads_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmforge.data import text_files
+
+    monkeypatch.setattr(text_files, "CHUNK_BYTES", 7)  # lines and \r\n pairs cut across chunks
+    content = "é first line\r\nsecond\r\rthird " + "x" * 30 + "\n\nlast"
+    path = write(tmp_path, "in.txt", content)
+    assert [(e.text, e.source.rsplit(":", 1)[1]) for e in iter_texts(path)] == [
+        ("é first line", "1"), ("second", "2"), ("third " + "x" * 30, "4"), ("last", "6")]
+
+
+def test_a_field_over_the_limit_is_one_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmforge.data import tables, text_files
+
+    monkeypatch.setattr(text_files, "FIELD_LIMIT", 1000)
+    monkeypatch.setattr(tables, "FIELD_LIMIT", 1000)
+    path = write(tmp_path, "train.csv", 'text,label\nok,a\n"never closed,b\n' + "more text,c\n" * 200)
+    tsv = write(tmp_path, "train.tsv", "text\tlabel\n" + "x" * 2000 + "\ta\n")
+    saved = csv.field_size_limit(1000)  # the C reader's own limit, process-wide
+    try:
+        with pytest.raises(DataError, match=r"train.csv:3: a field runs over 1,000 characters \(to line \d+\); is a closing quote missing\?"):
+            read_classification(path)
+        with pytest.raises(DataError, match=r"train.tsv:2: a field is longer than 1,000 characters; is this a data row\?"):
+            read_classification(tsv)
+    finally:
+        csv.field_size_limit(saved)
+
+
+def test_windows_1252_quotes_get_the_right_conversion_hint(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.csv", b"text,label\n\x93quoted\x94,a\n")
+    with pytest.raises(DataError, match=r"train.csv:2: is not UTF-8 \(byte 0x93 at byte offset 11, '\u201c' if the file is "
+                                        r"Windows-1252\); .*iconv -f cp1252 -t utf-8"):
+        read_classification(path)

@@ -144,7 +144,7 @@ def test_no_sentences(tmp_path: Path, content: str) -> None:
 
 def test_not_utf8(tmp_path: Path) -> None:
     path = write(tmp_path, "train.txt", b"a O\n\nb\xff O\n")
-    with pytest.raises(DataError, match=r"train.txt:3: is not UTF-8 \(byte 0xff at line 3, byte offset 6\); re-save"):
+    with pytest.raises(DataError, match=r"train.txt:3: is not UTF-8 \(byte 0xff at byte offset 6, 'ÿ' if the file is Latin-1\)"):
         read_ner(path)
 
 
@@ -211,7 +211,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     )
     assert problems[2].startswith(f"{path}:4: no field 'tokens' or 'words' for the tokens; fields are: text")
     assert problems[4] == f"{path}:5: field 'tokens' must be a list of strings, found string"
-    assert problems[5].startswith(f"{path}:6: invalid JSON: Expecting ',' delimiter")
+    assert problems[5].startswith(f"{path}:6: not valid JSON: Expecting ',' delimiter")
     assert problems[6:] == [
         f"{path}:7: expected a JSON object, found list",
         f"{path}:8: the sentence has no tokens",
@@ -294,3 +294,44 @@ def test_weibo_ner() -> None:
         read_ner(SHARED / "weibo_ner" / "weiboNER_2nd_conll.train")
     assert len(excinfo.value.problems) == 8
     assert "weiboNER_2nd_conll.train:22000: token '粉0': I-PER.NOM cannot follow O in IOB2" in excinfo.value.problems[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Input that used to end in a traceback or in silently changed tags (issue 11)
+
+
+def test_o_with_a_type_is_an_error_not_o(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.txt", "alice B-PER\nvisited O\nparis O-LOC\n")
+    with pytest.raises(DataError) as excinfo:
+        read_ner(path)
+    assert excinfo.value.problems == [
+        f"{path}:3: token 'paris': tag 'O-LOC' is not valid in IOB2: expected B-, I- or O (O takes no type) "
+        "[scheme iob2, detected; set data.scheme to override]"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"tokens": ["a\\ud800"], "tags": ["O"]}', "field 'tokens' item 0 holds an unpaired surrogate escape \\ud800"),
+        ('{"tokens": ["a", "b"], "tags": ["O", "B-\\udc00"]}', "field 'tags' item 1 holds an unpaired surrogate escape \\udc00"),
+        ('{"tokens": ["a"], "tags": ["O"], "doc_id": ' + "9" * 5000 + "}", "a number has more than 4,300 digits"),
+        ('{"tokens": ["a"], "tags": ["O"], "x": ' + "{\"a\": " * 50_000 + "1" + "}" * 50_000 + "}", "nested too deeply"),
+        ('{"tokens": ["a"], "tags": ["O"], "tags": ["B-X"]}', "key 'tags' appears twice in one object"),
+    ],
+)
+def test_jsonl_values_python_cannot_hold_are_line_problems(tmp_path: Path, line: str, expected: str) -> None:
+    path = write(tmp_path, "train.jsonl", '{"tokens": ["ok"], "tags": ["O"]}\n' + line + "\n")
+    with pytest.raises(DataError) as excinfo:
+        read_ner(path)
+    (problem,) = excinfo.value.problems
+    assert problem.startswith(f"{path}:2: ") and expected in problem, problem
+
+
+def test_conll_that_is_not_utf8(tmp_path: Path) -> None:
+    path = write(tmp_path, "train.txt", "M\xfcller B-PER\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train.txt:1: is not UTF-8 \(byte 0xfc at byte offset 1, 'ü' if the file is Latin-1\)"):
+        read_ner(path)
+    utf16 = write(tmp_path, "train16.txt", "a O\n".encode("utf-16"))
+    with pytest.raises(DataError, match=r"train16.txt:1: is UTF-16 LE text"):
+        read_ner(utf16)

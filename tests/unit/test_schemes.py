@@ -201,3 +201,11 @@ def test_random_round_trip(scheme: str) -> None:
         assert result.error is None
         assert tags_to_spans(result.tags) == spans
         assert result.tags == _write(spans, length, "iob2")
+
+
+@pytest.mark.parametrize("scheme", ["iob1", "iob2", "bioes", "bmes"])
+def test_o_with_a_type_is_invalid(scheme: str) -> None:
+    # split_tag("O-PER") gives prefix "O": it used to pass as a plain O, dropping the entity silently.
+    result = validate_and_convert(["O", "O-PER"], scheme)
+    assert result.error_index == 1
+    assert result.error is not None and "tag 'O-PER' is not valid" in result.error and "O takes no type" in result.error

@@ -1,55 +1,43 @@
 """Readers for text-classification data: CSV, TSV, JSON Lines, and plain text for predict input.
 
 Every reader returns `TextExample`s whose `source` is ``file:line`` (line numbers as an editor
-shows them, header = line 1), and reports every bad row at once through a `ProblemCollector`.
+shows them, header = line 1), and reports every bad row at once through a `ProblemCollector`;
+`iter_texts` streams predict input and stops at the first bad row. Files are read as checked UTF-8
+(`text_files`), CSV/TSV in the dialect they were written in (`tables`).
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge.data.tables import column_indexes, dialect_of, table_rows
+from lmforge.data.text_files import (
+    has_surrogate,
+    json_type_name,
+    parse_json_line,
+    read_utf8,
+    shown,
+    stripped_lines,
+    surrogate_problem,
+)
 from lmforge.data.types import TextExample
 from lmforge.errors import DataError, ProblemCollector, UserError
 
+__all__ = ["read_classification", "read_texts", "iter_texts", "read_utf8", "json_type_name", "resolve_format"]
+
 CLASSIFICATION_FORMATS = ("csv", "tsv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+_TEXT_SUFFIXES = {".txt": "txt", **_SUFFIX_FORMATS}
 
 
-def read_utf8(path: str | Path) -> str:
-    """The text of a data file; a UTF-8 BOM is dropped.
+class _FirstProblem(ProblemCollector):
+    """A collector that raises at the first problem: streaming readers fail where the bad line is."""
 
-    Raises UserError for a missing file and DataError naming the line and byte for non-UTF-8
-    content, since a wrong encoding is the most common reason a data file "looks fine" but fails.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"data file not found: {path}")
-    data = file.read_bytes()
-    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        return data[start:].decode("utf-8")
-    except UnicodeDecodeError as error:
-        offset = start + error.start
-        line = data.count(b"\n", 0, offset) + 1
-        raise DataError(
-            [
-                f"{path}:{line}: is not UTF-8 (byte 0x{data[offset]:02x} at line {line}, "
-                f"byte offset {offset}); re-save the file as UTF-8"
-            ]
-        ) from None
-
-
-def iter_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line without its ending); \\n, \\r\\n and \\r all end a line, as in editors."""
-    for number, line in enumerate(io.StringIO(text, newline=None), start=1):
-        yield number, line.rstrip("\n")
+    def add(self, message: str) -> None:
+        raise DataError([message])
 
 
 def resolve_format(path: str | Path, format: str, formats: tuple[str, ...], suffixes: dict[str, str]) -> str:
@@ -84,20 +72,17 @@ def read_classification(
 ) -> list[TextExample]:
     """Read a classification file (csv, tsv or jsonl) into `TextExample`s.
 
-    Labels: multi-class rows have exactly one label; multi-label rows take a JSON list (jsonl) or a
-    string split on `label_delimiter`. With `require_labels=False` (predict input) the label
+    Labels: multi-class rows have exactly one label; multi-label rows take a JSON list (a list in
+    jsonl; in csv/tsv a cell holding JSON text such as ``["a", "b"]``) or a string split on
+    `label_delimiter`. With `require_labels=False` (predict input) the label
     column may be absent or empty, and such rows get ``labels=[]``.
     """
     fmt = resolve_format(path, format, CLASSIFICATION_FORMATS, _SUFFIX_FORMATS)
     if require_labels and label_field is None:
         raise UserError(f"{path}: no label field is configured; set data.label_field")
-    text = read_utf8(path)
     spec = _FieldSpec(text_field, text_pair_field, label_field, multi_label, label_delimiter, require_labels)
     problems = ProblemCollector(limit=problem_limit)
-    if fmt == "jsonl":
-        examples = _read_jsonl(path, text, spec, problems)
-    else:
-        examples = _read_table(path, text, "\t" if fmt == "tsv" else ",", spec, problems)
+    examples = list(_examples(path, fmt, spec, problems, streaming=False))
     problems.raise_if_any()
     if not examples:
         raise DataError([f"{path}: contains no examples"])
@@ -112,10 +97,9 @@ def read_texts(
     text_pair_field: str | None = None,
 ) -> list[TextExample]:
     """Read unlabelled predict input: ``.txt`` is one text per non-empty line; csv, tsv and jsonl
-    go through `read_classification` without labels."""
-    fmt = resolve_format(
-        path, format, ("txt", *CLASSIFICATION_FORMATS), {".txt": "txt", **_SUFFIX_FORMATS}
-    )
+    go through `read_classification` without labels (every bad row reported at once). The same
+    rows as `iter_texts`, in memory."""
+    fmt = resolve_format(path, format, ("txt", *CLASSIFICATION_FORMATS), _TEXT_SUFFIXES)
     if fmt != "txt":
         return read_classification(
             path,
@@ -125,14 +109,47 @@ def read_texts(
             label_field=None,
             require_labels=False,
         )
-    examples = [
-        TextExample(text=line.strip(), source=f"{path}:{number}")
-        for number, line in iter_lines(read_utf8(path))
-        if line.strip()
-    ]
-    if not examples:
+    return list(iter_texts(path, format="txt"))
+
+
+def iter_texts(
+    path: str | Path,
+    *,
+    format: str = "auto",
+    text_field: str = "text",
+    text_pair_field: str | None = None,
+) -> Iterator[TextExample]:
+    """The rows `read_texts` returns, one at a time, in bounded memory (the longest line, not the
+    file), with the same checks and ``file:line`` messages.
+
+    Streaming changes when problems surface: the first bad line raises DataError when it is
+    reached, after the rows before it have been yielded (`read_texts` reports every bad row at
+    once, before any). A TSV file is read twice: once to tell its quoting dialect, once for rows.
+    """
+    fmt = resolve_format(path, format, ("txt", *CLASSIFICATION_FORMATS), _TEXT_SUFFIXES)
+    if fmt == "txt":
+        rows = (
+            TextExample(text=line.strip(), source=f"{path}:{number}")
+            for number, line in stripped_lines(path)
+            if line.strip()
+        )
+    else:
+        spec = _FieldSpec(text_field, text_pair_field, None, False, None, False)
+        rows = _examples(path, fmt, spec, _FirstProblem(), streaming=True)
+    empty = True
+    for example in rows:
+        empty = False
+        yield example
+    if empty:
         raise DataError([f"{path}: contains no examples"])
-    return examples
+
+
+def _examples(
+    path: str | Path, fmt: str, spec: _FieldSpec, problems: ProblemCollector, *, streaming: bool
+) -> Iterator[TextExample]:
+    if fmt == "jsonl":
+        return _jsonl_examples(path, spec, problems, streaming=streaming)
+    return _table_examples(path, "\t" if fmt == "tsv" else ",", spec, problems)
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ class _FieldSpec:
         return fields
 
     def split_labels(self, value: str) -> list[str]:
-        """A label cell as a list: one label, or several split on the delimiter (multi-label)."""
+        """A label string as a list: one label, or several split on the delimiter (multi-label)."""
         value = value.strip()
         if not value:
             return []
@@ -171,21 +188,19 @@ class _FieldSpec:
 # CSV / TSV
 
 
-def _read_table(
-    path: str | Path, text: str, delimiter: str, spec: _FieldSpec, problems: ProblemCollector
-) -> list[TextExample]:
-    # SST-2 and similar TSVs contain bare quote characters inside sentences, so TSV is read
-    # without any quoting; CSV follows RFC 4180 (quoted fields may hold commas and newlines).
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows = _numbered_rows(path, reader)
+def _table_examples(
+    path: str | Path, delimiter: str, spec: _FieldSpec, problems: ProblemCollector
+) -> Iterator[TextExample]:
+    dialect = dialect_of(path, delimiter)
+    rows = table_rows(path, dialect)
     try:
-        header_line, header = next(rows)
+        (header_line, _), header = next(rows)
     except StopIteration:
-        return []
+        return
     columns = [name.strip() for name in header]
-    index = _column_indexes(path, columns, spec)
-    examples = []
+    optional = [spec.label_field] if spec.label_field is not None and not spec.require_labels else []
+    index = column_indexes(path, header_line, columns, spec.required(),
+                           optional=[(name, "data.label_field") for name in optional])
     for (start, end), row in rows:
         where = f"{path}:{start}"
         if len(row) != len(columns):
@@ -193,44 +208,13 @@ def _read_table(
             continue
         example = _table_example(where, row, index, spec, problems)
         if example is not None:
-            examples.append(example)
-    return examples
-
-
-def _numbered_rows(path: str | Path, reader: Any) -> Iterator[tuple[tuple[int, int], list[str]]]:
-    """Non-blank rows with their (first, last) physical line numbers.
-
-    A quoted CSV field may span lines, so a row's first line is one past the previous row's last.
-    """
-    last_line = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            raise DataError([f"{path}:{last_line + 1}: cannot parse the row: {error}"]) from None
-        start, last_line = last_line + 1, reader.line_num
-        if any(cell.strip() for cell in row):
-            yield (start, last_line), row
+            yield example
 
 
 def _quote_hint(start: int, end: int) -> str:
     if end == start:
         return ""
     return f" (a quoted field starting here runs to line {end}; is a closing quote missing?)"
-
-
-def _column_indexes(path: str | Path, columns: list[str], spec: _FieldSpec) -> dict[str, int]:
-    """Map each configured field to its column, or fail once listing every missing column."""
-    missing = [(name, key) for name, key in spec.required() if name not in columns]
-    if missing:
-        found = ", ".join(columns)
-        raise DataError(
-            [f"{path}: no column '{name}'; columns are: {found}. Set {key}" for name, key in missing]
-        )
-    names = [spec.text_field, spec.text_pair_field, spec.label_field]
-    return {name: columns.index(name) for name in names if name is not None and name in columns}
 
 
 def _table_example(
@@ -247,49 +231,79 @@ def _table_example(
         if not text_pair:
             problems.add(f"{where}: empty text in column '{spec.text_pair_field}'")
             ok = False
-    labels: list[str] = []
+    labels: list[str] | None = []
     if spec.label_field is not None and spec.label_field in index:
-        labels = spec.split_labels(row[index[spec.label_field]])
-        if not labels and spec.require_labels:
+        cell = row[index[spec.label_field]].strip()
+        labels = _cell_labels(where, cell, spec, problems)
+        # An explicit empty JSON list is a valid multi-label row (no label applies); an empty cell is not.
+        if labels == [] and spec.require_labels and not _json_list_cell(cell, spec):
             problems.add(f"{where}: empty label in column '{spec.label_field}'")
             ok = False
-    return TextExample(text=text, text_pair=text_pair, labels=labels, source=where) if ok else None
+    if not ok or labels is None:
+        return None
+    return TextExample(text=text, text_pair=text_pair, labels=labels, source=where)
+
+
+def _json_list_cell(cell: str, spec: _FieldSpec) -> bool:
+    return spec.multi_label and cell.startswith("[") and cell.endswith("]")
+
+
+def _cell_labels(where: str, cell: str, spec: _FieldSpec, problems: ProblemCollector) -> list[str] | None:
+    """The labels of a (stripped) csv/tsv cell; multi-label cells may hold a JSON list (``["a", "b"]``)."""
+    if not _json_list_cell(cell, spec):
+        return spec.split_labels(cell)
+    items, problem = parse_json_line(where, cell)
+    if problem is not None:
+        problems.add(f"{problem.replace('not valid JSON', 'the label cell starts with [ but is not a JSON list')}"
+                     " (write lists as JSON, e.g. [\"a\", \"b\"])")
+        return None
+    return _list_labels(where, items, problems)
 
 
 # ---------------------------------------------------------------------------------------------
 # JSON Lines
 
 
-def _read_jsonl(path: str | Path, text: str, spec: _FieldSpec, problems: ProblemCollector) -> list[TextExample]:
-    # Parse everything first so that a field missing from every object is reported once; then
-    # check rows in line order, parse errors included.
-    rows: list[tuple[int, dict[str, Any] | str]] = []  # (line, object or problem)
-    for number, line in iter_lines(text):
-        if line.strip():
-            rows.append((number, _parse_object(f"{path}:{number}", line, first=not rows)))
-    objects = [(number, row) for number, row in rows if isinstance(row, dict)]
-    if objects:
-        _check_fields_exist(path, objects, spec)
-    examples = []
+def _jsonl_examples(
+    path: str | Path, spec: _FieldSpec, problems: ProblemCollector, *, streaming: bool
+) -> Iterator[TextExample]:
+    rows: Iterator[tuple[int, dict[str, Any] | str]] = _jsonl_rows(path)  # (line, object or problem)
+    if not streaming:
+        # Parse everything first so that a field missing from every object is reported once; then
+        # check rows in line order, parse errors included.
+        parsed = list(rows)
+        objects = [(number, row) for number, row in parsed if isinstance(row, dict)]
+        if objects:
+            _check_fields_exist(path, objects, spec)
+        rows = iter(parsed)
+    first = True
     for number, row in rows:
         if isinstance(row, str):
             problems.add(row)
             continue
+        if first and streaming:  # the first object stands for the rest: a missing field is a config mistake
+            _check_fields_exist(path, [(number, row)], spec)
+        first = False
         example = _json_example(f"{path}:{number}", row, spec, problems)
         if example is not None:
-            examples.append(example)
-    return examples
+            yield example
+
+
+def _jsonl_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    seen = False
+    for number, line in stripped_lines(path):
+        if line.strip():
+            yield number, _parse_object(f"{path}:{number}", line, first=not seen)
+            seen = True
 
 
 def _parse_object(where: str, line: str, *, first: bool) -> dict[str, Any] | str:
     """One JSON Lines line as an object, or the problem with it."""
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as error:
-        hint = ""
-        if first and line.lstrip().startswith("["):
-            hint = "; the file looks like one JSON array, but lmforge reads JSON Lines: one object per line"
-        return f"{where}: invalid JSON: {error.msg} (column {error.colno}){hint}"
+    value, problem = parse_json_line(where, line)
+    if problem is not None:
+        if first and line.lstrip().startswith("[") and "not valid JSON" in problem:
+            problem += "; the file looks like one JSON array, but lmforge reads JSON Lines: one object per line"
+        return problem
     if not isinstance(value, dict):
         return f"{where}: expected a JSON object, found {json_type_name(value)}"
     return value
@@ -299,15 +313,11 @@ def _check_fields_exist(path: str | Path, objects: list[tuple[int, dict[str, Any
     """A field absent from every object is a configuration mistake: say so once, not per row."""
     missing = [(name, key) for name, key in spec.required() if not any(name in obj for _, obj in objects)]
     if missing:
-        found = ", ".join(dict.fromkeys(key for _, obj in objects for key in obj))
+        found = ", ".join(shown(key) for key in dict.fromkeys(key for _, obj in objects for key in obj)) or "none"
+        where = f"{path}: no field '{{}}' in any object" if len(objects) > 1 else f"{path}:{objects[0][0]}: no field '{{}}'"
         raise DataError(
-            [f"{path}: no field '{name}' in any object; fields are: {found}. Set {key}" for name, key in missing]
+            [f"{where.format(name)}; fields are: {found}. Set {key}" for name, key in missing]
         )
-
-
-def json_type_name(value: Any) -> str:
-    names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _json_text(where: str, obj: dict[str, Any], field: str, problems: ProblemCollector) -> str | None:
@@ -320,6 +330,10 @@ def _json_text(where: str, obj: dict[str, Any], field: str, problems: ProblemCol
         return None
     if not value.strip():
         problems.add(f"{where}: empty text in field '{field}'")
+        return None
+    problem = surrogate_problem(where, value, f"field '{field}'")
+    if problem is not None:
+        problems.add(problem)
         return None
     return value
 
@@ -339,25 +353,36 @@ def _json_labels(
         if not spec.multi_label:
             problems.add(f"{where}: label is a list; set data.multi_label=true for multi-label data")
             return None
-        labels = []
-        for item in value:
-            label = _scalar_label(item)
-            if label is None:
-                problems.add(f"{where}: labels must be strings or integers, found {json_type_name(item)}")
-                return None
-            if label:
-                labels.append(label)
-        # An explicit empty list is a valid multi-label row: no label applies.
-        return list(dict.fromkeys(labels))
+        return _list_labels(where, value, problems)
     label = _scalar_label(value)
     if label is None:
         problems.add(f"{where}: label must be a string or integer, found {json_type_name(value)}")
+        return None
+    if has_surrogate(label):
+        problems.add(surrogate_problem(where, label, f"the label (field '{field}')"))
         return None
     labels = spec.split_labels(label)
     if not labels and spec.require_labels:
         problems.add(f"{where}: empty label (field '{field}')")
         return None
     return labels
+
+
+def _list_labels(where: str, items: list[Any], problems: ProblemCollector) -> list[str] | None:
+    """A JSON list of labels (strings or integer ids); None (after reporting) when one is not."""
+    labels = []
+    for item in items:
+        label = _scalar_label(item)
+        if label is None:
+            problems.add(f"{where}: labels must be strings or integers, found {json_type_name(item)}")
+            return None
+        if has_surrogate(label):
+            problems.add(surrogate_problem(where, label, "a label"))
+            return None
+        if label:
+            labels.append(label)
+    # An explicit empty list is a valid multi-label row: no label applies.
+    return list(dict.fromkeys(labels))
 
 
 def _scalar_label(value: Any) -> str | None:

@@ -12,10 +12,9 @@ instruction/completion pairs (see `lmforge.codeeval.benchmarks.mbpp_training_pai
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from lmforge.data.classification_readers import iter_lines, read_utf8
+from lmforge.data.text_files import check_file, json_type_name, parse_json_line, shown, stripped_lines, surrogate_problem
 from lmforge.data.types import ChatExample
 from lmforge.errors import ProblemCollector, UserError
 
@@ -31,19 +30,19 @@ def read_generation(path: str | Path, *, prompt_field: str = "prompt", completio
     if Path(path).suffix.lower() not in (".jsonl", ".json"):
         raise UserError(f"{path}: generation data is JSON Lines (one object per line, .jsonl) with "
                         f"'{prompt_field}'/'{completion_field}' or '{messages_field}'")
+    check_file(path)
     problems = ProblemCollector()
     examples: list[ChatExample] = []
-    for number, line in iter_lines(read_utf8(path)):
+    for number, line in stripped_lines(path):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            problems.add(f"{where}: not valid JSON ({err.msg} at column {err.colno})")
+        row, problem = parse_json_line(where, line)
+        if problem is not None:
+            problems.add(problem)
             continue
         if not isinstance(row, dict):
-            problems.add(f"{where}: expected a JSON object, found {type(row).__name__}")
+            problems.add(f"{where}: expected a JSON object, found {json_type_name(row)}")
             continue
         example = _example(row, where, prompt_field, completion_field, messages_field, require_completion, problems)
         if example is not None:
@@ -66,10 +65,14 @@ def _example(row: dict, where: str, prompt_field: str, completion_field: str, me
                 problems.add(f"{where}: {messages_field}[{i}] must be an object with 'role' and 'content'")
                 return None
             if message["role"] not in ROLES:
-                problems.add(f"{where}: {messages_field}[{i}].role is {message['role']!r}; expected one of {', '.join(ROLES)}")
+                problems.add(f"{where}: {messages_field}[{i}].role is {shown(repr(message['role']))}; expected one of {', '.join(ROLES)}")
                 return None
             if not isinstance(message["content"], str):
                 problems.add(f"{where}: {messages_field}[{i}].content must be a string")
+                return None
+            problem = surrogate_problem(where, message["content"], f"{messages_field}[{i}].content")
+            if problem is not None:
+                problems.add(problem)
                 return None
         if require_completion and not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
             problems.add(f"{where}: the chat has no assistant message with content: nothing to learn from")
@@ -77,13 +80,22 @@ def _example(row: dict, where: str, prompt_field: str, completion_field: str, me
         return ChatExample(messages=[{"role": m["role"], "content": m["content"]} for m in messages], source=where)
     prompt = row.get(prompt_field)
     if not isinstance(prompt, str) or not prompt.strip():
-        problems.add(f"{where}: missing or empty '{prompt_field}' (or give a chat in '{messages_field}'); keys found: {', '.join(row) or 'none'}")
+        problems.add(f"{where}: missing or empty '{prompt_field}' (or give a chat in '{messages_field}'); "
+                     f"keys found: {', '.join(shown(key) for key in row) or 'none'}")
+        return None
+    problem = surrogate_problem(where, prompt, f"'{prompt_field}'")
+    if problem is not None:
+        problems.add(problem)
         return None
     completion = row.get(completion_field)
     if completion is None and not require_completion:
         return ChatExample(messages=[{"role": "user", "content": prompt}], source=where)
     if not isinstance(completion, str) or not completion.strip():
         problems.add(f"{where}: missing or empty '{completion_field}'")
+        return None
+    problem = surrogate_problem(where, completion, f"'{completion_field}'")
+    if problem is not None:
+        problems.add(problem)
         return None
     return ChatExample(messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}], source=where)
 

@@ -7,14 +7,14 @@ JSON line) at fault, and all problems are reported at once.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.classification_readers import iter_lines, json_type_name, read_utf8, resolve_format
+from lmforge.data.classification_readers import resolve_format
 from lmforge.data.schemes import SCHEMES, detect_scheme, entity_continues, validate_and_convert
+from lmforge.data.text_files import check_file, json_type_name, parse_json_line, shown, stripped_lines, surrogate_problem
 from lmforge.data.types import TokenExample
 from lmforge.errors import DataError, ProblemCollector, UserError
 
@@ -53,12 +53,12 @@ def read_ner(
         fmt = resolve_format(path, format, NER_FORMATS, _SUFFIX_FORMATS)
     if scheme != "auto" and scheme not in SCHEMES:
         raise UserError(f"unknown data.scheme '{scheme}'; expected one of: auto, {', '.join(SCHEMES)}")
-    text = read_utf8(path)
+    check_file(path)
     problems = ProblemCollector(limit=problem_limit)
     if fmt == "jsonl":
-        sentences = _read_jsonl(path, text, problems)
+        sentences = _read_jsonl(path, problems)
     else:
-        sentences = _read_conll(path, text, problems)
+        sentences = _read_conll(path, problems)
     problems.raise_if_any()
     if not sentences:
         raise DataError([f"{path}: contains no sentences"])
@@ -94,7 +94,7 @@ def _convert(
         if conversion.error_index is not None:
             line = sentence.lines[conversion.error_index]
             word = sentence.words[conversion.error_index]
-            problems.add(f"{path}:{line}: token '{word}': {conversion.error}{how}")
+            problems.add(f"{path}:{line}: token '{shown(word)}': {shown(conversion.error, 300)}{how}")
             continue
         doc_id = doc_ids.setdefault(sentence.doc_key, len(doc_ids))
         examples.append(
@@ -121,7 +121,7 @@ def _entity_splits(sentences: list[_Sentence], scheme: str) -> list[int]:
 # CoNLL columns
 
 
-def _read_conll(path: str | Path, text: str, problems: ProblemCollector) -> list[_Sentence]:
+def _read_conll(path: str | Path, problems: ProblemCollector) -> list[_Sentence]:
     """Token per line (token first, tag last), blank line between sentences, ``-DOCSTART-``
     lines between documents. Without any ``-DOCSTART-`` each sentence is its own document."""
     sentences: list[_Sentence] = []
@@ -141,7 +141,7 @@ def _read_conll(path: str | Path, text: str, problems: ProblemCollector) -> list
             document_used = True
         current = _Sentence()
 
-    for number, line in iter_lines(text):
+    for number, line in stripped_lines(path):
         columns = line.split()
         if not columns:
             finish()
@@ -155,7 +155,7 @@ def _read_conll(path: str | Path, text: str, problems: ProblemCollector) -> list
         if len(columns) < 2:
             problems.add(
                 f"{path}:{number}: expected a token and a tag separated by spaces or tabs, "
-                f"found 1 column: '{line.strip()}'"
+                f"found 1 column: '{shown(line.strip())}'"
             )
             continue
         if width is None:
@@ -178,18 +178,17 @@ def _read_conll(path: str | Path, text: str, problems: ProblemCollector) -> list
 # JSON Lines
 
 
-def _read_jsonl(path: str | Path, text: str, problems: ProblemCollector) -> list[_Sentence]:
+def _read_jsonl(path: str | Path, problems: ProblemCollector) -> list[_Sentence]:
     """One object per line: ``tokens``/``words``, ``tags``/``ner_tags`` (strings), optional
     ``doc_id``. Lines without a doc_id are documents of their own."""
     sentences = []
-    for number, line in iter_lines(text):
+    for number, line in stripped_lines(path):
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as error:
-            problems.add(f"{where}: invalid JSON: {error.msg} (column {error.colno})")
+        obj, problem = parse_json_line(where, line)
+        if problem is not None:
+            problems.add(problem)
             continue
         if not isinstance(obj, dict):
             problems.add(f"{where}: expected a JSON object, found {json_type_name(obj)}")
@@ -208,7 +207,7 @@ def _json_list(
     """The first of `keys` present in `obj`, checked to be a list of non-empty strings."""
     key = next((k for k in keys if k in obj), None)
     if key is None:
-        found = ", ".join(obj) or "none"
+        found = ", ".join(shown(k) for k in obj) or "none"
         problems.add(f"{where}: no field {' or '.join(repr(k) for k in keys)} for the {what}; fields are: {found}")
         return None
     value = obj[key]
@@ -226,6 +225,10 @@ def _json_list(
             return None
         if not item.strip():
             problems.add(f"{where}: field '{key}' item {position} is empty")
+            return None
+        problem = surrogate_problem(where, item, f"field '{key}' item {position}")
+        if problem is not None:
+            problems.add(problem)
             return None
     return value
 

@@ -103,7 +103,8 @@ def _describe(tag: str | None) -> str:
 
 def _bad_prefix(tag: str, scheme: str) -> str:
     allowed = ", ".join(f"{p}-" for p in _PREFIXES[scheme])
-    return f"tag '{tag}' is not valid in {scheme.upper()}: expected {allowed} or O"
+    why = " (O takes no type)" if tag.startswith("O-") else ""
+    return f"tag '{tag}' is not valid in {scheme.upper()}: expected {allowed} or O{why}"
 
 
 def validate_and_convert(
@@ -122,7 +123,8 @@ def validate_and_convert(
     converted: list[str] = []
     for index, tag in enumerate(tags):
         prefix, entity_type = split_tag(tag)
-        if prefix != "O" and (prefix not in _PREFIXES[scheme] or not entity_type):
+        # "O-PER" splits into ("O", "PER"): not a plain O, so it must not pass as one.
+        if tag != "O" and (prefix not in _PREFIXES[scheme] or not entity_type):
             return Conversion(converted, index, _bad_prefix(tag, scheme))
         if index == 0 and continues_before and prefix not in ("O", "B", "S"):
             converted.append(f"B-{entity_type}")

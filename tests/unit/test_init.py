@@ -1,0 +1,208 @@
+"""`lmforge init` as a user meets it, in process: what it infers from the training file, the config it
+writes, and one clear message (exit 2, no traceback) for files it cannot read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lmforge.cli import main
+from lmforge.config import TASKS, DataConfig, config_from_dict, load_config
+from lmforge.starter import hidden_data_keys, render
+
+from conftest import jsonl, make_config, sentiment_rows, write, write_csv
+
+
+def init(capsys, tmp_path: Path, *args: str, task: str = "text-classification") -> tuple[int, str, Path]:
+    """Run `lmforge init`; returns (exit code, stderr with its line wrapping undone, config path)."""
+    out = tmp_path / "c.yaml"
+    code = main(["init", "--task", task, "-o", str(out), "--force", *map(str, args)])
+    err = " ".join(capsys.readouterr().err.split())
+    return code, err, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files init cannot read: one message naming the file (and line), exit 2, nothing written
+
+
+MALFORMED = {
+    "latin1": ("x.csv", b"text,intent\ncaf\xe9,a\n", r"x.csv:2: is not UTF-8 (byte 0xe9 at byte offset 15, 'é' if the file is Latin-1); "
+               "lmforge reads UTF-8: convert the file, e.g. from Latin-1: iconv -f latin1 -t utf-8 FILE > NEW_FILE"),
+    "utf16-bom": ("x.csv", "text,label\nhi,a\n".encode("utf-16"), "x.csv:1: is UTF-16 LE text (it starts with a UTF-16 LE "
+                  "byte-order mark); lmforge reads UTF-8: convert it with iconv -f UTF-16LE -t UTF-8 FILE > NEW_FILE"),
+    "utf16-no-bom": ("x.tsv", "text\tlabel\nhi\ta\n".encode("utf-16-le"), "x.tsv:1: looks like UTF-16 LE without a byte-order mark"),
+    "utf16-jsonl": ("x.jsonl", '{"text": "a", "label": "b"}\n'.encode("utf-16"), "x.jsonl:1: is UTF-16 LE text"),
+    "binary": ("x.csv", bytes(range(256)) * 4, "x.csv:1: contains a NUL byte (byte offset 0): not a text file"),
+    "gzip": ("x.csv", b"\x1f\x8b\x08\x00\x00\x00\x00\x00", "x.csv: is gzip-compressed: decompress it first (gunzip)"),
+    "encoded-surrogate": ("x.csv", b"te\xed\xa0\x80xt,label\n", "x.csv:1: is not UTF-8 (byte 0xed at byte offset 2, a UTF-16 surrogate"),
+    "not-json": ("x.jsonl", b"text,label\nhi,a\n", "x.jsonl:1: not valid JSON: Expecting value (column 1)"),
+    "json-array": ("x.jsonl", b"[1, 2]\n", "x.jsonl:1: expected a JSON object (JSON Lines: one object per line)"),
+    "huge-number": ("x.jsonl", b'{"text": "a", "label": ' + b"9" * 5000 + b"}\n", "x.jsonl:1: a number has more than 4,300 digits"),
+    "deep-nesting": ("x.jsonl", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "x.jsonl:1: the JSON is nested too deeply to read"),
+    "duplicate-key": ("x.jsonl", b'{"text": "a", "text": "b", "label": "c"}\n', "x.jsonl:1: key 'text' appears twice in one object"),
+    "empty": ("x.csv", b"", "x.csv: contains no header (the file is empty)"),
+    "blank-jsonl": ("x.jsonl", b"\n\n", "x.jsonl: contains no examples"),
+    "duplicate-column": ("x.csv", b"text,label,text\na,b,c\n", "x.csv:1: column 'text' appears 2 times in the header (columns 1, 3)"),
+    "unclosed-quote": ("x.csv", b'text,label\n"open,a\n', "x.csv:2: a quoted field starting here is never closed"),
+    "nul": ("x.csv", b"text,label\nhi\x00,a\n", "x.csv:2: contains a NUL byte"),
+    "surrogate-key": ("x.jsonl", b'{"te\\ud800xt": "a", "label": "b"}\n',
+                      "x.jsonl: cannot tell which field is the text (fields: te\\ud800xt, label)"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=list(MALFORMED))
+def test_unreadable_training_file_is_one_clear_error(capsys, tmp_path: Path, case: str) -> None:
+    name, content, expected = MALFORMED[case]
+    path = write(tmp_path, name, content)
+    code, err, out = init(capsys, tmp_path, "--train", path)
+    assert (code, "Traceback" in err, out.exists()) == (2, False, False), err
+    assert err.startswith("error: ") and f"{tmp_path}/{expected}" in err, err
+
+
+def test_first_line_over_the_csv_field_limit(capsys, tmp_path: Path) -> None:
+    header = "text" + "x" * 200_000 + ",label\n"  # csv's default limit is 131,072 characters per field
+    code, err, out = init(capsys, tmp_path, "--train", write(tmp_path, "x.csv", header + "a,b\n"), "--text-field", "nope")
+    assert code == 2 and "Traceback" not in err and not out.exists()
+    assert "no column 'nope'; columns are: textxxxx" in err and "Set --text-field" in err
+    code, err, out = init(capsys, tmp_path, "--train", write(tmp_path, "y.csv", "text,label\n" + "word " * 40_000 + ",a\n"))
+    assert code == 0 and out.exists(), err
+
+
+def test_ner_file_that_is_not_text(capsys, tmp_path: Path) -> None:
+    path = write(tmp_path, "train.txt", "M\xfcller B-PER\n".encode("latin-1"))
+    code, err, out = init(capsys, tmp_path, "--train", path, task="token-classification")
+    assert code == 2 and "train.txt:1: is not UTF-8" in err and not out.exists()
+
+
+def test_classification_flags_for_other_tasks_are_refused(capsys, tmp_path: Path) -> None:
+    code, err, _ = init(capsys, tmp_path, "--multi-label", "--text-field", "t", task="generation")
+    assert code == 2 and "--text-field, --multi-label/--single-label: only for --task text-classification" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# What init infers
+
+
+def data_of(out: Path) -> dict:
+    return yaml.safe_load(out.read_text())["data"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected", "note"),
+    [
+        ([("a", "x|y"), ("b", "x"), ("c", "y|z")], {"multi_label": True, "label_delimiter": "|"},
+         "multi-label: '|' separates labels in 2 of the first 3 labels of train.csv"),
+        ([("a", "x;y"), ("b", "y;z")], {"multi_label": True, "label_delimiter": ";"}, "multi-label: ';' separates"),
+        ([("a", '["x", "y"]'), ("b", "[]"), ("c", '["z"]')], {"multi_label": True, "label_delimiter": None},
+         "multi-label: 3 of the first 3 labels of train.csv are lists"),
+        ([("a", "x"), ("b", "y|z"), ("c", "x")], {"multi_label": False, "label_delimiter": None},
+         "single-label: one label per row (2 distinct in the first 3 labels of train.csv"),
+    ],
+)
+def test_infers_multi_label_columns(capsys, tmp_path: Path, rows, expected: dict, note: str) -> None:
+    code, err, out = init(capsys, tmp_path, "--train", write_csv(tmp_path / "train.csv", rows))
+    assert code == 0, err
+    data = data_of(out)
+    assert {k: data.get(k) for k in expected} == expected
+    assert f"inferred {note}" in err
+    assert note in " ".join(out.read_text().split())  # the config's header says it too
+
+
+def test_multi_label_jsonl_lists(capsys, tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "train.jsonl", [{"text": "a", "labels": ["x", "y"]}, {"text": "b", "labels": ["z"]}])
+    code, err, out = init(capsys, tmp_path, "--train", path)
+    assert code == 0 and data_of(out)["multi_label"] is True and data_of(out)["label_field"] == "labels"
+
+
+def test_multi_label_flags_win_over_inference(capsys, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", [("a", "x|y"), ("b", "y|z")])
+    code, err, out = init(capsys, tmp_path, "--train", path, "--single-label")
+    assert code == 0 and data_of(out)["multi_label"] is False and "multi-label" not in err
+    single = write_csv(tmp_path / "single.csv", [("a", "x"), ("b", "y")])
+    code, err, out = init(capsys, tmp_path, "--train", single, "--multi-label")
+    assert code == 0 and data_of(out)["multi_label"] is True and data_of(out)["label_delimiter"] is None
+    assert "multi-label (--multi-label): one label per cell; no delimiter found" in err
+    lists = jsonl(tmp_path / "lists.jsonl", [{"text": "a", "label": ["x"]}])
+    code, err, out = init(capsys, tmp_path, "--train", lists, "--single-label")
+    assert code == 2 and "lists.jsonl:1: --single-label, but the label field 'label' holds lists" in err
+
+
+@pytest.mark.parametrize(
+    ("header", "args", "text", "pair"),
+    [
+        (("question1", "question2", "is_duplicate"), (), "question1", "question2"),
+        (("premise", "hypothesis", "label"), (), "premise", "hypothesis"),
+        (("label", "sentence2", "sentence1"), (), "sentence1", "sentence2"),
+        (("question", "sentence", "label"), (), "question", "sentence"),
+        (("query", "passage", "label"), ("--text-field", "query"), "query", "passage"),
+        (("a", "b", "label"), ("--text-field", "a", "--text-pair-field", "b"), "a", "b"),
+        (("text", "other", "label"), (), "text", None),
+    ],
+)
+def test_infers_text_pairs(capsys, tmp_path: Path, header, args, text: str, pair: str | None) -> None:
+    rows = [("one", "two", "x")] if header[0] != "label" else [("x", "two", "one")]
+    path = write_csv(tmp_path / "pairs.csv", rows, header=header)
+    code, err, out = init(capsys, tmp_path, "--train", path, *args)
+    assert code == 0, err
+    data = data_of(out)
+    assert (data["text_field"], data["text_pair_field"]) == (text, pair)
+    if pair is not None and "--text-pair-field" not in args:
+        assert "inferred sentence pairs" in err
+
+
+def test_given_columns_must_exist(capsys, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "train.csv", [("a", "b")])
+    code, err, out = init(capsys, tmp_path, "--train", path, "--text-pair-field", "second")
+    assert code == 2 and "train.csv: no column 'second'; columns are: text, label. Set --text-pair-field" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# The config it writes: the keys of its task only, valid, and loading back to the same values
+
+OTHER_TASK_KEYS = {
+    "text-classification": ("prompt_field", "completion_field", "messages_field", "scheme", "document_context"),
+    "token-classification": ("text_field", "label_field", "multi_label", "text_pair_field", "label_delimiter",
+                             "labels", "prompt_field", "completion_field", "messages_field"),
+    "generation": ("text_field", "label_field", "scheme", "document_context", "multi_label", "text_pair_field",
+                   "label_delimiter", "labels", "label_map"),
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_starter_shows_only_its_tasks_keys_and_round_trips(capsys, tmp_path: Path, task: str) -> None:
+    code, err, out = init(capsys, tmp_path, task=task)
+    assert code == 0, err
+    data = data_of(out)
+    assert set(data) == set(DataConfig.model_fields) - hidden_data_keys(task)
+    assert not set(OTHER_TASK_KEYS[task]) & set(data)
+    cfg = load_config(out)
+    assert cfg.task == task
+    again = tmp_path / "again.yaml"
+    again.write_text(render(cfg, "x"))
+    assert load_config(again) == cfg
+
+
+def test_render_keeps_a_changed_key_of_another_task(tmp_path: Path) -> None:
+    cfg = config_from_dict({"task": "token-classification", "data": {"text_field": "sentence"}})
+    path = tmp_path / "c.yaml"
+    path.write_text(render(cfg, "x"))
+    assert load_config(path) == cfg and "text_field: sentence" in path.read_text()
+
+
+def test_inferred_multi_label_pair_config_validates(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    rows = [(f"the {w} movie", f"was {w}", "|".join(labels)) for w, labels in
+            [("good", ["pos"]), ("bad", ["neg"]), ("great", ["pos", "strong"]), ("awful", ["neg", "strong"])] * 6]
+    path = write_csv(tmp_path / "train.csv", rows, header=("sentence1", "sentence2", "tags"))
+    code, err, out = init(capsys, tmp_path, "--train", path, "--model", tiny_model, "--label-field", "tags")
+    assert code == 0, err
+    data = data_of(out)
+    assert (data["multi_label"], data["label_delimiter"], data["text_pair_field"]) == (True, "|", "sentence2")
+    assert main(["validate", str(out)]) == 0, capsys.readouterr().err
+    assert "3: neg, pos, strong" in capsys.readouterr().out
+
+
+def test_make_config_fixture_still_loads(tmp_path: Path, tiny_model: Path) -> None:
+    data = {"train": write_csv(tmp_path / "train.csv", sentiment_rows(12, 1)), "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(6, 2))}
+    assert load_config(make_config(tmp_path, tiny_model, data)).data.text_field == "text"
