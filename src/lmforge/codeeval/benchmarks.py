@@ -12,7 +12,6 @@ few-shot examples, 11-510 test (500), 511-600 validation (90), 601-974 train (37
 from __future__ import annotations
 
 import gzip
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,10 +156,11 @@ def _read_rows(path: Path, fields: dict[str, type]) -> list[dict[str, Any]]:
 
 
 def _parse_row(line: str, fields: dict[str, type], where: str, problems: ProblemCollector) -> dict[str, Any] | None:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        problems.add(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+    from ..data.text_files import parse_json_line
+
+    row, problem = parse_json_line(where, line)
+    if problem is not None:
+        problems.add(problem)
         return None
     if not isinstance(row, dict):
         problems.add(f"{where}: expected a JSON object, found {type(row).__name__}")

@@ -75,6 +75,8 @@ def generate_completions(problems: Sequence[Problem], generate: Generate, *, sam
     prompts = [problem.prompt for problem in problems]
     completions: list[list[str]] = [[] for _ in problems]
     total, done = len(prompts) * samples, 0
+    if progress:  # the bar appears before the first (slow) batch is done
+        progress("generate", 0, total)
     for _ in range(samples):
         for first in range(0, len(prompts), batch_size):
             chunk = prompts[first:first + batch_size]

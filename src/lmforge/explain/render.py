@@ -1,8 +1,9 @@
 """Show an explanation: a Rich heat-map in the terminal, or a self-contained HTML page.
 
 Each word's background is green when it supports the target (positive score) and red when it
-speaks against it, with intensity |score| / max |score| over the words. Text between words, and
-words the model did not see (cut off), is shown unshaded.
+speaks against it, with intensity |score| / FULL_SCALE: a fixed reference in probability units, not
+the largest score of the text, so a model that barely moves its probability looks pale instead of
+decisive. Text between words, and words the model did not see (cut off), is shown unshaded.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ from ..runs import write_text_atomic
 _GREEN = (22, 163, 74)
 _RED = (220, 38, 38)
 CONVERGENCE_TOLERANCE = 0.05  # |delta| above this: suggest more steps
+# A word whose attribution moves the target's probability by this much (or more) is fully coloured.
+# Scores add up to p(target) - p(baseline), so on a confident prediction the few decisive words of a
+# sentence reach it; on a near-random model every word stays pale.
+FULL_SCALE = 0.25
+SCALE_NOTE = (f"intensity = |score| / {FULL_SCALE} (a word that moves the target's probability by {FULL_SCALE} "
+              "or more is fully coloured)")
 
 
 def _intensities(words: list[dict]) -> list[float]:
-    top = max((abs(w["score"]) for w in words), default=0.0)
-    return [w["score"] / top if top > 0 else 0.0 for w in words]
+    return [max(-1.0, min(1.0, w["score"] / FULL_SCALE)) for w in words]
 
 
 def _rgb(signed: float) -> tuple[int, int, int]:
@@ -96,7 +102,7 @@ def render_terminal(result: dict, console) -> None:
     hint = convergence_note(result)
     if hint:
         console.print(Text(hint, style="yellow"))
-    console.print(Text("green supports the target, red speaks against it", style="dim"))
+    console.print(Text(f"green supports the target, red speaks against it; {SCALE_NOTE}", style="dim"))
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#111}
@@ -130,8 +136,8 @@ def render_html(result: dict, title: str | None = None) -> str:
 <body><h1>{esc(title)}</h1>
 {''.join(blocks)}
 <div class="meta"><p>{esc(target_line(result))}</p>{truncated}
-<p class="legend"><span class="pos">supports</span> <span class="neg">against</span> the target; intensity is
-|score| / max |score|. Hover a word for its score (integrated gradients, summed over its sub-word tokens).</p></div>
+<p class="legend"><span class="pos">supports</span> <span class="neg">against</span> the target; {esc(SCALE_NOTE)}.
+Hover a word for its score (integrated gradients, summed over its sub-word tokens).</p></div>
 </body></html>
 """
 

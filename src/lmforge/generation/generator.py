@@ -75,7 +75,7 @@ class Generator:
         if adapter is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter))
+            model = PeftModel.from_pretrained(model, str(adapter), local_files_only=True)
         device = torch.device(device) if device is not None else torch.device("cpu")
         bf16 = bf16_supported(device) if bf16 is None else bf16
         packed = []

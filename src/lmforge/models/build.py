@@ -11,6 +11,9 @@ from torch import nn
 
 from ..errors import UserError
 
+# Every load reads a local folder: never the hub (no download, no remote code). Passed per call, so
+# importing lmforge leaves the process's own hub settings (HF_HUB_OFFLINE, ...) alone.
+LOCAL_ONLY = {"local_files_only": True, "trust_remote_code": False}
 HEAD_NAMES = ("classifier", "score")
 OUTPUT_NAMES = HEAD_NAMES + ("lm_head",)  # never LoRA targets: the task head is trained whole, the LM head is tied
 
@@ -28,7 +31,7 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     quiet_transformers()
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(str(path), **LOCAL_ONLY)
     if not getattr(tok, "is_fast", False):
         raise UserError(f"{path}: lmforge needs a fast (tokenizers-backed) tokenizer; this folder has no tokenizer.json")
     if tok.pad_token is None:
@@ -45,14 +48,14 @@ def load_model(model_class, path: Path, *, attention_dropout: float | None = Non
 
     quiet_transformers()
     try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        config = AutoConfig.from_pretrained(str(path), **LOCAL_ONLY)
         if attention_dropout is not None:
             for key in ("attention_probs_dropout_prob", "attention_dropout"):
                 if hasattr(config, key):
                     kwargs[key] = attention_dropout
         if not torch.cuda.is_available():
             kwargs.setdefault("attn_implementation", "eager")
-        return model_class.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False, **kwargs)
+        return model_class.from_pretrained(str(path), use_safetensors=True, **LOCAL_ONLY, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load a model from {path}: {err}") from None
 

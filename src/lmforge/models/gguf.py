@@ -132,11 +132,11 @@ def write_hf_folder(gguf: Path, target: Path) -> None:
     and chat template as a plain safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .build import quiet_transformers
+    from .build import LOCAL_ONLY, quiet_transformers
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **LOCAL_ONLY)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **LOCAL_ONLY)
     # transformers marks a GGUF-loaded model as quantized and refuses to save it; the weights are
     # already de-quantized, so dropping the marks saves exactly what was loaded.
     model.hf_quantizer = None

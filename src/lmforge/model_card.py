@@ -1,0 +1,153 @@
+"""The model card a run leaves in `model/README.md` (and `adapter/README.md` for peft methods): what
+the model does, its labels, the data it saw (sha256 fingerprints), its measured figures, how to load
+it with plain transformers, and its limitations. Also makes the adapter's record of its base model
+portable: a packaged short name or a relative path, never this machine's site-packages path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .runs import read_json, write_json_atomic, write_text_atomic
+
+PIPELINE_TAGS = {"text-classification": "text-classification", "token-classification": "token-classification",
+                 "generation": "text-generation"}
+AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
+                "token-classification": "AutoModelForTokenClassification", "generation": "AutoModelForCausalLM"}
+
+
+def finish_artefacts(run_dir: Path, cfg, model_path: Path, metrics: dict, info: dict, examples: dict[str, int]) -> None:
+    """Write the model card(s) and make `adapter/adapter_config.json` portable. `examples`: split -> count."""
+    base = portable_base(cfg.model, model_path, run_dir / "adapter")
+    if (run_dir / "adapter" / "adapter_config.json").is_file():
+        path = run_dir / "adapter" / "adapter_config.json"
+        adapter = read_json(path)
+        adapter["base_model_name_or_path"] = base
+        write_json_atomic(path, adapter)
+    card = render_card(run_dir, cfg, base, metrics, info, examples)
+    write_text_atomic(run_dir / "model" / "README.md", card)
+    if (run_dir / "adapter").is_dir():
+        write_text_atomic(run_dir / "adapter" / "README.md", card)
+
+
+def portable_base(model: str, model_path: Path, adapter_dir: Path) -> str:
+    """The packaged short name (e.g. minilm-l6), or the base folder relative to the adapter folder."""
+    from .models.resolve import PACKAGED_MODELS
+
+    if model in PACKAGED_MODELS:
+        return model
+    return os.path.relpath(Path(model_path).resolve(), adapter_dir.resolve())
+
+
+def fingerprint(path: Path) -> dict:
+    digest, size = hashlib.sha256(), 0
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return {"file": Path(path).name, "sha256": digest.hexdigest(), "bytes": size}
+
+
+def render_card(run_dir: Path, cfg, base: str, metrics: dict, info: dict, examples: dict[str, int]) -> str:
+    labels = read_json(run_dir / "labels.json") if (run_dir / "labels.json").is_file() else {}
+    task = cfg.task + (" (multi-label)" if cfg.data.multi_label else "") + (" (text pairs)" if cfg.data.text_pair_field else "")
+    lines = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE_TAGS[cfg.task]}", "tags: [lmforge]", "---", "",
+             f"# {cfg.name}", "",
+             f"A {task} model fine-tuned with lmforge from `{base}` "
+             f"({_method(cfg, info)}).", ""]
+    if labels.get("labels"):
+        shown = ", ".join(f"`{x}`" for x in labels["labels"][:50]) + (" ..." if len(labels["labels"]) > 50 else "")
+        lines += ["## Labels", "", f"{len(labels['labels'])}: {shown}", ""]
+        if labels.get("threshold") is not None:
+            lines += [f"Multi-label decision threshold: {labels['threshold']} (a label is predicted when its sigmoid "
+                      "probability reaches it).", ""]
+    lines += _data_section(cfg, examples) + _metrics_section(metrics) + _usage_section(cfg, info) + _limitations(cfg, info, examples)
+    return "\n".join(lines) + "\n"
+
+
+def _method(cfg, info: dict) -> str:
+    if cfg.method == "full":
+        return "full fine-tuning"
+    merged = " merged into `model/`" if info.get("merged") else "; `model/` holds the base with the trained head"
+    return f"{cfg.method} adapter in `adapter/`{merged}"
+
+
+def _data_section(cfg, examples: dict[str, int]) -> list[str]:
+    from .config import is_builtin_dataset
+
+    rows = ["## Training data", "", "| split | examples | file | sha256 |", "| --- | --- | --- | --- |"]
+    for split in ("train", "dev", "test"):
+        value = getattr(cfg.data, split)
+        if value is None and split == "dev" and examples.get("dev"):
+            rows.append(f"| dev | {examples['dev']} | held out from train (seed {cfg.training.seed}) | |")
+            continue
+        if value is None:
+            continue
+        if is_builtin_dataset(value) or not Path(value).is_file():
+            rows.append(f"| {split} | {examples.get(split, '')} | `{value}` | |")
+            continue
+        fp = fingerprint(Path(value))
+        rows.append(f"| {split} | {examples.get(split, '')} | `{fp['file']}` ({fp['bytes']:,} bytes) | `{fp['sha256'][:16]}…` |")
+    return rows + [""]
+
+
+def _metrics_section(metrics: dict) -> list[str]:
+    rows = ["## Evaluation", ""]
+    splits = [s for s in ("dev", "test") if isinstance(metrics.get(s), dict)]
+    if not splits:
+        return rows + ["No held-out evaluation was run.", ""]
+    rows += ["| split | " + " | ".join(metrics[splits[0]]) + " |", "| --- |" + " --- |" * len(metrics[splits[0]])]
+    for split in splits:
+        rows.append(f"| {split} | " + " | ".join(_fmt(v) for v in metrics[split].values()) + " |")
+    return rows + ["", "Full reports: `eval/<split>/report.md` in the run folder.", ""]
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _usage_section(cfg, info: dict) -> list[str]:
+    cls = AUTO_CLASSES[cfg.task]
+    code = ["```python", "import torch", f"from transformers import AutoTokenizer, {cls}", "",
+            'tokenizer = AutoTokenizer.from_pretrained("path/to/run/model")',
+            f'model = {cls}.from_pretrained("path/to/run/model").eval()']
+    if not info.get("merged") and cfg.method != "full":
+        code += ["from peft import PeftModel", 'model = PeftModel.from_pretrained(model, "path/to/run/adapter")  # prefix tuning: needed']
+    if cfg.task == "text-classification":
+        pair = ', "second text"' if cfg.data.text_pair_field else ""
+        code += [f'inputs = tokenizer(["some text"{pair}], return_tensors="pt", truncation=True, max_length={cfg.data.max_length})',
+                 "with torch.no_grad():", "    logits = model(**inputs).logits"]
+        if cfg.data.multi_label:
+            code += ["probs = logits.sigmoid()[0]  # multi-label: compare each with the threshold above",
+                     "labels = [model.config.id2label[i] for i, p in enumerate(probs) if p >= THRESHOLD]"]
+        else:
+            code += ["probs = logits.softmax(-1)[0]", "label = model.config.id2label[int(probs.argmax())]"]
+    elif cfg.task == "token-classification":
+        code += ['inputs = tokenizer("Alice visited Paris", return_tensors="pt")',
+                 "with torch.no_grad():", "    tags = model(**inputs).logits.argmax(-1)[0]",
+                 "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word"]
+    else:
+        code += ['messages = [{"role": "user", "content": "Write a haiku about autumn."}]',
+                 "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
+                 "output = model.generate(inputs, max_new_tokens=64)",
+                 "print(tokenizer.decode(output[0, inputs.shape[1]:], skip_special_tokens=True))"]
+    code += ["```", "", "With lmforge (the same inference path as its evaluation, server and explanations):", "", "```python"]
+    code += (['from lmforge.generation import Generator', 'Generator.from_pretrained("path/to/run").generate(["..."])']
+             if cfg.task == "generation" else ['from lmforge import Predictor', 'Predictor.from_run("path/to/run").predict(["some text"])'])
+    return ["## How to use", ""] + code + ["```", ""]
+
+
+def _limitations(cfg, info: dict, examples: dict[str, int]) -> list[str]:
+    notes = [f"Trained on {examples.get('train', 'an unknown number of')} examples; expect it to work on text like them "
+             "and to degrade on other domains, styles and languages.",
+             f"Inputs longer than {cfg.data.max_length} sub-word tokens are "
+             + ("covered by sliding windows." if cfg.task == "token-classification" else "truncated (the rest is not seen)."),
+             "Scores are model probabilities, not guarantees; check the calibration (ECE, reliability plot) in the evaluation reports."]
+    if cfg.model == "minilm-l6":
+        notes.append("The base encoder (MiniLM-L6) has an uncased English vocabulary: capitalisation is lost and "
+                     "most non-Latin scripts become unknown tokens.")
+    truncated = (info.get("data") or {}).get("truncated_train")
+    if truncated:
+        notes.append(f"{truncated} training texts were truncated to {cfg.data.max_length} tokens.")
+    return ["## Limitations", ""] + [f"- {n}" for n in notes] + [""]
