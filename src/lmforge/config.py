@@ -23,6 +23,7 @@ DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-
 # Decoders (generation) are fine-tuned with smaller steps; LoRA is their default method.
 GENERATION_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "ia3": 3e-3, "prefix": 1e-2}
 GENERATION_MAX_LENGTH = 512
+MAX_CONFIG_BYTES = 1_000_000  # a config is a page of YAML; anything this big is a mistake (or a YAML bomb)
 
 
 class _Section(BaseModel):
@@ -236,10 +237,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Project
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}. Create one with `lmforge init`.")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a config file (at most "
+                          f"{MAX_CONFIG_BYTES:,}); is it a data file? Give data files under data.train / data.dev / data.test")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
