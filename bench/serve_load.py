@@ -27,6 +27,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -139,7 +140,8 @@ def explain_latency(port: int, repeats: int = 10) -> dict:
 def run_server(name: str, command: list[str], port: int, texts: list[str], args) -> dict:
     print(f"== {name}: {' '.join(command)}", flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # a pipe read only at the end blocks a server that logs a lot
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_ready(port, proc)
         asyncio.run(_load(port, texts, args.clients, min(200, args.requests)))  # warm-up

@@ -234,6 +234,8 @@ def serve(
     max_texts: int = typer.Option(64, min=1, max=1_000_000, help="texts per request"),
     max_chars: int = typer.Option(2000, min=1, max=100_000_000, help="characters per text"),
     max_body_bytes: int = typer.Option(1_000_000, min=1, max=2**40, help="request body size"),
+    body_timeout_s: float = typer.Option(10.0, min=0.1, max=3600.0, help="seconds a request body may take to arrive; then 408 and the connection is closed"),
+    header_timeout_s: float = typer.Option(10.0, min=0.1, max=3600.0, help="seconds a connection may take to send a request line and headers; then it is closed"),
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
     registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
     log_sample: float = typer.Option(1.0, min=0.0, max=1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
@@ -251,6 +253,7 @@ def serve(
     try:
         settings = ServeSettings(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                  max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
+                                 body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,
                                  api_key=api_key_from_env(api_key_env))
     except ValidationError as e:
         raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None

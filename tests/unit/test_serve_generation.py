@@ -92,3 +92,43 @@ def test_limits_and_validation(generator):
         r = c.post("/v1/generate", json={"prompt": "   "}, headers=auth)
         assert r.status_code == 422
         assert c.post("/v1/predict", json={"texts": ["x"]}, headers=auth).status_code == 404  # not a classifier
+
+
+@pytest.mark.parametrize("payload, field", [
+    ({"prompt": "say \ud800 hi"}, "prompt"),
+    ({"prompt": "say hi", "stop": ["fine", "\udfff"]}, "stop[1]"),
+    ({"prompt": "say hi", "max_new_tokens": True}, "max_new_tokens"),
+    ({"prompt": "say hi", "max_new_tokens": 4.0}, "max_new_tokens"),
+    ({"prompt": "say hi", "seed": True}, "seed"),
+    ({"prompt": "say hi", "seed": 2**70}, "seed"),  # beyond torch.manual_seed's range
+    ({"prompt": "say hi", "temperature": True}, "temperature"),
+    ({"prompt": "say hi", "temperature": 5e-324}, "temperature"),  # found by the fuzzer: inf logits, then a 500
+    ({"prompt": "say hi", "stream": 1}, "stream"),
+    ({"prompt": "say hi", "chat": "yes"}, "chat"),
+])
+def test_generate_rejects_bad_text_and_numbers_of_the_wrong_kind(generator, payload, field):
+    with _client(generator) as c:
+        r = c.post("/v1/generate", content=json.dumps(payload).encode(), headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["message"].startswith(f"{field}:")
+
+
+def test_a_prompt_that_fails_is_not_blamed_on_the_prompts_batched_with_it(generator):
+    """The generator refuses a prompt longer than the model's positions; the good prompts generated
+    in the same batch still get their text."""
+    with _client(generator, max_wait_ms=200) as c:
+        _ready(c)
+        got: dict[str, object] = {}
+
+        def ask(prompt: str) -> None:
+            got[prompt] = c.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": 3, "chat": False})
+
+        too_long = "hi " * 600  # 600 tokens; the tiny model has 512 positions
+        prompts = ["say hi", "how are you", too_long]
+        threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got["say hi"].status_code == 200 and got["how are you"].status_code == 200
+    assert got[too_long].status_code == 422 and "positions" in got[too_long].json()["error"]["message"]

@@ -58,8 +58,8 @@ def explain_text(predictor, text: str, *, text_pair: str | None = None, target: 
     Returns {"target", "probability", "prediction", "tokens", "words", "delta", "f_x", "f_baseline",
     "steps", "method", "baseline", "truncated", "text", "text_pair"}; see the package docstring.
     """
-    if steps < 1:
-        raise UserError(f"steps must be at least 1, got {steps}")
+    if steps < 2:  # captum needs at least two points on the path
+        raise UserError(f"steps must be at least 2, got {steps}")
     baseline_id = _baseline_id(predictor.tokenizer, baseline)
     ner = predictor.task.name == "token-classification"
     if ner:

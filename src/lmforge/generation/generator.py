@@ -34,6 +34,7 @@ from ..errors import UserError
 from ..models.build import bf16_supported, load_model, load_tokenizer
 
 MAX_NEW_TOKENS = 8192
+MIN_TEMPERATURE = 1e-4  # sampling below this is greedy in all but name, and 1/T overflows the logits
 ATTENTION = "sdpa"  # measured faster than eager for decoding (bench/generation_speed.py)
 
 
@@ -226,8 +227,9 @@ class Generator:
                          if not isinstance(p, str) or not p.strip()][:5]
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             problems.append(f"max_new_tokens={max_new_tokens!r}: give an integer from 1 to {MAX_NEW_TOKENS}")
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
-            problems.append(f"temperature={temperature!r}: give a number >= 0 (0 = greedy)")
+        if (not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0
+                or 0 < temperature < MIN_TEMPERATURE):  # dividing logits by a tiny temperature overflows them
+            problems.append(f"temperature={temperature!r}: give 0 (greedy) or a number from {MIN_TEMPERATURE} up")
         if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
             problems.append(f"top_p={top_p!r}: give a number in (0, 1]")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):

@@ -10,20 +10,21 @@ import asyncio
 import hmac
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
 from ..runs import METRICS, RUN_INFO, read_json
 from .batcher import MicroBatcher, QueueFull
+from .docs import add_offline_docs
 from .metrics import ServerMetrics
-from .schemas import ExplainRequest, FeedbackRequest, PredictRequest, PredictResponse
+from .middleware import BodyTimeout, BodyTooLarge, RequestMiddleware, body_timeout, body_too_large, error_response
+from .schemas import (ERROR_RESPONSES, ExplainRequest, ExplainResponse, FeedbackRequest, FeedbackResponse, Health,
+                      ModelInfo, PredictRequest, PredictResponse, Ready, unicode_problem)
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
@@ -37,19 +38,6 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, limit: str | None = None, value: int | float | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.limit, self.value = status, code, message, limit, value
-
-
-class BodyTooLarge(StarletteHTTPException):
-    """Raised while the body streams in (an HTTPException, so FastAPI's body parsing passes it on)."""
-
-    def __init__(self) -> None:
-        super().__init__(413, "request body too large")
-
-
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def create_app(model, settings: ServeSettings | None = None, *, prediction_log=None) -> FastAPI:
@@ -92,7 +80,8 @@ def create_app(model, settings: ServeSettings | None = None, *, prediction_log=N
 
         slot.on_swap = swapped
 
-    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, summary="predict a batch of texts")
+    @app.post("/v1/predict", dependencies=guarded, response_model=PredictResponse, response_model_exclude_unset=True,
+              responses=ERROR_RESPONSES, summary="predict a batch of texts")
     async def predict(body: PredictRequest):
         check_texts(body.texts, slot.predictor, settings)
         started = time.perf_counter()
@@ -108,7 +97,8 @@ def create_app(model, settings: ServeSettings | None = None, *, prediction_log=N
             results = log_predictions(prediction_log, loaded, body.texts, results, (time.perf_counter() - started) * 1000)
         return {"model_version": loaded.version_tag, "predictions": results}
 
-    @app.post("/v1/explain", dependencies=guarded, summary="token attributions for one prediction")
+    @app.post("/v1/explain", dependencies=guarded, response_model=ExplainResponse, response_model_exclude_unset=True,
+              response_class=JSONResponse, responses=ERROR_RESPONSES, summary="token attributions for one prediction")
     async def explain(body: ExplainRequest):
         from ..explain import explain_text
 
@@ -128,7 +118,9 @@ def create_app(model, settings: ServeSettings | None = None, *, prediction_log=N
         return {"model_version": loaded.version_tag, **result}
 
     if prediction_log is not None:
-        @app.post("/v1/feedback", dependencies=guarded, summary="attach the correct label to a logged prediction")
+        @app.post("/v1/feedback", dependencies=guarded, response_model=FeedbackResponse, response_class=JSONResponse,
+                  responses={**ERROR_RESPONSES, 404: {"model": ERROR_RESPONSES[422]["model"], "description": "no logged prediction has this id"}},
+                  summary="attach the correct label to a logged prediction")
         async def feedback(body: FeedbackRequest):
             from starlette.concurrency import run_in_threadpool
 
@@ -151,10 +143,11 @@ def _info(loaded) -> dict:
 
 
 def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version, warm, info: dict, description: str,
-             describe, on_start=(), on_stop=(), on_metrics=None) -> FastAPI:
+             describe, describe_model=ModelInfo, on_start=(), on_stop=(), on_metrics=None) -> FastAPI:
     """The parts every served model shares: micro-batcher lifecycle and warm-up, JSON errors,
-    API-key auth, /health, /ready, /metrics, /v1/model and the request middleware. `warm` is an
-    async callable that runs the model once; `describe` returns the /v1/model body."""
+    API-key auth, /health, /ready, /metrics, /v1/model, the offline docs pages and the request
+    middleware. `warm` is an async callable that runs the model once; `describe` returns the
+    /v1/model body, of type `describe_model`."""
     current_version = version if callable(version) else (lambda: version)
     metrics = ServerMetrics()
     metrics.model.info(info)
@@ -183,35 +176,32 @@ def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version, warm, i
         for stop in on_stop:
             stop()
 
-    app = FastAPI(title="lmforge", version=current_version(), lifespan=lifespan, description=description)
+    app = FastAPI(title="lmforge", version=current_version(), lifespan=lifespan, description=description,
+                  docs_url=None, redoc_url=None)
     app.state.batcher, app.state.metrics, app.state.settings = batcher, metrics, settings
+    add_offline_docs(app)
 
     # -- errors ------------------------------------------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
         return error_response(err.status, err.code, err.message, limit=err.limit, value=err.value)
 
+    # Anything unexpected becomes a 500 in RequestMiddleware, not in an exception handler: Starlette
+    # re-raises after running a handler for Exception, and uvicorn then drops the connection.
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {e.get('msg', 'invalid')}")
-        return error_response(422, "invalid_request", "; ".join(problems[:10]) or "invalid request")
+        return error_response(422, "invalid_request", validation_message(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException):
         if isinstance(err, BodyTooLarge):
-            return error_response(413, "body_too_large", f"the request body exceeds {settings.max_body_bytes} bytes",
-                                  limit="max_body_bytes", value=settings.max_body_bytes)
+            return body_too_large(settings)
+        if isinstance(err, BodyTimeout):
+            return body_timeout(settings)
+        if err.status_code == 400:  # FastAPI could not read the body: not JSON it can decode (bad UTF-8, too deep)
+            return error_response(422, "invalid_request", "the body could not be read as JSON: it is not UTF-8, nests too "
+                                  "deeply or holds a number too long; send a JSON object as UTF-8")
         return error_response(err.status_code, "http_error", str(err.detail))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, err: Exception):
-        request_id = request.scope.get("lmforge.request_id", "")
-        log.error("request %s failed", request_id, exc_info=(type(err), err, err.__traceback__))
-        return error_response(500, "internal_error", "internal server error; the cause is in the server log",
-                              request_id=request_id)
 
     # -- auth ------------------------------------------------------------------------------------
     async def require_key(request: Request) -> None:
@@ -219,24 +209,27 @@ def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version, warm, i
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent (a UTF-8 key stays UTF-8)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode("latin-1"), settings.api_key.encode()):
             raise ApiError(401, "unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'")
 
     guarded = [Depends(require_key)]
     app.state.guarded = guarded
 
     # -- routes ----------------------------------------------------------------------------------
-    @app.get("/health", summary="the process is alive")
+    @app.get("/health", response_model=Health, response_class=JSONResponse, summary="the process is alive")
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready", summary="the model is loaded and warmed up")
+    @app.get("/ready", response_model=Ready, response_class=JSONResponse, responses={503: ERROR_RESPONSES[503]},
+             summary="the model is loaded and warmed up")
     async def ready():
         if not state["ready"]:
             return error_response(503, "not_ready", "the model is still warming up")
         return {"status": "ready", "model_version": current_version()}
 
-    @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
+    @app.get("/metrics", dependencies=guarded, response_class=PlainTextResponse, responses={401: ERROR_RESPONSES[401]},
+             summary="Prometheus metrics")
     async def prometheus():
         if on_metrics is not None:
             try:
@@ -245,12 +238,38 @@ def base_app(settings: ServeSettings, batcher: MicroBatcher, *, version, warm, i
                 log.exception("could not compute monitoring gauges")
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.get("/v1/model", dependencies=guarded, summary="what is served")
+    @app.get("/v1/model", dependencies=guarded, response_model=describe_model, response_class=JSONResponse,
+             responses={401: ERROR_RESPONSES[401]}, summary="what is served")
     async def model_info():
         return describe()
 
     app.add_middleware(RequestMiddleware, settings=settings, metrics=metrics)
     return app
+
+
+def validation_message(errors: list[dict]) -> str:
+    """pydantic's validation errors as one line, each naming its field the way a client writes it
+    (`texts[3]: ...`)."""
+    problems = []
+    for e in errors:
+        kind, message = e.get("type"), e.get("msg", "invalid")
+        if kind == "json_invalid":
+            problems.append(f"body: not valid JSON ({e.get('ctx', {}).get('error', 'decode error')}) "
+                            f"at character {e.get('loc', (None, '?'))[-1]}")
+            continue
+        if kind == "string_unicode":  # pydantic's own check of constrained strings, worded like ours
+            message = unicode_problem(e.get("input")) or message
+        problems.append(f"{_field_path(e.get('loc', ()))}: {message}")
+    return "; ".join(problems[:10]) or "invalid request"
+
+
+def _field_path(loc) -> str:
+    path = ""
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
 
 
 def check_texts(texts: list, predictor, settings: ServeSettings) -> None:
@@ -300,63 +319,3 @@ def describe(predictor) -> dict:
     }
 
 
-def _json_by_default(scope) -> None:
-    """The API speaks JSON only: a body sent without a content type, or with curl's default
-    form type (`curl -d '{...}'`), is read as JSON."""
-    headers = scope.get("headers") or []
-    kind = dict(headers).get(b"content-type", b"")
-    if not kind or kind.startswith(b"application/x-www-form-urlencoded"):
-        scope["headers"] = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
-
-
-class RequestMiddleware:
-    """Pure ASGI middleware: request ids, the body-size limit, and request metrics by route and status."""
-
-    def __init__(self, app, settings: ServeSettings, metrics: ServerMetrics):
-        self.app, self.settings, self.metrics = app, settings, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        request_id = uuid.uuid4().hex[:16]
-        scope["lmforge.request_id"] = request_id
-        if scope["method"] == "POST":
-            _json_by_default(scope)
-        started = time.perf_counter()
-        status = {"code": 500}
-        limit = self.settings.max_body_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            response = error_response(413, "body_too_large", f"the request body exceeds {limit} bytes",
-                                      limit="max_body_bytes", value=limit)
-            response.headers["x-request-id"] = request_id
-            self._observe(scope, 413, started)
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, send_with_id)
-        finally:
-            self._observe(scope, status["code"], started)
-
-    def _observe(self, scope, status: int, started: float) -> None:
-        route = scope.get("route")
-        path = getattr(route, "path", None) or "other"
-        self.metrics.requests.labels(path, str(status)).inc()
-        self.metrics.latency.labels(path).observe(time.perf_counter() - started)

@@ -4,7 +4,8 @@ Requests put their texts on a queue and await a future. One collector task takes
 request, then keeps gathering until `max_batch` texts are collected or `max_wait` seconds have
 passed, and runs the model once for all of them on a single worker thread (off the event loop).
 The same worker thread runs every other model job (explanations), so the model is never used by
-two threads at once.
+two threads at once. When a shared forward pass fails, each request of the batch is run again on its
+own, so one request whose input breaks the model never fails the requests it was batched with.
 """
 
 from __future__ import annotations
@@ -101,16 +102,39 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, items)
-            except Exception as err:  # every request of the batch gets the failure
-                for j in live:
-                    if not j.future.done():
-                        j.future.set_exception(err)
+            except Exception as err:  # noqa: BLE001 - handed to the request(s) that caused it
+                await self._run_alone(live, err)
                 continue
-            if self.metrics:
-                self.metrics.batch_size.observe(len(items))
-                self.metrics.batch_latency.observe(time.perf_counter() - started)
+            self._observe(len(items), started)
             start = 0
             for j in live:
                 if not j.future.done():
                     j.future.set_result(results[start:start + len(j.items)])
                 start += len(j.items)
+
+    async def _run_alone(self, jobs: list[_Job], err: Exception) -> None:
+        """A shared batch failed: run each request's items on their own, so that only the request
+        whose input breaks the model gets an error and the others still get their results."""
+        if len(jobs) == 1:
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(err)
+            return
+        loop = asyncio.get_running_loop()
+        for job in jobs:
+            if job.future.done():  # its client went away
+                continue
+            started = time.perf_counter()
+            try:
+                result = await loop.run_in_executor(self._executor, self.fn, list(job.items))
+            except Exception as job_err:  # noqa: BLE001 - this request's own failure
+                if not job.future.done():
+                    job.future.set_exception(job_err)
+                continue
+            self._observe(len(job.items), started)
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _observe(self, size: int, started: float) -> None:
+        if self.metrics:
+            self.metrics.batch_size.observe(size)
+            self.metrics.batch_latency.observe(time.perf_counter() - started)

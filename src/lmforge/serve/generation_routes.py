@@ -16,11 +16,11 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import UserError
 from .batcher import MicroBatcher, QueueFull
-from .schemas import GenerateRequest
+from .schemas import ERROR_RESPONSES, STREAM_EVENT, GenerateRequest, GenerateResponse, GeneratorInfo
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
@@ -36,7 +36,8 @@ def add_generation_routes(generator, settings: ServeSettings) -> FastAPI:
     warm_params = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
     app = base_app(settings, batcher, version=generator.version, warm=lambda: batcher.submit([(WARMUP_PROMPT, warm_params)]),
                    info={"version": generator.version, "task": "generation", "backend": "torch"},
-                   description=f"{generator.version}: text generation", describe=lambda: describe_generator(generator, settings))
+                   description=f"{generator.version}: text generation", describe=lambda: describe_generator(generator, settings),
+                   describe_model=GeneratorInfo)
     app.state.generator = generator
     metrics, guarded = app.state.metrics, app.state.guarded
 
@@ -54,7 +55,10 @@ def add_generation_routes(generator, settings: ServeSettings) -> FastAPI:
         return {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_p": body.top_p,
                 "stop": tuple(body.stop), "seed": body.seed, "chat": body.chat}
 
-    @app.post("/v1/generate", dependencies=guarded, summary="generate text for one prompt (optionally streamed)")
+    @app.post("/v1/generate", dependencies=guarded, response_model=GenerateResponse, response_class=JSONResponse,
+              responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}},
+                                                  "description": "the result; with \"stream\": true, server-sent events"}},
+              summary="generate text for one prompt (optionally streamed)")
     async def generate(body: GenerateRequest):
         params = check(body)
         if body.stream:

@@ -70,6 +70,7 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
 
     from ..predictor import Predictor
     from .app import create_app
+    from .protocol import uvicorn_config
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not is_loopback(settings.host):
@@ -102,8 +103,7 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
     else:
         predictor = Predictor.from_run(run_dir, backend=backend)
     app = create_app(predictor, settings, prediction_log=prediction_log)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=settings.graceful_timeout_s, lifespan="on")
+    config = uvicorn_config(app, settings, log_level=log_level)
     version = predictor.current.version_tag if hasattr(predictor, "current") else predictor.version
     log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, version, backend,
              settings.host, settings.port)

@@ -134,4 +134,6 @@ def registry_target(target: str | Path) -> str | None:
     name = text.split(":", 1)[1]
     if not name:
         raise UserError("registry:NAME: give the registered model's name, e.g. registry:intents")
-    return name
+    from ..registry import check_name
+
+    return check_name(name)  # before the registry folder is opened (or created)
