@@ -126,13 +126,14 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, min=1, max=1024, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
     stop_at_fence: bool = typer.Option(True, help="--benchmark: end each completion at its first closing ``` fence (the extractor reads the first code block)"),
     output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Evaluate a run on a labelled file (report + plots), or a decoder on a code benchmark (pass@k, sandboxed)."""
     if benchmark is not None:
         from .commands import evaluate_benchmark
 
-        if data is not None or overrides:
-            raise UserError("give either --data (with data.* overrides) or --benchmark, not both")
+        if data is not None or overrides or threshold is not None:
+            raise UserError("give either --data (with data.* overrides, --threshold) or --benchmark, not both")
         summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
                                      temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output,
                                      stop_at_fence=stop_at_fence)
@@ -153,7 +154,7 @@ def evaluate(
     if generation and overrides:
         raise UserError("data.* overrides apply to classification and NER runs; generation data is read by its JSONL keys")
     report_dir, headline = (evaluate_generation_file(run_dir, data, output) if generation
-                            else evaluate_file(run_dir, data, output, overrides=overrides))
+                            else evaluate_file(run_dir, data, output, overrides=overrides, threshold=threshold))
     table = Table(title=f"{data.name}")
     for key in headline:
         table.add_column(key)
@@ -169,11 +170,12 @@ def predict(
     overrides: Optional[List[str]] = typer.Argument(None, help="how INPUT is read, e.g. data.text_field=body"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL output (default: stdout)"),
     resume: bool = typer.Option(False, help="continue an interrupted prediction into --output (keeps its finished lines)"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Predict labels (or entities) for every text of a file; JSONL out, written as it goes (bounded memory)."""
     from .commands import predict_file
 
-    count = predict_file(run_dir, input, output, overrides=overrides, resume=resume)
+    count = predict_file(run_dir, input, output, overrides=overrides, resume=resume, threshold=threshold)
     if output is not None:
         err.print(f"wrote {count} predictions to {output}", markup=False, highlight=False)
 
@@ -240,6 +242,7 @@ def serve(
     registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
     log_sample: float = typer.Option(1.0, min=0.0, max=1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
     log_texts: bool = typer.Option(False, help="registry:NAME targets: store the texts of logged predictions (default: only a hash)"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Serve a run over HTTP: /v1/predict and /v1/explain (classifiers, NER) or /v1/generate (decoders: a generation
     run, smollm2-135m or a model folder), plus /v1/model, /health, /ready, /metrics, /docs. RUN_DIR may be
@@ -258,7 +261,7 @@ def serve(
     except ValidationError as e:
         raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
     run_server(str(run_dir), settings, backend=backend, log_level=log_level, registry_root=registry,
-               log_sample=log_sample, log_texts=log_texts)
+               log_sample=log_sample, log_texts=log_texts, threshold=threshold)
 
 
 @app.command()
@@ -276,6 +279,7 @@ def explain(
     limit: int = typer.Option(200, min=0, max=10**9, help="with --global: explain at most this many texts (0: all)"),
     output: Optional[Path] = typer.Option(None, help="with --global: report folder (default RUN_DIR/explain/<file>)"),
     as_json: bool = typer.Option(False, "--json", help="print the explanation as JSON"),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Explain a prediction (token attributions) or, with --global, the model over a dataset."""
     from .commands import explain_global, explain_one
@@ -283,7 +287,7 @@ def explain(
     if global_:
         if data is None:
             raise UserError("--global needs --data FILE (texts to explain)")
-        paths = explain_global(run_dir, data, output, limit=limit, steps=steps or 20, console=out)
+        paths = explain_global(run_dir, data, output, limit=limit, steps=steps or 20, console=out, threshold=threshold)
         for path in paths:
             out.print(f"wrote {path}")
         return
@@ -291,7 +295,7 @@ def explain(
         raise UserError("give --text \"...\" (or --global --data FILE)")
     _check_text("--text/--text-pair/--target", text, text_pair or "", target or "")
     result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps or 50, html=html,
-                         console=None if as_json else out)
+                         console=None if as_json else out, threshold=threshold)
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
     if html is not None:

@@ -169,7 +169,8 @@ def update(
     epochs: Optional[float] = typer.Option(None, min=1e-6, max=10_000.0, help="training epochs (default: the production run's)"),
     anchor: float = typer.Option(0.0, min=0.0, max=1e6, help="L2-SP strength pulling the encoder towards the production weights (0: off)"),
     logit_adjustment: float = typer.Option(1.0, min=0.0, max=100.0, help="tau of the logit-adjusted loss that keeps the plentiful new classes from crowding out the replayed old ones (0: plain cross-entropy)"),
-    max_old_drop: float = typer.Option(1.0, min=0.0, max=100.0, help="gate: macro-F1 points the candidate may lose on each old evaluation set"),
+    max_old_drop: float = typer.Option(1.0, min=0.0, max=100.0, help="gate: macro-F1 points the candidate may lose on each old evaluation set (over the set's gold labels and every label answered on it)"),
+    max_old_accuracy_drop: float = typer.Option(1.0, min=0.0, max=100.0, help="gate: accuracy points the candidate may lose on each old evaluation set"),
     new_floor: float = typer.Option(0.7, min=0.0, max=1.0, help="gate: macro-F1 the candidate must reach on the new held-out examples"),
     output: Optional[Path] = typer.Option(None, help="run folder (default: runs/NAME-update-<time>)"),
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
@@ -179,7 +180,8 @@ def update(
     from .lifecycle.update import update as run_update
 
     version, report = run_update(_registry(registry), name, data, from_feedback=from_feedback, replay=replay, epochs=epochs,
-                                 anchor=anchor, logit_adjustment=logit_adjustment, thresholds=GateThresholds(max_old_drop=max_old_drop, new_floor=new_floor),
+                                 anchor=anchor, logit_adjustment=logit_adjustment, thresholds=GateThresholds(max_old_drop=max_old_drop, new_floor=new_floor,
+                                                                               max_old_accuracy_drop=max_old_accuracy_drop),
                                  output=output, console=err)
     table = Table(title=f"gate of {version.ref} (parent v{report['parent']}): {'PASSED' if report['passed'] else 'FAILED'}")
     for column in ("check", "result", "detail"):

@@ -56,10 +56,11 @@ def with_reading_overrides(predictor: Predictor, overrides: list[str] | None) ->
     predictor.config = cfg
 
 
-def evaluate_file(run_dir: Path, data: Path, output: Path | None = None, overrides: list[str] | None = None) -> tuple[Path, dict]:
+def evaluate_file(run_dir: Path, data: Path, output: Path | None = None, overrides: list[str] | None = None,
+                  threshold: float | None = None) -> tuple[Path, dict]:
     from .evaluation.report import write_report
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, threshold=threshold)
     with_reading_overrides(predictor, overrides)
     cfg = predictor.config
     examples, _ = read_split(cfg, data, scheme="auto")
@@ -101,14 +102,14 @@ PREDICT_CHUNK = 512  # inputs predicted and written together: bounded memory, ou
 
 
 def predict_file(run_dir: Path, path: Path, output: Path | None = None, *, overrides: list[str] | None = None,
-                 resume: bool = False, chunk: int = PREDICT_CHUNK) -> int:
+                 resume: bool = False, chunk: int = PREDICT_CHUNK, threshold: float | None = None) -> int:
     """Predict every input of `path` and write one JSON line per input, streaming: inputs are read,
     predicted and written `chunk` at a time. With `output`, lines go to `<output>.partial`, which is
     renamed to `output` once every input is done; `resume` continues a `.partial` an interrupted run
     left (its complete lines are kept and their inputs skipped). Returns the number of predictions."""
     from .errors import UserError
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, threshold=threshold)
     with_reading_overrides(predictor, overrides)
     if output is None:
         if resume:
@@ -172,11 +173,12 @@ def _offset_after_lines(path: Path, lines: int) -> int:
 
 
 def explain_one(run_dir: Path, text: str, *, text_pair: str | None = None, target: str | None = None,
-                entity: int | None = None, steps: int = 50, html: Path | None = None, console=None) -> dict:
+                entity: int | None = None, steps: int = 50, html: Path | None = None, console=None,
+                threshold: float | None = None) -> dict:
     """Explain one prediction; print a heat-map on `console` and/or write an HTML page."""
     from .explain import explain_text, render_terminal, write_html
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, threshold=threshold)
     result = explain_text(predictor, text, text_pair=text_pair, target=target, entity=entity, steps=steps)
     if console is not None:
         render_terminal(result, console)
@@ -186,11 +188,11 @@ def explain_one(run_dir: Path, text: str, *, text_pair: str | None = None, targe
 
 
 def explain_global(run_dir: Path, data: Path, output: Path | None = None, *, limit: int = 200, steps: int = 20,
-                   console=None) -> list[Path]:
+                   console=None, threshold: float | None = None) -> list[Path]:
     """Most influential words per predicted class over the texts of a file."""
     from .explain import explain_dataset, write_global_report
 
-    predictor = Predictor.from_run(run_dir)
+    predictor = Predictor.from_run(run_dir, threshold=threshold)
     examples = read_inputs(predictor, data)
     total = min(len(examples), limit) if limit else len(examples)
     bar, advance = _progress(total, "explain", True, minimum=2)

@@ -60,8 +60,8 @@ def render_card(run_dir: Path, cfg, base: str, metrics: dict, info: dict, exampl
         shown = ", ".join(f"`{x}`" for x in labels["labels"][:50]) + (" ..." if len(labels["labels"]) > 50 else "")
         lines += ["## Labels", "", f"{len(labels['labels'])}: {shown}", ""]
         if labels.get("threshold") is not None:
-            lines += [f"Multi-label decision threshold: {labels['threshold']} (a label is predicted when its sigmoid "
-                      "probability reaches it).", ""]
+            lines += [f"Multi-label decision threshold: {labels['threshold']:.4g} (a label is predicted when its sigmoid "
+                      "probability reaches it; tuned on dev after training).", ""]
     lines += _data_section(cfg, examples) + _metrics_section(metrics) + _usage_section(cfg, info) + _limitations(cfg, info, examples)
     return "\n".join(lines) + "\n"
 
@@ -147,6 +147,7 @@ def _limitations(cfg, info: dict, examples: dict[str, int]) -> list[str]:
     if cfg.model == "minilm-l6":
         notes.append("The base encoder (MiniLM-L6) has an uncased English vocabulary: capitalisation is lost and "
                      "most non-Latin scripts become unknown tokens.")
+    notes += [f"Training warned: {w}" for w in (info.get("threshold") or {}).get("warnings", [])]
     truncated = (info.get("data") or {}).get("truncated_train")
     if truncated:
         notes.append(f"{truncated} training texts were truncated to {cfg.data.max_length} tokens.")

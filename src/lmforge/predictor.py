@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .config import ProjectConfig, load_run_config
@@ -36,12 +37,14 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None,
-                 backend: str = "torch") -> "Predictor":
+                 backend: str = "torch", threshold: float | None = None) -> "Predictor":
         """Load the model a run saved (plus its peft adapter where the method needs one).
-        backend="onnx" predicts with the run's exported ONNX graph (`lmforge export`)."""
+        backend="onnx" predicts with the run's exported ONNX graph (`lmforge export`).
+        threshold: multi-label runs only, the probability at which a label is predicted; default:
+        the threshold training tuned on dev (labels.json; 0.5 for runs trained before tuning existed)."""
         if backend not in ("torch", "onnx"):
             raise UserError(f"unknown backend {backend!r}; use torch or onnx")
-        from .tasks.classification import ClassificationTask
+        from .tasks.classification import MULTI_LABEL_THRESHOLD, ClassificationTask
         from .tasks.token_classification import TokenClassificationTask
 
         run_dir = check_complete(Path(run_dir))
@@ -51,15 +54,19 @@ class Predictor:
                             "or lmforge.generation.Generator.from_pretrained")
         info = read_json(run_dir / LABELS)
         tokenizer = load_tokenizer(run_dir / "model")
+        multi_label = cfg.task == "text-classification" and info.get("multi_label", False)
+        if threshold is not None:
+            _check_threshold(threshold, multi_label, run_dir)
         if cfg.task == "token-classification":
             task = TokenClassificationTask(info["labels"], tokenizer, cfg.data.max_length, info.get("document_context", True))
         else:
-            task = ClassificationTask(info["labels"], tokenizer, cfg.data.max_length, info.get("multi_label", False))
+            task = ClassificationTask(info["labels"], tokenizer, cfg.data.max_length, multi_label,
+                                      threshold=threshold if threshold is not None else info.get("threshold", MULTI_LABEL_THRESHOLD))
         model = load_model(task.model_class(), run_dir / "model")
         if (run_dir / "adapter").is_dir() and not _merged(run_dir):
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(run_dir / "adapter"))
+            model = PeftModel.from_pretrained(model, str(run_dir / "adapter"), local_files_only=True)
         if device is not None:
             model = model.to(device)
         predictor = cls(model, tokenizer, task, cfg, run_dir, bf16)
@@ -113,12 +120,25 @@ class Predictor:
         outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward, progress=progress)
         return self.task.decode(examples, plan, outputs)
 
+    def scores(self, examples: list) -> np.ndarray:
+        """Classification: the probability of every label for every example, [N, C] in label order
+        (softmax, or independent sigmoids for multi-label), unrounded."""
+        if self.task.name != "text-classification":
+            raise UserError("scores() is for text-classification runs; use predict() for token classification")
+        if not examples:
+            return np.zeros((0, len(self.task.labels)), dtype=np.float32)
+        features, _ = self.task.encode_for_inference(examples)
+        outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward)
+        return self.task.probabilities(np.stack(outputs))  # [N, C]
+
     def evaluate(self, examples: list, progress=None) -> tuple[dict, list[dict]]:
         """Metrics report on labelled examples, and the predictions."""
         predictions = self.predict_examples(examples, progress=progress)
         report = self.task.metrics(examples, predictions)
         report["num_examples"] = len(examples)
         report["truncated"] = self.task.truncated
+        if getattr(self.task, "multi_label", False):
+            report["threshold"] = self.task.threshold
         return report, predictions
 
     @property
@@ -136,6 +156,15 @@ def _version(name: str, run_dir: Path | None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return f"{name}-{digest.hexdigest()[:12]}"
+
+
+def _check_threshold(threshold: float, multi_label: bool, run_dir: Path) -> None:
+    if not multi_label:
+        raise UserError(f"threshold={threshold}: a decision threshold applies to multi-label runs only; {run_dir} predicts "
+                        "one label per text (the most probable); leave the threshold out")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold={threshold!r}: give a probability between 0 and 1 (a label is predicted when its "
+                        "probability is at least this)")
 
 
 def _merged(run_dir: Path) -> bool:

@@ -1,7 +1,7 @@
 """The run folder: what a training run leaves behind, and atomic writes into it.
 
     runs/<name>/
-      config.yaml      resolved config (absolute paths)       labels.json   task, labels
+      config.yaml      resolved config (absolute paths)       labels.json   task, labels, multi-label threshold
       model/           plain transformers model + tokenizer   adapter/      peft adapter (peft methods)
       metrics.json     dev/test headline metrics              eval/<split>/ report.md, report.json, plots
       run.json         status, parameters, data summary       logs/         metrics.jsonl, tensorboard/

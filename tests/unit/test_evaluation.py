@@ -306,9 +306,48 @@ def test_write_report_multilabel_and_ner(tmp_path: Path) -> None:
 
     ner = entity_report([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]])
     paths = write_report(ner, tmp_path / "ner", task="token-classification", title="NER")
-    assert set(paths) == {"json", "markdown"}
+    assert set(paths) == {"json", "markdown", "entity_scores"}
     md = paths["markdown"].read_text()
-    assert "| PER |" in md and "Token accuracy" in md and "1.0000" in md
+    assert "| PER |" in md and "Token accuracy" in md and "1.0000" in md and "entity_scores.png" in md
+    assert _is_png(paths["entity_scores"])
+
+
+def test_ner_entity_plot_shows_every_type_and_none_without_entities(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from lmforge.evaluation.report import plot_entity_scores
+
+    true = [["B-PER", "O", "B-LOC", "B-ORG"], ["B-LOC", "I-LOC", "O", "O"]]
+    pred = [["B-PER", "O", "B-ORG", "B-ORG"], ["B-LOC", "I-LOC", "O", "B-PER"]]
+    per_type = entity_report(true, pred)["per_type"]
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # read the drawn axes before the figure is closed
+        ax = fig.axes[0]
+        captured["ticks"] = [t.get_text() for t in ax.get_yticklabels()]
+        captured["widths"] = sorted(round(p.get_width(), 4) for p in ax.patches)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    path = plot_entity_scores(per_type, tmp_path / "e.png")
+    assert _is_png(path)
+    assert captured["ticks"] == ["LOC  (n=2)", "ORG  (n=1)", "PER  (n=1)"]  # most frequent first
+    expected = sorted(round(per_type[t][m], 4) for t in per_type for m in ("precision", "recall", "f1"))
+    assert captured["widths"] == expected
+    empty = write_report(entity_report([["O", "O"]], [["O", "O"]]), tmp_path / "none", task="token-classification", title="x")
+    assert "entity_scores" not in empty
+
+
+def test_multilabel_report_markdown_shows_threshold_and_empty_share(tmp_path: Path) -> None:
+    report = multilabel_report(ML_TRUE, ML_PRED, ML_LABELS)
+    report["threshold"] = 0.3125
+    md = write_report(report, tmp_path, task="multi-label", title="ML")["markdown"].read_text()
+    assert "| Decision threshold (a label is predicted at probability >= this) | 0.3125 |" in md
+    assert "| Examples with no predicted label (share) | 0.2500 |" in md
 
 
 def test_write_report_rejects_unknown_task(tmp_path: Path) -> None:

@@ -16,10 +16,11 @@ from fastapi.testclient import TestClient
 from conftest import jsonl, make_config, run_cli, sentiment_rows, write_csv
 from lmforge.config import load_config, load_run_config
 from lmforge.errors import UserError
-from lmforge.lifecycle.gate import GateThresholds, gate_report, set_scores
+from lmforge.lifecycle.gate import GateThresholds, gate_markdown, gate_report, set_scores
 from lmforge.lifecycle.predlog import feedback_since, predictions_since
 from lmforge.lifecycle.register import register_run
-from lmforge.lifecycle.update import update
+from lmforge.lifecycle.examples import read_examples
+from lmforge.lifecycle.update import gate_split, update
 from lmforge.predictor import Predictor
 from lmforge.registry import Registry
 from lmforge.serve.app import create_app
@@ -53,7 +54,7 @@ def updated(tmp_path_factory, v1_run):
     registry.promote("senti", 1)
     new = jsonl(tmp / "new.jsonl", [{"text": t, "label": l} for t, l in sentiment_rows(45, 7)])
     version, report = update(registry, "senti", new, epochs=15, output=tmp / "runs" / "senti-v2",
-                             thresholds=GateThresholds(max_old_drop=50.0, new_floor=0.0))
+                             thresholds=GateThresholds(max_old_drop=50.0, new_floor=0.0, max_old_accuracy_drop=50.0))
     return registry, version, report, tmp
 
 
@@ -160,17 +161,47 @@ def test_gate_passes_and_fails_on_thresholds():
     keeps = _Fixed({"a1": "a", "a2": "a", "b1": "b", "b2": "b", "c1": "c", "c2": "c"})
     forgets = _Fixed({"a1": "a", "a2": "c", "b1": "b", "b2": "b", "c1": "c", "c2": "c"})
     good = gate_report(parent, keeps, {"dev": old}, new)
-    assert good["passed"] and [c["passed"] for c in good["checks"]] == [True, True]
+    assert good["passed"] and [c["passed"] for c in good["checks"]] == [True, True, True]
+    assert [c["name"] for c in good["checks"]] == ["old:dev accuracy", "old:dev macro-F1", "new"]
     bad = gate_report(parent, forgets, {"dev": old}, new)
-    assert not bad["passed"]
-    # class a: recall 1/2 -> F1 2/3; macro over {a, b} = (2/3 + 1) / 2 -> a drop of 16.67 points
-    assert bad["sets"]["dev"]["macro_f1_drop_points"] == pytest.approx(16.67, abs=0.01)
+    assert not bad["passed"] and bad["failed"] == ["old:dev accuracy", "old:dev macro-F1"]
+    # union labels {a, b, c}: the parent scores 1 on each (c: never gold, never answered); the candidate
+    # a: recall 1/2 -> F1 2/3, b: 1, c: answered once, never gold -> 0; macro 5/9 -> a drop of 44.44 points
+    assert bad["sets"]["dev"]["macro_f1_drop_points"] == pytest.approx(44.44, abs=0.01)
+    assert bad["sets"]["dev"]["accuracy_drop_points"] == 25.0
+    assert bad["sets"]["dev"]["answered_with_new_label"] == 1
     assert bad["old_classes"][0] == {"label": "a", "parent_f1": 1.0, "candidate_f1": pytest.approx(0.66667, abs=1e-4),
                                      "drop_points": pytest.approx(33.33, abs=0.01)}
-    lenient = gate_report(parent, forgets, {"dev": old}, new, GateThresholds(max_old_drop=20, new_floor=1.0))
+    lenient = gate_report(parent, forgets, {"dev": old}, new, GateThresholds(max_old_drop=50, new_floor=1.0,
+                                                                                max_old_accuracy_drop=30))
     assert lenient["passed"]
     strict_new = gate_report(parent, keeps, {"dev": old}, [_ex("c1", "c"), _ex("a1", "c")], GateThresholds(new_floor=0.9))
     assert not strict_new["passed"] and strict_new["checks"][-1]["name"] == "new"
+
+
+def test_gate_fails_a_candidate_that_answers_old_examples_with_a_new_label():
+    """Issue 11 defect 16: 3 of 200 old examples (10 classes) answered with the new label. Macro-F1 over
+    the gold classes loses only 0.77 points (the gate passed); accuracy loses 1.5 and the union-label
+    macro-F1, which charges the new label's wrong answers, 9.8: the gate fails."""
+    classes = [f"k{i}" for i in range(10)]
+    old = [_ex(f"{c}-{j}", c) for c in classes for j in range(20)]
+    parent = _Fixed({ex.text: ex.labels[0] for ex in old})
+    strays = {"k0-0", "k1-0", "k2-0"}
+    candidate = _Fixed({ex.text: "new" if ex.text in strays else ex.labels[0] for ex in old} | {"n1": "new", "n2": "new"})
+    gold = [ex.labels[0] for ex in old]
+    after = [candidate.answers[ex.text] for ex in old]
+    gold_only_drop = (1 - set_scores(gold, after)["macro_f1"]) * 100
+    assert gold_only_drop == pytest.approx(0.77, abs=0.01) and gold_only_drop <= GateThresholds().max_old_drop
+    report = gate_report(parent, candidate, {"dev": old}, [_ex("n1", "new"), _ex("n2", "new")])
+    assert not report["passed"]
+    assert report["failed"] == ["old:dev accuracy", "old:dev macro-F1"]
+    scores = report["sets"]["dev"]
+    assert scores["accuracy_drop_points"] == 1.5 and scores["answered_with_new_label"] == 3
+    assert scores["labels_scored"] == 11
+    assert scores["macro_f1_drop_points"] == pytest.approx(100 * (1 - (7 + 3 * 38 / 39) / 11), abs=0.01)
+    markdown = gate_markdown(report, "update")
+    assert "Failed: old:dev accuracy, old:dev macro-F1." in markdown
+    assert "| dev | 200 | 100.00 | 98.50 | 1.50 |" in markdown
 
 
 def test_set_scores_macro_over_gold_classes_only():
@@ -190,7 +221,8 @@ def test_update_grows_the_head_replays_and_registers_a_candidate(updated):
     assert report["replayed"] == report["new_examples"]["train"]  # default: as many old as new
     assert report["logit_adjustment"] == 1.0
     assert load_run_config(version.run_dir).training.logit_adjustment == 1.0
-    assert {c["name"] for c in report["checks"]} == {"old:dev", "old:test", "new"}
+    assert {c["name"] for c in report["checks"]} == {"old:dev accuracy", "old:dev macro-F1", "old:test accuracy",
+                                                     "old:test macro-F1", "new"}
     assert version.gate["passed"] == report["passed"]
     assert (version.run_dir / "gate.md").read_text().startswith("# update of senti:v1")
     eval_sets = sorted(p.name for p in (version.path / "data" / "eval").iterdir())
@@ -198,6 +230,43 @@ def test_update_grows_the_head_replays_and_registers_a_candidate(updated):
     predictor = Predictor.from_run(version.run_dir)
     assert predictor.predict(["the movie okay was"])[0]["label"] in labels
     assert [v.version for v in registry.lineage("senti", 2)] == [2, 1]
+
+
+def test_gate_split_is_disjoint_stratified_and_stable():
+    examples = [_ex(f"a{i}", "a") for i in range(7)] + [_ex(f"b{i}", "b") for i in range(4)] + [_ex("c0", "c")]
+    selection, gate = gate_split(examples)
+    assert {ex.text for ex in selection}.isdisjoint(ex.text for ex in gate)
+    assert len(selection) + len(gate) == len(examples)
+    assert sorted(ex.labels[0] for ex in selection) == ["a"] * 3 + ["b"] * 2  # per label, the smaller half
+    assert [ex.text for ex in gate if ex.labels[0] == "c"] == ["c0"]  # a label's only example is the gate's
+    again = gate_split(list(examples))
+    assert [ex.text for ex in again[0]] == [ex.text for ex in selection]
+
+
+def _rows_of(path: Path) -> list[tuple[str, str]]:
+    return [(r["text"], r["label"]) for r in map(json.loads, path.read_text().splitlines())]
+
+
+def test_update_chooses_its_checkpoint_on_examples_the_gate_never_scores(updated):
+    """Issue 11 defect 16: the checkpoint used to be chosen on the very sets the gate then scored."""
+    registry, version, report, tmp = updated
+    data_dir = Path(report["checkpoint_selection"]["file"]).parent
+    selection_rows = _rows_of(data_dir / "dev.jsonl")
+    stored = {p.stem: p for p in sorted((version.path / "data" / "eval").glob("*.jsonl"))}
+    gate_files = {p.stem: p for p in (data_dir / "gate").glob("*.jsonl")}
+    assert set(gate_files) == {"dev", "test", "new"}
+    expected_selection = []
+    for set_name, gate_name in (("dev", "dev"), ("test", "test"), ("added-after-v1", "new")):
+        examples = read_examples(stored[set_name])
+        chosen, gated = gate_split(examples)
+        expected_selection += [(ex.text, ex.labels[0]) for ex in chosen]
+        assert _rows_of(gate_files[gate_name]) == [(ex.text, ex.labels[0]) for ex in gated]
+        assert report["sets"][gate_name]["candidate"]["examples"] == len(gated)
+        # disjoint by position within each set (texts of the fixture repeat across examples)
+        assert len(chosen) + len(gated) == len(examples) and chosen and gated
+    assert selection_rows == expected_selection
+    assert report["checkpoint_selection"]["examples"] == len(selection_rows)
+    assert report["new_examples"]["gate"] == len(_rows_of(gate_files["new"]))
 
 
 def test_failed_gate_blocks_promotion_unless_forced(updated, tmp_path):
@@ -314,8 +383,10 @@ def test_cli_registry_update_and_monitor(tmp_path, v1_run):
     assert r.returncode == 0, r.stderr
     assert "senti:v1" in r.stdout
     assert run_cli("registry", "promote", "senti", "1", "--registry", reg).returncode == 0
-    new = jsonl(tmp_path / "new.jsonl", [{"text": t, "label": l} for t, l in sentiment_rows(30, 5)])
-    r = run_cli("update", "senti", "--data", new, "--epochs", "2", "--new-floor", "1.01", "--registry", reg,
+    # one text under three labels: no model reaches a new-data macro-F1 of 1, so the gate must fail
+    new = jsonl(tmp_path / "new.jsonl", [{"text": "the film okay was", "label": ["positive", "negative", "neutral"][i % 3]}
+                                         for i in range(30)])
+    r = run_cli("update", "senti", "--data", new, "--epochs", "2", "--new-floor", "1.0", "--registry", reg,
                 "--output", "runs/u", cwd=tmp_path)  # a relative run folder, as users type it
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "u" / "gate.md").is_file() and (tmp_path / "runs" / "u-data" / "train.jsonl").is_file()

@@ -266,7 +266,10 @@ def multilabel_report(
     bin = fraction of those pairs whose label is truly present. Averages' support is the total
     number of true (example, label) pairs. "samples" averages per-example scores, counting an
     example with no true and no predicted labels as fully correct (see `_samples_average`).
-    No confusion matrix.
+    With `probs`, also `average_precision`: micro-averaged, threshold-free (the area under the
+    precision-recall curve of all pairs ranked by probability).
+    `empty_predictions` is the share of examples given no label at all (a model that learned only
+    the label frequencies predicts nothing). No confusion matrix.
     """
     labels = _check_labels(labels)
     y_true = [list(row) for row in y_true]
@@ -297,4 +300,66 @@ def multilabel_report(
     if probs is not None:
         arr = _check_probs(probs, n, len(labels))
         report["calibration"] = _calibration_section(arr.reshape(-1), truth.reshape(-1))
+        report["average_precision"] = _micro_average_precision(truth, arr)
+    report["empty_predictions"] = float((pred.sum(axis=1) == 0).mean()) if n else 0.0
     return report
+
+
+def _micro_average_precision(truth: np.ndarray, probs: np.ndarray) -> float:
+    """Area under the precision-recall curve of all (example, label) pairs ranked by probability:
+    how well the scores rank right labels above wrong ones, whatever the threshold."""
+    from sklearn.metrics import average_precision_score
+
+    if truth.size == 0 or not truth.any():
+        return 0.0
+    return float(average_precision_score(truth.reshape(-1), probs.reshape(-1)))
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-label decision threshold
+# --------------------------------------------------------------------------------------------
+
+
+def micro_f1_at(probs: np.ndarray, truth: np.ndarray, threshold: float) -> float:
+    """Micro-F1 of the decisions `probs >= threshold` against the 0/1 matrix `truth`."""
+    pred = np.asarray(probs) >= threshold
+    truth = np.asarray(truth).astype(bool)
+    denominator = pred.sum() + truth.sum()
+    return float(2 * (pred & truth).sum() / denominator) if denominator else 0.0
+
+
+def tune_threshold(probs: np.ndarray, truth: np.ndarray) -> dict:
+    """The one global decision threshold that maximises micro-F1 of `probs >= threshold` against
+    `truth` (both [n_examples, n_labels]), searched exactly over every cut between two distinct
+    scores. The threshold is the midpoint of the cut, so a score equal to a dev score is not on the
+    edge; among equally good cuts the middle one is taken.
+
+    One threshold for all labels rather than one per label: it is fitted on every (example, label)
+    pair at once, whereas a per-label threshold rests on that label's few dev positives (tens on
+    typical dev sets) and overfits them.
+
+    Returns `{"threshold", "micro_f1", "micro_f1_at_0.5", "trivial_micro_f1", "pairs", "positives"}`;
+    `trivial_micro_f1` is what answering every label for every example scores: a model that does
+    not beat it has learned nothing beyond the label frequencies."""
+    scores = np.asarray(probs, dtype=np.float64).reshape(-1)
+    gold = np.asarray(truth).astype(bool).reshape(-1)
+    if scores.shape != gold.shape:
+        raise ValueError(f"probs and truth differ in shape: {np.shape(probs)} vs {np.shape(truth)}")
+    positives = int(gold.sum())
+    summary = {"pairs": int(scores.size), "positives": positives,
+               "micro_f1_at_0.5": micro_f1_at(scores, gold, 0.5),
+               "trivial_micro_f1": float(2 * positives / (scores.size + positives)) if positives else 0.0}
+    if not positives:
+        return {"threshold": 0.5, "micro_f1": summary["micro_f1_at_0.5"], **summary}
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], gold[order]
+    # cutting after position k (k = 1..n) predicts the k highest scores: tp = hits among them
+    tp = np.cumsum(hits)
+    k = np.arange(1, scores.size + 1)
+    f1 = 2 * tp / (k + positives)
+    # a cut is possible only where the score changes (equal scores fall on the same side), and after the last
+    cuttable = np.append(ranked[:-1] > ranked[1:], True)
+    best = np.flatnonzero(cuttable & (f1 >= f1[cuttable].max() - 1e-12))
+    cut = int(best[len(best) // 2])
+    threshold = (ranked[cut] + ranked[cut + 1]) / 2 if cut + 1 < scores.size else ranked[cut]
+    return {"threshold": float(threshold), "micro_f1": float(f1[cut]), **summary}

@@ -7,7 +7,8 @@
 - `report.md`: headline metrics, the per-class/per-type table, averages, calibration and (for
   multi-class with at most `MD_CONFUSION_MAX_CLASSES` classes) the confusion matrix;
 - `confusion_matrix.png`: when the report has a confusion matrix;
-- `reliability.png`: when the report has a calibration section.
+- `reliability.png`: when the report has a calibration section;
+- `entity_scores.png`: NER, precision / recall / F1 bars per entity type (with each type's support).
 
 Every file is written to a temporary name in `out_dir` and then `os.replace`d, so a reader never
 sees a half-written file and an interrupted run leaves the previous report intact.
@@ -34,6 +35,7 @@ JSON_NAME = "report.json"
 MD_NAME = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability.png"
+ENTITY_PNG = "entity_scores.png"
 
 # Headline rows per task: (display name, key path into the report).
 _HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
@@ -48,6 +50,9 @@ _HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("Micro F1", ("micro", "f1")),
         ("Macro F1", ("macro", "f1")),
         ("Samples F1", ("samples", "f1")),
+        ("Average precision (micro, threshold-free)", ("average_precision",)),
+        ("Decision threshold (a label is predicted at probability >= this)", ("threshold",)),
+        ("Examples with no predicted label (share)", ("empty_predictions",)),
     ],
     "token-classification": [
         ("Entity precision (micro)", ("precision",)),
@@ -175,7 +180,8 @@ def _per_class_lines(report: dict, task: str) -> list[str]:
         return [f"## {heading}", "", empty, ""]
     rows = [[name, m["precision"], m["recall"], m["f1"], m["support"]] for name, m in per.items()]
     header = [first, "Precision", "Recall", "F1", "Support"]
-    return [f"## {heading}", "", *_table(header, rows), ""]
+    plot = [f"Plot: `{ENTITY_PNG}`.", ""] if task == "token-classification" else []
+    return [f"## {heading}", "", *plot, *_table(header, rows), ""]
 
 
 def _average_lines(report: dict) -> list[str]:
@@ -384,6 +390,36 @@ def plot_reliability(bins: list[dict], ece: float, path: Path, *, title: str = "
     return path
 
 
+def plot_entity_scores(per_type: dict[str, dict], path: Path, title: str = "Entity scores") -> Path:
+    """Horizontal bars of precision, recall and F1 per entity type, most frequent type on top; the
+    support (true entities) is in each type's tick label, so a weak but rare type reads as such."""
+    import numpy as np
+
+    plt = _pyplot()
+    names = sorted(per_type, key=lambda t: (-per_type[t]["support"], t))
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.75 * k + 1.5)), layout="constrained")
+    rows = np.arange(k)
+    height = 0.26
+    for offset, (metric, colour) in enumerate((("precision", "#4C72B0"), ("recall", "#DD8452"), ("f1", "#55A868"))):
+        values = [per_type[t][metric] for t in names]
+        bars = ax.barh(rows + (offset - 1) * height, values, height=height, color=colour, edgecolor="black",
+                       linewidth=0.5, label="F1" if metric == "f1" else metric)
+        if metric == "f1":
+            for bar, value in zip(bars, values):
+                ax.text(value + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center", fontsize=8)
+    ax.set_yticks(rows, [f"{_short(t)}  (n={per_type[t]['support']})" for t in names])
+    ax.invert_yaxis()  # the most frequent type first
+    ax.set_xlim(0, 1.1)  # room for the F1 value after a full bar
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("score (strict span and type match)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=9, frameon=False)
+    _save_figure(fig, path, dpi=120)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
@@ -397,7 +433,7 @@ def _check_task(task: str) -> None:
 def write_report(report: dict, out_dir: Path, *, task: str, title: str) -> dict[str, Path]:
     """Write `report.json`, `report.md` and the plots that apply into `out_dir` (created if
     missing). Returns the paths written, keyed "json", "markdown", and when drawn
-    "confusion_matrix" and "reliability"."""
+    "confusion_matrix", "reliability" and "entity_scores"."""
     _check_task(task)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -421,5 +457,9 @@ def write_report(report: dict, out_dir: Path, *, task: str, title: str) -> dict[
         written["reliability"] = plot_reliability(
             cal["bins"], cal["ece"], out_dir / RELIABILITY_PNG, title=f"{title}: reliability",
             binary=task == "multi-label",
+        )
+    if task == "token-classification" and report.get("per_type"):
+        written["entity_scores"] = plot_entity_scores(
+            report["per_type"], out_dir / ENTITY_PNG, title=f"{title}: entity scores"
         )
     return written

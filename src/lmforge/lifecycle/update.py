@@ -1,7 +1,10 @@
 """`lmforge update`: continue training the production version on new data without forgetting.
 
 1. The new examples (a file in the parent's data format, and/or feedback collected by the server)
-   are split into train and a seeded, stratified held-out part.
+   are split into train and a seeded, stratified held-out part; the held-out part, like every old
+   evaluation set, is split in two (`gate_split`): one half chooses the checkpoint (the update's dev
+   set), the other is what the gate scores, so the gate never sees the data the checkpoint was
+   chosen on.
 2. The training set is the new train part plus a label-balanced replay sample of the parent's
    training data (`replay` examples; default: as many as there are new ones).
 3. Training starts from the parent's weights with the parent's config (optionally L2-SP anchored
@@ -10,13 +13,16 @@
    the new rows, which start at zero, catch up within the update's few steps. The loss is
    logit-adjusted for the class shares of the mixed training set (training.logit_adjustment = 1), so
    the candidate does not favour the classes of the plentiful new data over the replayed old ones.
-4. The gate (lifecycle.gate) compares parent and candidate on every old evaluation set and checks the
-   new held-out part; the run is registered as a candidate with its gate report.
+4. The gate (lifecycle.gate) compares parent and candidate on the gate half of every old evaluation
+   set and checks the gate half of the new held-out part; the run is registered as a candidate with
+   its gate report. The halves the gate scored are kept in <run>-data/gate/ for inspection.
 """
 
 from __future__ import annotations
 
+import random
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +39,30 @@ from .register import eval_sets_of, load_vocab, register_run, replay_pool_of, su
 
 HEAD_LR_FACTOR = 10.0  # head learning rate = this x the learning rate when an update adds labels
 LOGIT_ADJUSTMENT = 1.0  # default training.logit_adjustment of an update (lmforge update --logit-adjustment)
+GATE_SPLIT_SEED = 0  # fixed, not the config's seed: every later update must split a stored set the same way
+
+
+def gate_split(examples: list[TextExample], seed: int = GATE_SPLIT_SEED) -> tuple[list[TextExample], list[TextExample]]:
+    """Split a held-out set into (selection, gate): per label, a seeded half chooses the checkpoint and
+    the rest (the larger half; a label's only example) is what the gate scores.
+
+    Why split the evaluation sets rather than select on replayed data: the old evaluation sets are the
+    only old-distribution examples neither model trained on. The replay pool is the parent's training
+    data, on which both models look better than they are and which tracks memorisation rather than
+    forgetting. The split depends only on the set's content and a fixed seed, and the stored sets are
+    never reordered, so a gate half never becomes a selection half in a later update."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        groups[ex.labels[0] if ex.labels else ""].append(i)
+    chosen: set[int] = set()
+    for label in sorted(groups):
+        idx = groups[label][:]
+        rng.shuffle(idx)
+        chosen.update(idx[: len(idx) // 2])
+    selection = [ex for i, ex in enumerate(examples) if i in chosen]
+    gate = [ex for i, ex in enumerate(examples) if i not in chosen]
+    return selection, gate
 
 
 def feedback_examples(registry, name: str, console: Console | None = None) -> list[TextExample]:
@@ -71,9 +101,15 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
                         "updates start from full, or merged LoRA/IA3, runs")
     new = _new_examples(cfg, data, registry, name, from_feedback, console)
     seed = cfg.training.seed
-    new_train, new_holdout = holdout(new, cfg.data.dev_fraction, seed)
+    # twice the dev fraction is held out: one half chooses the checkpoint, the other is the gate's
+    try:
+        new_train, new_holdout = holdout(new, min(2 * cfg.data.dev_fraction, 0.5), seed)
+    except UserError:
+        raise UserError(f"{len(new)} new examples are too few to hold some out for choosing the checkpoint and for "
+                        "the gate; give more (a few per label)") from None
     pool = replay_pool_of(parent.path)
     old_sets = eval_sets_of(parent.path)
+    selection, gate_sets = _selection_and_gate(old_sets, new_holdout)
     size = len(new_train) if replay is None else replay
     if size < 0:
         raise UserError(f"--replay {size}: give a number of examples >= 0")
@@ -88,18 +124,27 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     data_dir = run_dir.with_name(run_dir.name + "-data")
     mixed = new_train + replayed
     write_examples(data_dir / "train.jsonl", mixed)
-    write_examples(data_dir / "dev.jsonl", new_holdout + [ex for exs in old_sets.values() for ex in exs])
+    write_examples(data_dir / "dev.jsonl", selection)
+    for set_name, examples in gate_sets.items():
+        write_examples(data_dir / "gate" / f"{set_name}.jsonl", examples)
+    new_gate = gate_sets.pop(NEW_SET)
     new_cfg = _update_config(cfg, parent, run_dir, data_dir, f"{name}-update-{stamp}", old_labels + added, bool(added),
                              epochs=epochs, anchor=anchor, logit_adjustment=logit_adjustment, overrides=overrides)
     console.print(f"[bold]update {parent.ref}[/]: {len(new_train)} new training examples"
                   f"{f' ({len(added)} new label(s): ' + ', '.join(added[:8]) + (' ...' if len(added) > 8 else '') + ')' if added else ''}"
-                  f" + {len(replayed)} replayed; {len(new_holdout)} new held out; gate on {len(old_sets)} old set(s)")
+                  f" + {len(replayed)} replayed; {len(new_holdout)} new held out; checkpoint chosen on {len(selection)} "
+                  f"held-out examples; the gate scores {len(new_gate)} other new and {sum(map(len, gate_sets.values()))} "
+                  f"other old ones ({len(old_sets)} old set(s))")
     started = time.perf_counter()
     run_dir = train(new_cfg, data_dir, output=run_dir, console=console)
     train_seconds = time.perf_counter() - started
 
-    report = gate_report(Predictor.from_run(parent.run_dir), Predictor.from_run(run_dir), old_sets, new_holdout, thresholds)
-    report.update(parent=parent.version, new_labels=added, new_examples={"train": len(new_train), "held_out": len(new_holdout)},
+    report = gate_report(Predictor.from_run(parent.run_dir), Predictor.from_run(run_dir), gate_sets, new_gate, thresholds)
+    report.update(parent=parent.version, new_labels=added,
+                  new_examples={"train": len(new_train), "held_out": len(new_holdout), "gate": len(new_gate)},
+                  checkpoint_selection={"examples": len(selection), "file": str(data_dir / "dev.jsonl"),
+                                        "how": "a seeded half of every old evaluation set and of the new held-out part "
+                                               "(gate_split); the gate scores the other halves"},
                   replayed=len(replayed), anchor_strength=anchor, logit_adjustment=logit_adjustment, train_seconds=round(train_seconds, 1))
     write_json_atomic(run_dir / "gate.json", report)
     write_text_atomic(run_dir / "gate.md", gate_markdown(report, f"update of {parent.ref}"))
@@ -111,6 +156,23 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
                            info={"update": {"data": str(data) if data else None, "from_feedback": from_feedback,
                                             "replayed": len(replayed), "new_labels": added}}, actor=actor)
     return version, report
+
+
+NEW_SET = "new"  # the gate's half of the new held-out examples, among the gate's sets
+
+
+def _selection_and_gate(old_sets: dict[str, list[TextExample]], new_holdout: list[TextExample]):
+    """(checkpoint-selection examples, {set name: the gate's half}); the new held-out part is NEW_SET."""
+    selection: list[TextExample] = []
+    gate_sets: dict[str, list[TextExample]] = {}
+    for set_name, examples in {**old_sets, NEW_SET: new_holdout}.items():
+        chosen, gated = gate_split(examples)
+        selection += chosen
+        gate_sets[set_name] = gated
+    if not selection:
+        raise UserError(f"the held-out examples ({sum(map(len, gate_sets.values()))}) are too few to split into a "
+                        "checkpoint-selection half and a gate half; give more new examples")
+    return selection, gate_sets
 
 
 def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, labels: list[str], grows: bool, *,

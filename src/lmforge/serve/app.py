@@ -313,6 +313,7 @@ def describe(predictor) -> dict:
     return {
         "name": cfg.name, "version": predictor.version, "task": predictor.task.name,
         "labels": predictor.task.labels, "multi_label": bool(getattr(predictor.task, "multi_label", False)),
+        "threshold": getattr(predictor.task, "threshold", None) if getattr(predictor.task, "multi_label", False) else None,
         "text_pairs": cfg.task == "text-classification" and cfg.data.text_pair_field is not None,
         "base_model": cfg.model, "method": cfg.method, "backend": predictor.backend, "max_length": cfg.data.max_length,
         "trained": info.get("finished"), "metrics": metrics,

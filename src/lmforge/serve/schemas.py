@@ -242,6 +242,7 @@ class ModelInfo(_Response):
     task: str
     labels: list[str]
     multi_label: bool
+    threshold: float | None = Field(None, description="multi-label: a label is predicted when its probability is at least this")
     text_pairs: bool
     base_model: str
     method: str

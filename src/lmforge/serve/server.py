@@ -62,7 +62,8 @@ def serves_generation(target: Path) -> bool:
 
 
 def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch", log_level: str = "info",
-          registry_root: Path | None = None, log_sample: float = 1.0, log_texts: bool = False, poll_s: float = 1.0) -> None:
+          registry_root: Path | None = None, log_sample: float = 1.0, log_texts: bool = False, poll_s: float = 1.0,
+          threshold: float | None = None) -> None:
     """Serve a run folder, or `registry:NAME` (the production version, hot-swapped on promotion and
     rollback, every sampled prediction logged to the registry database), until interrupted;
     SIGINT/SIGTERM finish in-flight requests first."""
@@ -81,6 +82,9 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
 
     name = registry_target(run_dir)
     prediction_log = None
+    if threshold is not None and (name is not None or serves_generation(run_dir)):
+        raise UserError("--threshold applies to a multi-label run folder (each registered version keeps the threshold "
+                        "tuned for it)")
     if name is not None:
         from ..lifecycle.predlog import PredictionLog
         from ..registry import Registry
@@ -101,7 +105,7 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
             raise UserError(f"--backend {backend}: generation models are served with the torch backend")
         predictor = Generator.from_pretrained(str(run_dir))
     else:
-        predictor = Predictor.from_run(run_dir, backend=backend)
+        predictor = Predictor.from_run(run_dir, backend=backend, threshold=threshold)
     app = create_app(predictor, settings, prediction_log=prediction_log)
     config = uvicorn_config(app, settings, log_level=log_level)
     version = predictor.current.version_tag if hasattr(predictor, "current") else predictor.version

@@ -13,18 +13,20 @@ from ..data.types import TextExample
 from ..errors import DataError
 from .base import Feature
 
-MULTI_LABEL_THRESHOLD = 0.5
+MULTI_LABEL_THRESHOLD = 0.5  # before training has tuned one on dev (training/threshold.py)
 
 
 class ClassificationTask:
     name = "text-classification"
 
-    def __init__(self, labels: list[str], tokenizer, max_length: int, multi_label: bool = False):
+    def __init__(self, labels: list[str], tokenizer, max_length: int, multi_label: bool = False,
+                 threshold: float = MULTI_LABEL_THRESHOLD):
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.multi_label = multi_label
+        self.threshold = threshold  # multi-label: a label is predicted when its probability >= this
         self.truncated = 0  # texts cut to max_length by the last encode call
         self.loss_offset: torch.Tensor | None = None  # [C] added to the logits in the loss (logit adjustment)
 
@@ -45,7 +47,10 @@ class ClassificationTask:
         }
 
     def to_json(self) -> dict:
-        return {"task": self.name, "labels": self.labels, "multi_label": self.multi_label}
+        out = {"task": self.name, "labels": self.labels, "multi_label": self.multi_label}
+        if self.multi_label:
+            out["threshold"] = self.threshold
+        return out
 
     # -- encoding --------------------------------------------------------------------------
     def check_labels(self, examples: list[TextExample], label_map: dict[str, str], split: str) -> list[TextExample]:
@@ -129,7 +134,7 @@ class ClassificationTask:
             probs = self.probabilities(logits[None, :])[0]
             scores = {label: round(float(p), 6) for label, p in zip(self.labels, probs)}
             if self.multi_label:
-                chosen = [self.labels[i] for i in np.flatnonzero(probs >= MULTI_LABEL_THRESHOLD)]
+                chosen = [self.labels[i] for i in np.flatnonzero(probs >= self.threshold)]
                 results.append({"labels": chosen, "probabilities": scores})
             else:
                 best = int(np.argmax(probs))
@@ -147,7 +152,10 @@ class ClassificationTask:
 
     def headline(self, report: dict) -> dict[str, float]:
         if self.multi_label:
-            return {"micro_f1": report["micro"]["f1"], "macro_f1": report["macro"]["f1"], "exact_match": report["exact_match"]}
+            out = {"micro_f1": report["micro"]["f1"], "macro_f1": report["macro"]["f1"], "exact_match": report["exact_match"]}
+            if "average_precision" in report:
+                out["average_precision"] = report["average_precision"]
+            return out
         out = {"accuracy": report["accuracy"], "macro_f1": report["macro"]["f1"]}
         if "calibration" in report:
             out["ece"] = report["calibration"]["ece"]

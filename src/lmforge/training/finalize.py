@@ -27,8 +27,14 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
                 precision="bf16" if bf16 else "fp32")
     write_json_atomic(run_dir / RUN_INFO, info)
     metrics = evaluate_splits(run_dir, p, console, device)
+    if "threshold" in metrics:  # multi-label: how the decision threshold was chosen, and any warning
+        info["threshold"] = metrics["threshold"]
     metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "tokens_per_second", "trained_parameters", "precision")}
     write_json_atomic(run_dir / METRICS, metrics)
+    from ..model_card import finish_artefacts
+
+    finish_artefacts(run_dir, p.cfg, p.model_path, metrics, info,
+                     {"train": len(p.splits.train), "dev": len(p.splits.dev or []), "test": len(p.splits.test or [])})
     info["status"] = "complete"
     write_json_atomic(run_dir / RUN_INFO, info)
     shutil.rmtree(ckpt_root, ignore_errors=True)
@@ -80,6 +86,8 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     predictor = Predictor.from_run(run_dir, device=device)
     kind = "multi-label" if p.cfg.data.multi_label else p.cfg.task
     metrics: dict = {}
+    if p.cfg.data.multi_label:  # before any report: dev and test are scored at the tuned threshold
+        metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
@@ -87,6 +95,19 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
         write_report(report, run_dir / "eval" / split, task=kind, title=f"{p.cfg.name}: {split}")
         metrics[split] = predictor.task.headline(report)
     return metrics
+
+
+def _tune_threshold(run_dir: Path, predictor, dev: list, console: Console) -> dict:
+    from .threshold import choose_threshold, save_threshold
+
+    choice = choose_threshold(predictor, dev)
+    save_threshold(run_dir, choice)
+    predictor.task.threshold = choice["value"]
+    console.print(f"multi-label threshold {choice['value']:.4f} (tuned on dev): dev micro-F1 "
+                  f"{choice['dev_micro_f1_at_0.5']:.4f} at 0.5 -> {choice['dev_micro_f1_tuned']:.4f}")
+    for warning in choice["warnings"]:
+        console.print(f"[yellow]warning: {warning}")
+    return choice
 
 
 def _evaluate_generation(run_dir: Path, p, device=None) -> dict:

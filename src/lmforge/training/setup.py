@@ -11,14 +11,16 @@ from ..config import ProjectConfig
 from ..data.load import Splits, load_splits
 from ..errors import UserError
 from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, wrap_peft
-from ..models.head import grow_head, head_to_grow
+from ..models.head import HEAD_NAMES, fine_tuned_labels, grow_head, head_to_grow
 from ..models.resolve import resolve_model
 from ..tasks.classification import ClassificationTask
 from ..tasks.token_classification import TokenClassificationTask
 
 METRICS = {
     "text-classification": ("accuracy", "macro_f1"),
-    "multi-label": ("micro_f1", "macro_f1", "exact_match"),
+    # multi-label selects on threshold-free average precision: micro-F1 at 0.5 is often 0 for every early
+    # checkpoint (the first would win the tie), and the threshold is tuned on dev after training anyway
+    "multi-label": ("average_precision", "micro_f1", "macro_f1", "exact_match"),
     "token-classification": ("f1", "precision", "recall"),
     "generation": ("loss", "perplexity"),
 }
@@ -96,6 +98,8 @@ def build_model(p: Prepared):
     else:
         model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
                            ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
+        if p.cfg.data.multi_label and fine_tuned_labels(p.model_path) != p.task.labels:  # a new head, not a trained one
+            init_bias_to_prior(model, p.train_features)
     if p.cfg.training.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
@@ -106,3 +110,26 @@ def build_model(p: Prepared):
     if p.cfg.training.freeze_embeddings:
         freeze_word_embeddings(model)
     return model
+
+
+def init_bias_to_prior(model, features: list) -> None:
+    """Multi-label: start each label's output bias at the log-odds of its share of the training
+    examples (Laplace-smoothed), so the untrained head already predicts the label frequencies.
+
+    From zero, a sigmoid head on data where most (example, label) pairs are negative first spends its
+    steps learning "mostly no": the bias moves by about one learning rate per step, so the encoder and
+    the head weights are bent into saying it, and a short run ends predicting nothing (MiniLM-L6, LoRA,
+    2 epochs on 600 CLINC150 domain examples, ~85% negative pairs: dev micro-F1 0.00, every prediction
+    empty; with this start 0.49 at 0.5 and 0.60 at the tuned threshold). The prior start is the one of
+    Lin et al. 2017 (focal loss, section 4.1)."""
+    import torch
+
+    targets = torch.tensor([f["labels"] for f in features], dtype=torch.float64)  # [N, C]
+    prior = (targets.sum(dim=0) + 1) / (len(features) + 2)  # [C]
+    modules = dict(model.named_modules())
+    head = next((modules[n] for n in HEAD_NAMES if isinstance(modules.get(n), torch.nn.Linear)
+                 and modules[n].out_features == targets.shape[1] and modules[n].bias is not None), None)
+    if head is None:  # an architecture whose head lmforge does not know: leave its initialisation alone
+        return
+    with torch.no_grad():
+        head.bias.copy_(torch.log(prior / (1 - prior)).to(head.bias.dtype))
