@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_load import free_port, wait_ready
+from serve_load import free_port, stop_server, wait_ready
 
 ROUTES = {"classification": {"/v1/predict": {"texts": ["the film was great"]},
                              "/v1/explain": {"text": "the film was great", "steps": 4}},
@@ -60,11 +59,7 @@ def serving(run_dir: str):
         wait_ready(port, proc)
         yield port, proc, log
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 def served_kind(port: int) -> str:

@@ -137,6 +137,15 @@ def explain_latency(port: int, repeats: int = 10) -> dict:
             "max_ms": round(1000 * max(times), 1), "delta": result.get("delta")}
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM (in-flight requests finish), then SIGKILL after a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def run_server(name: str, command: list[str], port: int, texts: list[str], args) -> dict:
     print(f"== {name}: {' '.join(command)}", flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -150,11 +159,7 @@ def run_server(name: str, command: list[str], port: int, texts: list[str], args)
         if name == "lmforge-torch":
             result["explain"] = explain_latency(port)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     print(name, json.dumps(result), flush=True)
     return result
 

@@ -17,7 +17,6 @@ import asyncio
 import csv
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_load import _load, batch_sizes, free_port, post_predict, wait_ready
+from serve_load import _load, batch_sizes, free_port, post_predict, stop_server, wait_ready
 
 POISON = b'{"texts": ["\\ud800 a lone surrogate"]}'
 WORDS = "the a movie film plot acting was is very not good great awful boring book table flight alice paris acme".split()
@@ -107,11 +106,7 @@ def soak(run_dir: str, requests: int, clients: int, rounds: int, poison_every: f
         seconds = time.perf_counter() - started
         mean_batch = batch_sizes(port)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
         log.seek(0)
         stderr = log.read()
         log.close()

@@ -239,3 +239,18 @@ def ner_run(tmp_path_factory, tiny_model) -> Path:
     tmp = tmp_path_factory.mktemp("ner-run")
     data = {"train": write_conll(tmp / "train.txt", ner_sentences(40, 1)), "dev": write_conll(tmp / "dev.txt", ner_sentences(10, 2))}
     return train(load_config(make_config(tmp, tiny_model, data, task="token-classification", epochs=15)), tmp)
+
+
+@pytest.fixture(scope="module")
+def cls_predictor(cls_run):
+    """The classification run loaded once per test module (read-only use)."""
+    from lmforge.predictor import Predictor
+
+    return Predictor.from_run(cls_run)
+
+
+@pytest.fixture(scope="module")
+def ner_predictor(ner_run):
+    from lmforge.predictor import Predictor
+
+    return Predictor.from_run(ner_run)

@@ -214,7 +214,7 @@ def print_global_table(result: dict, console, words: int = 8) -> None:
     unit = "entity type" if result.get("task") == "token-classification" else "predicted class"
     per_class = result.get("per_class", {})
     table = Table(title=f"most influential words per {unit} ({result['examples']} texts, {result['steps']} steps)")
-    for column in (unit, "texts", f"top words (mean attribution)"):
+    for column in (unit, "texts", "top words (mean attribution)"):
         table.add_column(column)
     for name in sorted(result["classes"], key=lambda n: -per_class.get(n, 0)):
         top = ", ".join(f"{r['word']} {r['mean_score']:+.3f}" for r in result["classes"][name][:words])

@@ -298,16 +298,16 @@ def render(cfg: ProjectConfig, command: str, notes: list[str] | tuple[str, ...] 
 def _render_model(model: BaseModel, lines: list[str], indent: str, hide: dict[str, set[str]] | None = None,
                   section: str = "") -> None:
     hidden = (hide or {}).get(section, set())
-    for name, field in type(model).model_fields.items():
+    for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
             lines.append("")
             lines.append(f"{indent}{name}:")
             _render_model(value, lines, indent + "  ", hide, section=name)
             continue
-        if name in hidden and value == field.get_default(call_default_factory=True):
+        if name in hidden and value == info.get_default(call_default_factory=True):
             continue
-        if field.description:
-            lines.append(f"{indent}# {field.description}")
+        if info.description:
+            lines.append(f"{indent}# {info.description}")
         dumped = yaml.safe_dump({name: value}, default_flow_style=True, width=1000, allow_unicode=True).strip()
         lines.append(f"{indent}{dumped[1:-1] if dumped.startswith('{') else dumped}")

@@ -27,16 +27,6 @@ from lmforge.serve.settings import ServeSettings
 TEXTS = ["the movie great was", "the plot awful was", "the film book was", "very acting superb film"]
 
 
-@pytest.fixture(scope="module")
-def cls_predictor(cls_run):
-    return Predictor.from_run(cls_run)
-
-
-@pytest.fixture(scope="module")
-def ner_predictor(ner_run):
-    return Predictor.from_run(ner_run)
-
-
 def _client(predictor, **settings) -> TestClient:
     return TestClient(create_app(predictor, ServeSettings(**settings)), raise_server_exceptions=False)
 

@@ -304,7 +304,7 @@ def _until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
 
 def test_stalled_bodies_get_408_and_are_closed(servers):
     server = servers["classification"]
-    stalls = [f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    stalls = ["POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
               '{"texts": ['.encode()] * 60
     stalls += [b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n{\"texts\""] * 20
     socks = []

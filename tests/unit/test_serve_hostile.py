@@ -25,16 +25,6 @@ from lmforge.serve.settings import ServeSettings
 GOOD = ["the movie great was", "the plot awful was", "the film book was", "very acting superb film"]
 
 
-@pytest.fixture(scope="module")
-def cls_predictor(cls_run):
-    return Predictor.from_run(cls_run)
-
-
-@pytest.fixture(scope="module")
-def ner_predictor(ner_run):
-    return Predictor.from_run(ner_run)
-
-
 def _client(predictor, prediction_log=None, **settings) -> TestClient:
     app = create_app(predictor, ServeSettings(**settings), prediction_log=prediction_log)
     return TestClient(app, raise_server_exceptions=False)
