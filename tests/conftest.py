@@ -10,6 +10,7 @@ import json
 import os
 import random
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -185,8 +186,31 @@ def jsonl(path: Path, rows) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
-    """Run `lmforge ARGS` in a subprocess, as a user would; returns the CompletedProcess."""
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResult:
+    """Run `lmforge ARGS` in this process (`lmforge.cli.main`), as a user would from `cwd`; returns the
+    exit code and what was printed. In process: the suite would otherwise pay the interpreter and
+    torch start-up (~5 s) per call. `timeout` is kept for the call sites' sake."""
+    import contextlib
+    import io
+
+    from lmforge.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def run_cli_process(*args: str, cwd: Path | None = None, timeout: int = 300):
+    """Run `lmforge ARGS` in a new process, for the tests that must prove a real one (exit status,
+    signals, what a fresh interpreter sees)."""
     import subprocess
     import sys
 

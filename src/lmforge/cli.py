@@ -84,6 +84,7 @@ def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None,
 
 @app.command()
 def train(
+    ctx: typer.Context,
     config: Optional[Path] = typer.Argument(None, help="config file"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. training.epochs=5"),
     output: Optional[Path] = typer.Option(None, help="run folder (default: <output_dir>/<name>)"),
@@ -96,7 +97,8 @@ def train(
     from .launch import relaunch, under_launcher
 
     if nproc > 1 and not under_launcher():
-        raise typer.Exit(relaunch(nproc, without_option(sys.argv[1:], "--nproc")))
+        argv = (ctx.obj or {}).get("argv", sys.argv[1:])  # the command line main() was given
+        raise typer.Exit(relaunch(nproc, without_option(argv, "--nproc")))
     from .config import load_config
     from .training.loop import train as run_training
 
@@ -405,8 +407,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run `lmforge ARGV` (default: the process arguments); returns the exit code: 0 success, 2 a
     problem the user can fix (one message, no traceback), 3 `monitor` warnings, 130 interrupted,
     1 a bug."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        result = app(args=argv, prog_name="lmforge", standalone_mode=False)
+        result = app(args=args, prog_name="lmforge", standalone_mode=False, obj={"argv": args})
     except UserError as e:
         err.print("[red]error:[/]", end=" ")
         err.print(printable(str(e)), markup=False, highlight=False, soft_wrap=True)
