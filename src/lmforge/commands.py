@@ -15,7 +15,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from .data.load import read_split
 from .predictor import Predictor
-from .runs import write_text_atomic
+from .files import write_text_atomic
 
 PROGRESS_MIN_EXAMPLES = 256
 
@@ -230,7 +230,8 @@ def evaluate_generation_file(run_dir: Path, data: Path, output: Path | None = No
 
     from .config import load_run_config
     from .models.build import bf16_supported, load_model, load_tokenizer
-    from .runs import check_complete, write_json_atomic
+    from .runs import check_complete
+    from .files import write_json_atomic
     from .tasks.generation import GenerationTask
 
     run_dir = check_complete(Path(run_dir))

@@ -5,11 +5,10 @@ portable: a packaged short name or a relative path, never this machine's site-pa
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from .runs import read_json, write_json_atomic, write_text_atomic
+from .files import read_json, sha256_file, write_json_atomic, write_text_atomic
 
 PIPELINE_TAGS = {"text-classification": "text-classification", "token-classification": "token-classification",
                  "generation": "text-generation"}
@@ -41,12 +40,8 @@ def portable_base(model: str, model_path: Path, adapter_dir: Path) -> str:
 
 
 def fingerprint(path: Path) -> dict:
-    digest, size = hashlib.sha256(), 0
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return {"file": Path(path).name, "sha256": digest.hexdigest(), "bytes": size}
+    digest, size = sha256_file(path)
+    return {"file": Path(path).name, "sha256": digest, "bytes": size}
 
 
 def render_card(run_dir: Path, cfg, base: str, metrics: dict, info: dict, examples: dict[str, int]) -> str:

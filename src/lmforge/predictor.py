@@ -4,7 +4,6 @@ graph, see `lmforge.inference`); explanations always use the PyTorch model."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +16,8 @@ from .data.types import TextExample, TokenExample
 from .errors import UserError
 from .inference import Forward, run_batches, torch_forward
 from .models.build import bf16_supported, load_model, load_tokenizer
-from .runs import LABELS, check_complete, read_json
+from .runs import LABELS, check_complete
+from .files import read_json, sha256_file
 
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])")
 
@@ -151,11 +151,7 @@ def _version(name: str, run_dir: Path | None) -> str:
     weights = run_dir / "model" / "model.safetensors" if run_dir is not None else None
     if weights is None or not weights.is_file():
         return name
-    digest = hashlib.sha256()
-    with weights.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return f"{name}-{digest.hexdigest()[:12]}"
+    return f"{name}-{sha256_file(weights)[0][:12]}"
 
 
 def _check_threshold(threshold: float, multi_label: bool, run_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""The run folder: what a training run leaves behind, and atomic writes into it.
+"""The run folder: what a training run leaves behind.
 
     runs/<name>/
       config.yaml      resolved config (absolute paths)       labels.json   task, labels, multi-label threshold
@@ -10,12 +10,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from .errors import UserError
 
@@ -23,48 +18,6 @@ CONFIG = "config.yaml"
 LABELS = "labels.json"
 RUN_INFO = "run.json"
 METRICS = "metrics.json"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a fully written folder into place (an existing one is replaced)."""
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def check_run_dir(run_dir: Path) -> Path:

@@ -235,7 +235,7 @@ def write_starter(output: Path, *, task: str, model: str = "minilm-l6", method: 
     """Write a complete, commented starter config to `output`, with the data fields inferred from the
     training file where it is given. Returns the notes on what was inferred (for the user to check)."""
     from .config import config_from_dict
-    from .runs import write_text_atomic
+    from .files import write_text_atomic
 
     if output.exists() and not force:
         raise UserError(f"{output} exists; use --force to overwrite it")

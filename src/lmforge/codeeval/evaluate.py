@@ -28,7 +28,7 @@ from lmforge.codeeval.benchmarks import Problem
 from lmforge.codeeval.extract import extract_code
 from lmforge.codeeval.passk import mean_pass_at_k
 from lmforge.codeeval.sandbox import SandboxLimits, run_program, sandbox_info
-from lmforge.runs import write_json_atomic, write_text_atomic
+from lmforge.files import write_json_atomic, write_text_atomic
 
 Generate = Callable[[list[str]], list[str]]
 Progress = Callable[[str, int, int], None]  # (stage "generate" | "execute", done, total)

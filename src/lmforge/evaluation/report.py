@@ -19,12 +19,10 @@ importing this module stays cheap and works on machines without a display.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_target, write_text_atomic
 
 TASKS = ("text-classification", "multi-label", "token-classification")
 MD_CONFUSION_MAX_CLASSES = 50  # wider Markdown tables stop being readable
@@ -62,31 +60,6 @@ _HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("Token accuracy", ("token_accuracy",)),
     ],
 }
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic file writing
-# --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temp path in `path`'s directory; on success move it over `path`."""
-    # Same directory so os.replace is a rename on one filesystem (atomic), never a copy.
-    # Not tempfile.mkstemp: its files are mode 0600 whatever the umask, and the report is
-    # meant to be shared. A random suffix keeps concurrent writers apart.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    with _atomic_target(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _json_default(obj: Any) -> Any:
@@ -279,7 +252,7 @@ def _pyplot() -> Any:
 def _save_figure(fig: Any, path: Path, dpi: int) -> None:
     plt = _pyplot()
     try:
-        with _atomic_target(path) as tmp:
+        with atomic_target(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)  # figures are global pyplot state; leaking them grows memory per eval
@@ -441,10 +414,10 @@ def write_report(report: dict, out_dir: Path, *, task: str, title: str) -> dict[
 
     # Serialise before touching the disk so an unserialisable report leaves nothing behind.
     text = pretty_json(report) + "\n"
-    _atomic_write_text(out_dir / JSON_NAME, text)
+    write_text_atomic(out_dir / JSON_NAME, text)
     written["json"] = out_dir / JSON_NAME
 
-    _atomic_write_text(out_dir / MD_NAME, render_markdown(report, task=task, title=title))
+    write_text_atomic(out_dir / MD_NAME, render_markdown(report, task=task, title=title))
     written["markdown"] = out_dir / MD_NAME
 
     cm = report.get("confusion_matrix")

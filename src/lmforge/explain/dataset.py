@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from ..runs import write_text_atomic
+from ..files import write_text_atomic
 from .attributions import explain_text
 
 JSON_NAME = "global.json"

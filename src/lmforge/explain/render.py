@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from ..runs import write_text_atomic
+from ..files import write_text_atomic
 
 _GREEN = (22, 163, 74)
 _RED = (220, 38, 38)

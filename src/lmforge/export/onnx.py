@@ -28,7 +28,8 @@ import torch
 
 from ..errors import UserError
 from ..inference import Forward
-from ..runs import CONFIG, check_complete, read_json, replace_dir, write_json_atomic
+from ..runs import CONFIG, check_complete
+from ..files import read_json, replace_dir, write_json_atomic
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "export.json"

@@ -331,7 +331,8 @@ def _repaired(source: str | Path) -> bool:
 
 def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
     from ..config import load_run_config
-    from ..runs import RUN_INFO, check_complete, read_json
+    from ..runs import RUN_INFO, check_complete
+    from ..files import read_json
 
     check_complete(run_dir)
     cfg = load_run_config(run_dir)
@@ -346,7 +347,7 @@ def _version(name: str, folder: Path) -> str:
     """`<name>-<first 12 hex digits of the weights' sha256>`: changes whenever the weights do (as
     the classification Predictor's). A converted packaged model has the digest in its manifest."""
     from ..models.gguf import MANIFEST
-    from ..runs import read_json
+    from ..files import read_json, update_digest
 
     weights = sorted(folder.glob("*.safetensors"))
     if len(weights) == 1 and (folder / MANIFEST).is_file():
@@ -355,9 +356,7 @@ def _version(name: str, folder: Path) -> str:
             return f"{name}-{recorded['sha256'][:12]}"
     digest = hashlib.sha256()
     for path in weights:
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        update_digest(digest, path)
     return f"{name}-{digest.hexdigest()[:12]}"
 
 

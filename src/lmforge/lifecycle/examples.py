@@ -5,7 +5,6 @@ compares (length in words, out-of-vocabulary rate)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -15,7 +14,7 @@ from typing import Iterable
 
 from ..data.classification_readers import read_classification
 from ..data.types import TextExample
-from ..runs import write_text_atomic
+from ..files import sha256_file, write_text_atomic
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -91,10 +90,5 @@ def vocabulary(examples: Iterable[TextExample]) -> set[str]:
 
 def file_fingerprint(path: Path) -> dict:
     """sha256 and size of a data file (what the registry records about the data a version saw)."""
-    digest = hashlib.sha256()
-    size = 0
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return {"path": str(path), "sha256": digest.hexdigest(), "bytes": size}
+    digest, size = sha256_file(path)
+    return {"path": str(path), "sha256": digest, "bytes": size}

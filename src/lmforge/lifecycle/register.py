@@ -17,7 +17,8 @@ from ..config import load_run_config
 from ..data.load import load_splits
 from ..data.types import TextExample
 from ..errors import UserError
-from ..runs import check_complete, read_json, write_json_atomic, write_text_atomic
+from ..runs import check_complete
+from ..files import read_json, write_json_atomic, write_text_atomic
 from .examples import balanced_sample, file_fingerprint, oov_rate, read_examples, vocabulary, words, write_examples
 
 REPLAY_BUFFER = 5000     # training examples a version keeps for replay

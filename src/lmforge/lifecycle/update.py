@@ -31,7 +31,7 @@ from ..config import config_from_dict, load_run_config
 from ..data.load import holdout, read_split
 from ..data.types import TextExample
 from ..errors import UserError
-from ..runs import read_json, write_json_atomic, write_text_atomic
+from ..files import read_json, write_json_atomic, write_text_atomic
 from .examples import balanced_sample, vocabulary, write_examples
 from .gate import GateThresholds, gate_markdown, gate_report
 from .register import eval_sets_of, load_vocab, register_run, replay_pool_of, supported

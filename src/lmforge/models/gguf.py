@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError
-from ..runs import _umask, read_json, replace_dir, write_json_atomic
+from ..files import read_json, replace_dir, sha256_file, umask, write_json_atomic
 
 MANIFEST = "lmforge-manifest.json"
 FORMAT = 1  # bump when the layout of a converted folder changes: old folders are then converted again
@@ -148,7 +148,7 @@ def write_hf_folder(gguf: Path, target: Path) -> None:
 
 def _share(folder: Path) -> None:
     """Give the folder and its files the usual umask permissions (mkdtemp and some writers use 0600)."""
-    mask = _umask()
+    mask = umask()
     folder.chmod(0o777 & ~mask)
     for path in folder.iterdir():
         path.chmod(0o666 & ~mask)
@@ -170,8 +170,4 @@ def _lock(path: Path) -> Iterator[None]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)[0]

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lmforge.runs import write_text_atomic
+from lmforge.files import write_text_atomic
 
 STATUS_STYLES = {"ok": "green", "warn": "bold red", "insufficient": "dim"}
 STATUS_COLOURS = {"ok": "#1a7f37", "warn": "#cf222e", "insufficient": "#6e7781"}

@@ -12,7 +12,6 @@ change is one such transaction, so concurrent processes serialize on the databas
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import operator
 import os
@@ -26,12 +25,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import yaml
 
 from ..errors import UserError
-from ..runs import CONFIG, METRICS, check_complete, read_json
+from ..runs import CONFIG, METRICS, check_complete
+from ..files import files_under, read_json, sha256_folder
 
 STAGES = ("candidate", "production", "archived")
 DEFAULT_ROOT_ENV = "LMFORGE_REGISTRY"
@@ -167,21 +167,10 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _files(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of every file under `folder`, sorted by relative path."""
-    found = [(p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-    return iter(sorted(found))
+_files = files_under
 
 
-def content_hash(folder: Path) -> str:
-    """sha256 over every file of `folder`: its relative path, its size and its bytes."""
-    digest = hashlib.sha256()
-    for rel, path in _files(folder):
-        digest.update(rel.encode("utf-8") + b"\0" + str(path.stat().st_size).encode() + b"\0")
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+content_hash = sha256_folder  # sha256 over every file of a folder: relative path, size and bytes
 
 
 def _make_read_only(folder: Path) -> None:

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
-from ..runs import METRICS, RUN_INFO, read_json
+from ..runs import METRICS, RUN_INFO
+from ..files import read_json
 from .batcher import MicroBatcher, QueueFull
 from .docs import add_offline_docs
 from .metrics import ServerMetrics

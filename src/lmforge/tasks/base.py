@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
 Feature = dict[str, Any]  # input_ids, optional token_type_ids, optional labels; plus task keys
 
 
+LogitsOf = Callable[[list[Feature]], list]  # features -> one logits array per feature (the loop's sharded forward)
+
+
 class Task(Protocol):
+    """What the training loop, evaluation, reports, the Predictor, the server, the explainer and the
+    registry ask of a task instance. `TaskBase` gives the defaults most tasks keep."""
+
     name: str
     labels: list[str]
+    lower_is_better: bool  # direction of the dev metric (generation selects on loss)
+    token_level: bool  # one prediction per word (NER) rather than per text
+    truncated: int  # texts longer than max_length seen by the last encode
 
     def model_class(self) -> type: ...
 
@@ -25,6 +34,13 @@ class Task(Protocol):
 
     def loss_units(self, feature: Feature) -> int: ...
 
+    def adjust_for_prior(self, features: list[Feature], tau: float) -> None:
+        """Logit-adjusted loss against the training prior (single-label classification only)."""
+
+    def dev_headline(self, model, examples: list, features: list[Feature], plan: Any, logits_of: LogitsOf,
+                     bf16: bool) -> dict[str, float]:
+        """The dev scores the loop selects checkpoints on (`headline` keys)."""
+
     def decode(self, examples: list, plan: Any, outputs: list) -> list[dict]: ...
 
     def metrics(self, examples: list, predictions: list[dict]) -> dict: ...
@@ -34,6 +50,23 @@ class Task(Protocol):
     def check_labels(self, examples: list, label_map: dict[str, str], split: str) -> list: ...
 
     def to_json(self) -> dict: ...
+
+
+class TaskBase:
+    """Defaults for the members of `Task` that most tasks share."""
+
+    name = ""
+    labels: list[str] = []
+    lower_is_better = False
+    token_level = False
+    truncated = 0
+
+    def adjust_for_prior(self, features: list[Feature], tau: float) -> None:
+        raise ValueError(f"logit adjustment is not defined for {self.name}")
+
+    def dev_headline(self, model, examples: list, features: list[Feature], plan: Any, logits_of: LogitsOf,
+                     bf16: bool) -> dict[str, float]:
+        return self.headline(self.metrics(examples, self.decode(examples, plan, logits_of(features))))
 
 
 def collate(features: list[Feature], pad_id: int, label_pad: int = -100, multiple: int = 1) -> dict[str, torch.Tensor]:

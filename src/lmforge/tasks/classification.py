@@ -11,12 +11,12 @@ from transformers import AutoModelForSequenceClassification
 
 from ..data.types import TextExample
 from ..errors import DataError
-from .base import Feature
+from .base import Feature, TaskBase
 
 MULTI_LABEL_THRESHOLD = 0.5  # before training has tuned one on dev (training/threshold.py)
 
 
-class ClassificationTask:
+class ClassificationTask(TaskBase):
     name = "text-classification"
 
     def __init__(self, labels: list[str], tokenizer, max_length: int, multi_label: bool = False,

@@ -21,13 +21,13 @@ from transformers import AutoModelForCausalLM
 
 from ..data.types import ChatExample
 from ..errors import DataError
-from .base import Feature, collate
+from .base import Feature, TaskBase, collate
 
 IGNORE = -100
 EVAL_TOKEN_BUDGET = 4096  # padded tokens per dev forward pass (the [B, L, vocab] logits dominate memory)
 
 
-class GenerationTask:
+class GenerationTask(TaskBase):
     name = "generation"
     lower_is_better = True
 
@@ -135,6 +135,9 @@ class GenerationTask:
         model.train(was_training)
         loss = total / max(1, units)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": float(units)}
+
+    def dev_headline(self, model, examples: list, features: list[Feature], plan, logits_of, bf16: bool) -> dict[str, float]:
+        return self.headline(self.dev_scores(model, features, self.tokenizer.pad_token_id, bf16))
 
     def score(self, model, examples: list[ChatExample], bf16: bool = False) -> dict[str, float]:
         """`dev_scores` of raw examples (encoded here), plus how many were truncated."""

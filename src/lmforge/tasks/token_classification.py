@@ -15,7 +15,7 @@ from transformers import AutoModelForTokenClassification
 from ..data.types import TokenExample
 from ..data.windows import best_window_per_word, pack_sentences, word_windows
 from ..errors import DataError
-from .base import Feature
+from .base import Feature, TaskBase
 
 IGNORE = -100
 
@@ -31,8 +31,9 @@ class DocPlan:
     best: list[int]  # flat word -> window index
 
 
-class TokenClassificationTask:
+class TokenClassificationTask(TaskBase):
     name = "token-classification"
+    token_level = True
 
     def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True):
         self.labels = list(labels)

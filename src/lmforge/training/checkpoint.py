@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..runs import read_json, write_json_atomic
+from ..files import read_json, write_json_atomic
 
 LATEST = "latest.json"
 

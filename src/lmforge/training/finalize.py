@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from ..models.build import load_model
-from ..runs import RUN_INFO, METRICS, read_json, replace_dir, write_json_atomic
+from ..runs import RUN_INFO, METRICS
+from ..files import read_json, replace_dir, write_json_atomic
 from . import checkpoint as ckpt
 
 

@@ -22,7 +22,8 @@ from ..data.batching import plan_batches, shard
 from ..errors import UserError
 from ..inference import autocast_context, run_model
 from ..models.build import bf16_supported, count_parameters
-from ..runs import CONFIG, LABELS, RUN_INFO, check_run_dir, read_json, write_json_atomic, write_text_atomic
+from ..runs import CONFIG, LABELS, RUN_INFO, check_run_dir
+from ..files import read_json, write_json_atomic, write_text_atomic
 from ..tasks.base import collate
 from . import checkpoint as ckpt
 from .finalize import finalize_run

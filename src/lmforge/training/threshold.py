@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..evaluation.classification_metrics import micro_f1_at, tune_threshold
-from ..runs import LABELS, read_json, write_json_atomic
+from ..runs import LABELS
+from ..files import read_json, write_json_atomic
 
 MOSTLY_EMPTY = 0.5  # warn when more than this share of dev examples gets no label at the chosen threshold
 TRIVIAL_MARGIN = 0.01  # warn when tuned dev micro-F1 is within this of answering every label everywhere

@@ -28,7 +28,7 @@ class Tracker:
                     kept.append(line)
             except ValueError:  # a line cut short by the interruption
                 continue
-        from ..runs import write_text_atomic
+        from ..files import write_text_atomic
 
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
