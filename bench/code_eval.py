@@ -26,7 +26,7 @@ from common import save
 
 
 def evaluate(model: str, benchmark: str, limit: int | None, max_new_tokens: int, out: Path) -> dict:
-    from lmforge.commands import evaluate_benchmark
+    from lmforge.codeeval.run import evaluate_benchmark
 
     start = time.perf_counter()
     summary = evaluate_benchmark(model, benchmark, limit=limit, max_new_tokens=max_new_tokens, output=out)

@@ -102,7 +102,7 @@ def main() -> None:
     from lmforge.lifecycle.register import register_run
     from lmforge.lifecycle.update import update
     from lmforge.predictor import Predictor
-    from lmforge.registry import Registry
+    from lmforge.lifecycle import Registry
     from lmforge.training.loop import train
 
     work = args.workdir

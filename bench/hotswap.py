@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--result", default="hotswap")
     args = parser.parse_args()
-    from lmforge.registry import Registry
+    from lmforge.lifecycle import Registry
 
     registry = Registry(args.registry)
     before = registry.production(args.name)

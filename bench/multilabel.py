@@ -55,7 +55,7 @@ def micro_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
 def run(method: str, epochs: float, files: dict[str, Path], tmp: Path, overrides: list[str]) -> dict:
     from lmforge.config import apply_overrides, config_from_dict
     from lmforge.predictor import Predictor
-    from lmforge.runs import read_json
+    from lmforge.files import read_json
     from lmforge.training.loop import train
 
     raw = {"name": f"multilabel-{method}", "task": "text-classification", "model": "minilm-l6", "method": method,

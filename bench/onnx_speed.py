@@ -78,7 +78,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from lmforge.data.load import read_split
-    from lmforge.export.onnx import export_onnx, load_onnx_forward
+    from lmforge.export.onnx import export_onnx
+    from lmforge.onnx_runtime import load_onnx_forward
     from lmforge.inference import torch_forward
     from lmforge.predictor import Predictor
     from lmforge.tasks.base import collate

@@ -20,7 +20,7 @@ from common import save, shared_data
 
 def run(method: str, epochs: float, tmp: Path, overrides: list[str]) -> dict:
     from lmforge.config import apply_overrides, config_from_dict
-    from lmforge.runs import read_json
+    from lmforge.files import read_json
     from lmforge.training.loop import train
 
     data = shared_data() / "sst2" / "glue"

@@ -96,7 +96,7 @@ def predict_first_subword(model, tok, examples, labels, batch_size: int = 64) ->
 
 def lmforge_run(train_path: Path, dev_path: Path, test_path: Path, epochs: float, out: Path, method: str = "full") -> dict:
     from lmforge.config import config_from_dict
-    from lmforge.runs import read_json
+    from lmforge.files import read_json
     from lmforge.training.loop import train
 
     cfg = config_from_dict({"name": f"conll-{method}", "task": "token-classification", "model": "minilm-l6", "method": method,

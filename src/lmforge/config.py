@@ -12,17 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
-TASKS = ("text-classification", "token-classification", "generation")
-METHODS = ("full", "lora", "ia3", "prefix")
-# PEFT methods train far fewer parameters and need larger steps.
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2}
-# Decoders (generation) are fine-tuned with smaller steps; LoRA is their default method.
-GENERATION_LEARNING_RATES = {"full": 2e-5, "lora": 2e-4, "ia3": 3e-3, "prefix": 1e-2}
-GENERATION_MAX_LENGTH = 512
 MAX_CONFIG_BYTES = 1_000_000  # a config is a page of YAML; anything this big is a mistake (or a YAML bomb)
 
 
@@ -92,7 +85,7 @@ class TrainingConfig(_Section):
 
 class ProjectConfig(_Section):
     name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
-    task: Literal["text-classification", "token-classification", "generation"] = Field("text-classification", description="text-classification, token-classification (NER) or generation (decoder models: prompt -> completion)")
+    task: str = Field("text-classification", description="text-classification, token-classification (NER) or generation (decoder models: prompt -> completion); `lmforge init --help` lists every registered task")
     model: str = Field("minilm-l6", description="packaged model short name (see `lmforge models`) or a local Hugging Face folder")
     method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix (generation: lora unless set)")
     output_dir: str = Field("runs", description="where run folders are written; relative to the config file")
@@ -100,33 +93,33 @@ class ProjectConfig(_Section):
     peft: PeftSettings = Field(default_factory=PeftSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from .tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"{value!r} is not a task; choose one of {', '.join(task_names())}")
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> "ProjectConfig":
+        from .tasks import get_task
+
+        spec = get_task(self.task)
         problems = []
         if self.data.label_delimiter and not self.data.multi_label:
             problems.append("data.label_delimiter: only meaningful with data.multi_label: true")
-        if self.task == "token-classification" and (self.data.multi_label or self.data.text_pair_field):
-            problems.append("data.multi_label / data.text_pair_field: not available for token-classification")
-        if self.task == "generation" and (self.data.multi_label or self.data.text_pair_field):
-            problems.append("data.multi_label / data.text_pair_field: not available for generation")
-        if self.data.labels is not None:
-            if self.task != "text-classification":
-                problems.append("data.labels: only for text-classification")
-            elif len(set(self.data.labels)) != len(self.data.labels) or not all(isinstance(x, str) and x for x in self.data.labels):
-                problems.append("data.labels: give each label once, as a non-empty string")
-        if self.training.logit_adjustment and (self.task != "text-classification" or self.data.multi_label):
-            problems.append("training.logit_adjustment: only for single-label text-classification")
+        problems += spec.check_config(self)
         if problems:
             raise ValueError("; ".join(problems))
-        rates = DEFAULT_LEARNING_RATES
-        if self.task == "generation":
-            rates = GENERATION_LEARNING_RATES
-            if "method" not in self.model_fields_set:
-                self.method = "lora"
-            if "max_length" not in self.data.model_fields_set:
-                self.data.max_length = GENERATION_MAX_LENGTH
+        # PEFT methods train far fewer parameters and need larger steps; each task has its defaults
+        if "method" not in self.model_fields_set:
+            self.method = spec.default_method
+        if spec.default_max_length and "max_length" not in self.data.model_fields_set:
+            self.data.max_length = spec.default_max_length
         if self.training.learning_rate is None:
-            self.training.learning_rate = rates[self.method]
+            self.training.learning_rate = spec.learning_rates[self.method]
         return self
 
     def resolve_path(self, value: str | None, base: Path) -> Path | None:
@@ -250,14 +243,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Project
         raise ConfigError(f"{path}: expected a mapping of keys at the top level, found {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     return config_from_dict(raw, str(path))
-
-
-def load_run_config(run_dir: Path) -> ProjectConfig:
-    """The resolved config a run folder saved (config.yaml, absolute paths)."""
-    from .runs import CONFIG
-
-    path = Path(run_dir) / CONFIG
-    return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
 
 
 def dump_config(cfg: ProjectConfig) -> str:

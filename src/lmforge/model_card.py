@@ -9,25 +9,24 @@ import os
 from pathlib import Path
 
 from .files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from .runs import RunFolder
+from .tasks import get_task
 
-PIPELINE_TAGS = {"text-classification": "text-classification", "token-classification": "token-classification",
-                 "generation": "text-generation"}
-AUTO_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
-                "token-classification": "AutoModelForTokenClassification", "generation": "AutoModelForCausalLM"}
 
 
 def finish_artefacts(run_dir: Path, cfg, model_path: Path, metrics: dict, info: dict, examples: dict[str, int]) -> None:
     """Write the model card(s) and make `adapter/adapter_config.json` portable. `examples`: split -> count."""
-    base = portable_base(cfg.model, model_path, run_dir / "adapter")
-    if (run_dir / "adapter" / "adapter_config.json").is_file():
-        path = run_dir / "adapter" / "adapter_config.json"
+    run = RunFolder(run_dir)
+    base = portable_base(cfg.model, model_path, run.adapter_dir)
+    if (run.adapter_dir / "adapter_config.json").is_file():
+        path = run.adapter_dir / "adapter_config.json"
         adapter = read_json(path)
         adapter["base_model_name_or_path"] = base
         write_json_atomic(path, adapter)
     card = render_card(run_dir, cfg, base, metrics, info, examples)
-    write_text_atomic(run_dir / "model" / "README.md", card)
-    if (run_dir / "adapter").is_dir():
-        write_text_atomic(run_dir / "adapter" / "README.md", card)
+    write_text_atomic(run.model_dir / "README.md", card)
+    if run.adapter_dir.is_dir():
+        write_text_atomic(run.adapter_dir / "README.md", card)
 
 
 def portable_base(model: str, model_path: Path, adapter_dir: Path) -> str:
@@ -45,9 +44,10 @@ def fingerprint(path: Path) -> dict:
 
 
 def render_card(run_dir: Path, cfg, base: str, metrics: dict, info: dict, examples: dict[str, int]) -> str:
-    labels = read_json(run_dir / "labels.json") if (run_dir / "labels.json").is_file() else {}
+    run = RunFolder(run_dir)
+    labels = read_json(run.labels_path) if run.labels_path.is_file() else {}
     task = cfg.task + (" (multi-label)" if cfg.data.multi_label else "") + (" (text pairs)" if cfg.data.text_pair_field else "")
-    lines = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE_TAGS[cfg.task]}", "tags: [lmforge]", "---", "",
+    lines = ["---", "library_name: transformers", f"pipeline_tag: {get_task(cfg.task).pipeline_tag}", "tags: [lmforge]", "---", "",
              f"# {cfg.name}", "",
              f"A {task} model fine-tuned with lmforge from `{base}` "
              f"({_method(cfg, info)}).", ""]
@@ -103,41 +103,23 @@ def _fmt(value) -> str:
 
 
 def _usage_section(cfg, info: dict) -> list[str]:
-    cls = AUTO_CLASSES[cfg.task]
+    spec = get_task(cfg.task)
+    cls = spec.auto_class
     code = ["```python", "import torch", f"from transformers import AutoTokenizer, {cls}", "",
             'tokenizer = AutoTokenizer.from_pretrained("path/to/run/model")',
             f'model = {cls}.from_pretrained("path/to/run/model").eval()']
     if not info.get("merged") and cfg.method != "full":
         code += ["from peft import PeftModel", 'model = PeftModel.from_pretrained(model, "path/to/run/adapter")  # prefix tuning: needed']
-    if cfg.task == "text-classification":
-        pair = ', "second text"' if cfg.data.text_pair_field else ""
-        code += [f'inputs = tokenizer(["some text"{pair}], return_tensors="pt", truncation=True, max_length={cfg.data.max_length})',
-                 "with torch.no_grad():", "    logits = model(**inputs).logits"]
-        if cfg.data.multi_label:
-            code += ["probs = logits.sigmoid()[0]  # multi-label: compare each with the threshold above",
-                     "labels = [model.config.id2label[i] for i, p in enumerate(probs) if p >= THRESHOLD]"]
-        else:
-            code += ["probs = logits.softmax(-1)[0]", "label = model.config.id2label[int(probs.argmax())]"]
-    elif cfg.task == "token-classification":
-        code += ['inputs = tokenizer("Alice visited Paris", return_tensors="pt")',
-                 "with torch.no_grad():", "    tags = model(**inputs).logits.argmax(-1)[0]",
-                 "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word"]
-    else:
-        code += ['messages = [{"role": "user", "content": "Write a haiku about autumn."}]',
-                 "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
-                 "output = model.generate(inputs, max_new_tokens=64)",
-                 "print(tokenizer.decode(output[0, inputs.shape[1]:], skip_special_tokens=True))"]
+    code += spec.usage_code(cfg)
     code += ["```", "", "With lmforge (the same inference path as its evaluation, server and explanations):", "", "```python"]
-    code += (['from lmforge.generation import Generator', 'Generator.from_pretrained("path/to/run").generate(["..."])']
-             if cfg.task == "generation" else ['from lmforge import Predictor', 'Predictor.from_run("path/to/run").predict(["some text"])'])
+    code += spec.lmforge_usage()
     return ["## How to use", ""] + code + ["```", ""]
 
 
 def _limitations(cfg, info: dict, examples: dict[str, int]) -> list[str]:
     notes = [f"Trained on {examples.get('train', 'an unknown number of')} examples; expect it to work on text like them "
              "and to degrade on other domains, styles and languages.",
-             f"Inputs longer than {cfg.data.max_length} sub-word tokens are "
-             + ("covered by sliding windows." if cfg.task == "token-classification" else "truncated (the rest is not seen)."),
+             get_task(cfg.task).input_limit_note(cfg.data.max_length),
              "Scores are model probabilities, not guarantees; check the calibration (ECE, reliability plot) in the evaluation reports."]
     if cfg.model == "minilm-l6":
         notes.append("The base encoder (MiniLM-L6) has an uncased English vocabulary: capitalisation is lost and "

@@ -184,7 +184,7 @@ def test_monitor_exits_3_when_a_check_warns(tmp_path, cls_run, capsys):
 
     from lmforge.lifecycle.predlog import PredictionLog
     from lmforge.lifecycle.register import register_run
-    from lmforge.registry import Registry
+    from lmforge.lifecycle import Registry
     from lmforge.serve.app import create_app
     from lmforge.serve.settings import ServeSettings
     from lmforge.serve.slots import RegistrySlot

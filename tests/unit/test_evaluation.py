@@ -16,6 +16,8 @@ from lmforge.evaluation.classification_metrics import (
 )
 from lmforge.evaluation.ner_metrics import entity_report
 from lmforge.evaluation.report import write_report
+from lmforge.tasks.classification import MULTI_LABEL_REPORT, SINGLE_LABEL_REPORT
+from lmforge.tasks.token_classification import NER_REPORT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -266,7 +268,7 @@ def _is_png(path: Path) -> bool:
 
 def test_write_report_classification(tmp_path: Path) -> None:
     report = _three_class_report(with_probs=True)
-    paths = write_report(report, tmp_path / "out", task="text-classification", title="Demo eval")
+    paths = write_report(report, tmp_path / "out", style=SINGLE_LABEL_REPORT, title="Demo eval")
     assert set(paths) == {"json", "markdown", "confusion_matrix", "reliability"}
     assert all(p.parent == tmp_path / "out" for p in paths.values())
     assert json.loads(paths["json"].read_text()) == report
@@ -287,7 +289,7 @@ def test_write_report_many_classes_points_to_png(tmp_path: Path) -> None:
     y_true = labels * 2
     y_pred = labels[1:] + labels[:1] + labels
     paths = write_report(classification_report(y_true, y_pred, labels), tmp_path,
-                         task="text-classification", title="Many")
+                         style=SINGLE_LABEL_REPORT, title="Many")
     md = paths["markdown"].read_text()
     assert "class_59" in md and "confusion_matrix.png" in md
     assert "true \\ predicted" not in md  # no 60-column table
@@ -298,14 +300,14 @@ def test_write_report_many_classes_points_to_png(tmp_path: Path) -> None:
 def test_write_report_multilabel_and_ner(tmp_path: Path) -> None:
     probs = np.where(np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]) == 1, 0.8, 0.1)
     ml = multilabel_report(ML_TRUE, ML_PRED, ML_LABELS, probs)
-    paths = write_report(ml, tmp_path / "ml", task="multi-label", title="ML")
+    paths = write_report(ml, tmp_path / "ml", style=MULTI_LABEL_REPORT, title="ML")
     assert set(paths) == {"json", "markdown", "reliability"}
     md = paths["markdown"].read_text()
     assert "Exact match" in md and "samples" in md and "| z |" in md
     assert _is_png(paths["reliability"])
 
     ner = entity_report([["B-PER", "I-PER", "O"]], [["B-PER", "I-PER", "O"]])
-    paths = write_report(ner, tmp_path / "ner", task="token-classification", title="NER")
+    paths = write_report(ner, tmp_path / "ner", style=NER_REPORT, title="NER")
     assert set(paths) == {"json", "markdown", "entity_scores"}
     md = paths["markdown"].read_text()
     assert "| PER |" in md and "Token accuracy" in md and "1.0000" in md and "entity_scores.png" in md
@@ -318,7 +320,7 @@ def test_ner_entity_plot_shows_every_type_and_none_without_entities(tmp_path: Pa
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from lmforge.evaluation.report import plot_entity_scores
+    from lmforge.evaluation.plots import plot_entity_scores
 
     true = [["B-PER", "O", "B-LOC", "B-ORG"], ["B-LOC", "I-LOC", "O", "O"]]
     pred = [["B-PER", "O", "B-ORG", "B-ORG"], ["B-LOC", "I-LOC", "O", "B-PER"]]
@@ -338,18 +340,13 @@ def test_ner_entity_plot_shows_every_type_and_none_without_entities(tmp_path: Pa
     assert captured["ticks"] == ["LOC  (n=2)", "ORG  (n=1)", "PER  (n=1)"]  # most frequent first
     expected = sorted(round(per_type[t][m], 4) for t in per_type for m in ("precision", "recall", "f1"))
     assert captured["widths"] == expected
-    empty = write_report(entity_report([["O", "O"]], [["O", "O"]]), tmp_path / "none", task="token-classification", title="x")
+    empty = write_report(entity_report([["O", "O"]], [["O", "O"]]), tmp_path / "none", style=NER_REPORT, title="x")
     assert "entity_scores" not in empty
 
 
 def test_multilabel_report_markdown_shows_threshold_and_empty_share(tmp_path: Path) -> None:
     report = multilabel_report(ML_TRUE, ML_PRED, ML_LABELS)
     report["threshold"] = 0.3125
-    md = write_report(report, tmp_path, task="multi-label", title="ML")["markdown"].read_text()
+    md = write_report(report, tmp_path, style=MULTI_LABEL_REPORT, title="ML")["markdown"].read_text()
     assert "| Decision threshold (a label is predicted at probability >= this) | 0.3125 |" in md
     assert "| Examples with no predicted label (share) | 0.2500 |" in md
-
-
-def test_write_report_rejects_unknown_task(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="task"):
-        write_report({}, tmp_path, task="regression", title="x")

@@ -17,7 +17,8 @@ import yaml
 
 from lmforge.errors import UserError
 from lmforge.export import onnx as export_mod
-from lmforge.export.onnx import export_onnx, load_onnx_forward
+from lmforge.export.onnx import export_onnx
+from lmforge.onnx_runtime import load_onnx_forward
 from lmforge.predictor import Predictor
 
 CLS_TEXTS = ["the movie was very good", "the acting was awful", "a flight and a hotel", "superb",

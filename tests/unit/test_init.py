@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from lmforge.cli import main
-from lmforge.config import TASKS, DataConfig, config_from_dict, load_config
+from lmforge.config import DataConfig, config_from_dict, load_config
+from lmforge.tasks import task_names
 from lmforge.starter import hidden_data_keys, render
 
 from conftest import jsonl, make_config, sentiment_rows, write, write_csv
@@ -170,7 +171,7 @@ OTHER_TASK_KEYS = {
 }
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", task_names())
 def test_starter_shows_only_its_tasks_keys_and_round_trips(capsys, tmp_path: Path, task: str) -> None:
     code, err, out = init(capsys, tmp_path, task=task)
     assert code == 0, err

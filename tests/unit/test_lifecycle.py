@@ -14,15 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import jsonl, make_config, run_cli, sentiment_rows, write_csv
-from lmforge.config import load_config, load_run_config
+from lmforge.config import load_config
+from lmforge.runs import load_run_config
 from lmforge.errors import UserError
+from lmforge.lifecycle import Registry
 from lmforge.lifecycle.gate import GateThresholds, gate_markdown, gate_report, set_scores
 from lmforge.lifecycle.predlog import feedback_since, predictions_since
 from lmforge.lifecycle.register import register_run
 from lmforge.lifecycle.examples import read_examples
 from lmforge.lifecycle.update import gate_split, update
 from lmforge.predictor import Predictor
-from lmforge.registry import Registry
 from lmforge.serve.app import create_app
 from lmforge.serve.settings import ServeSettings
 from lmforge.serve.slots import RegistrySlot

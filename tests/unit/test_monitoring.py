@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import chisquare
 
 from lmforge.errors import UserError
-from lmforge.monitoring import DriftThresholds, build_report, chi_square, ks, psi, render_table, write_html
-from lmforge.monitoring.drift import gauges
+from lmforge.lifecycle import DriftThresholds, build_report, chi_square, ks, psi, render_table, write_html
+from lmforge.lifecycle.drift import gauges
 
 approx = pytest.approx
 

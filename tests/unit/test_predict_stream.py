@@ -7,7 +7,7 @@ import json
 
 from conftest import sentiment_rows
 from lmforge.cli import main
-from lmforge.commands import predict_file
+from lmforge.predict_files import predict_file
 
 
 def _texts(n: int) -> list[str]:

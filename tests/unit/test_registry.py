@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from lmforge.errors import UserError
-from lmforge.registry import STAGES, Registry, Version, parse_ref
-from lmforge.registry import store
+from lmforge.lifecycle import STAGES, Registry, Version, parse_ref
+from lmforge.lifecycle.predlog import PredictionLog, predictions_since
 
 CTX = multiprocessing.get_context("fork")
 
@@ -469,6 +469,36 @@ def test_concurrent_adds_get_unique_versions_without_gaps(reg: Registry, run_dir
     assert staging_dirs(reg) == []
 
 
+def _open_new_database(root: str, index: int, barrier, results) -> None:
+    """Half the workers open the registry, half the prediction log: the same new database, at once."""
+    barrier.wait(timeout=30)
+    if index % 2:
+        Registry(root).names()
+    else:
+        log = PredictionLog(Path(root) / "registry.db", "m")
+        log.start()
+        log.record({"id": f"p{index}", "version": 1, "label": "pos", "confidence": 0.9})
+        log.stop()
+        assert log.dropped == 0
+    results.put(index)
+
+
+def test_registry_and_prediction_log_open_one_new_database_at_once(tmp_path: Path):
+    """Both go through lifecycle.db, whose retry covers the lock that switching to WAL takes."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    barrier = CTX.Barrier(8)
+    assert sorted(_run_workers(_open_new_database, [(str(root), i, barrier) for i in range(8)])) == list(range(8))
+    reg = Registry(root)
+    conn = reg.connect()
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    assert {"versions", "events", "predictions", "feedback"} <= tables
+    assert len(predictions_since(reg.db_path, "m", 0.0)) == 4
+
+
 # -- crash safety --------------------------------------------------------------------------------------
 
 
@@ -481,12 +511,13 @@ def _add_killed_in_prepare(root: str, run_dir: str) -> None:
 
 
 def _add_killed_before_commit(root: str, run_dir: str) -> None:
+    insert = Registry._insert_version
+
     def insert_then_die(self, conn, *args, **kwargs):
-        store.Registry._original_insert(self, conn, *args, **kwargs)
+        insert(self, conn, *args, **kwargs)
         os.kill(os.getpid(), signal.SIGKILL)  # row inserted and folder renamed, but not committed
 
-    store.Registry._original_insert = store.Registry._insert_version
-    store.Registry._insert_version = insert_then_die
+    Registry._insert_version = insert_then_die  # in the forked child only
     Registry(root).add("m", Path(run_dir))
 
 

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build_tiny_model, make_config, run_cli, sentiment_rows, write_csv
+from lmforge.training.state import TrainState
+from lmforge.training.steps import train_steps
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,50 @@ def test_resume_of_finished_run_is_refused(tmp_path, tiny_model, cls_data):
     assert run_cli("train", cfg, "--output", tmp_path / "r").returncode == 0
     r = run_cli("train", "--resume", tmp_path / "r")
     assert r.returncode == 2 and "finished" in r.stderr
+
+
+class _RecordingStepper:
+    """Stands in for `steps.Stepper`: records the groups of feature indices each step is given."""
+
+    def __init__(self, lengths):
+        self.features = [{"input_ids": [0] * n} for n in lengths]
+        self.task = self
+        self.groups = []
+
+    def loss_units(self, feature) -> int:
+        return 1
+
+    def step(self, group, units) -> float:
+        self.groups.append(group)
+        return float(units)
+
+
+def _steps(stepper, state, lengths, n):
+    plan_args = dict(batch_size=3, max_tokens=None, group_by_length=True, seed=4)
+    gen = train_steps(stepper, state, lengths, plan_args, accumulation=2)
+    return [next(gen) for _ in range(n)]
+
+
+def test_step_generator_continues_from_a_saved_state_exactly():
+    lengths = [3 + i % 7 for i in range(20)]  # 7 batches of 3 (the last of 2), 4 steps per epoch
+    straight = _RecordingStepper(lengths)
+    results = _steps(straight, TrainState(), lengths, 10)
+    assert [r.step for r in results] == list(range(1, 11))
+    assert [r.end_of_epoch for r in results].count(True) == 2 and results[3].end_of_epoch
+    assert results[3].epoch_progress == 1.0 and results[4].epoch_progress == 1.25
+    assert sum(len(b) for g in straight.groups[:4] for b in g) == 20  # every example once per epoch
+
+    first = _RecordingStepper(lengths)
+    state = TrainState()
+    _steps(first, state, lengths, 5)  # into the second epoch
+    saved = TrainState.from_json(json.loads(json.dumps(state.to_json())))
+    assert saved == state and (saved.step, saved.epoch, saved.group) == (5, 1, 1)
+    rest = _RecordingStepper(lengths)
+    _steps(rest, saved, lengths, 5)
+    assert first.groups + rest.groups == straight.groups
+
+
+def test_train_state_reads_the_plain_dict_of_earlier_checkpoints():
+    old = {"step": 14, "epoch": 1, "group": 3, "best": 0.75, "best_step": 7, "bad_evals": 1,
+           "last_eval_step": 14, "train_seconds": 2.5, "real_tokens": 900}
+    assert TrainState.from_json(old).to_json() == old

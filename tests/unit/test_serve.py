@@ -154,6 +154,26 @@ def test_unexpected_failure_is_an_opaque_500_with_the_cause_logged(cls_run, capl
     assert "secret internal detail" in caplog.text
 
 
+def test_openapi_documents_the_error_responses(cls_predictor):
+    doc = TestClient(create_app(cls_predictor, ServeSettings())).get("/openapi.json").json()
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    predict = doc["paths"]["/v1/predict"]["post"]["responses"]
+    assert sorted(predict) == ["200", "401", "408", "413", "422", "500", "503"]
+    for status in ("401", "408", "413", "422", "500", "503"):
+        assert predict[status]["content"] == error_body and predict[status]["description"], status
+    assert doc["components"]["schemas"]["ErrorResponse"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert doc["components"]["schemas"]["ErrorBody"]["required"] == ["code", "message"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]  # a plain-text route: its errors are still JSON
+    assert metrics["401"]["content"] == error_body and metrics["500"]["content"] == error_body
+
+
+def test_serve_modules_import_without_a_cycle():
+    """The HTTP base knows no task: importing it alone loads neither route module."""
+    code = ("import sys, lmforge.serve.base\n"
+            "assert not {'lmforge.serve.predict_routes', 'lmforge.serve.generation_routes', 'lmforge.serve.app'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_api_key(cls_predictor):
     with _client(cls_predictor, api_key="s3cret-key") as c:
         assert c.get("/health").status_code == 200  # probes stay open

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lmforge.generation.generator import Generator
-from lmforge.serve.app import create_app
+from lmforge.serve.app import create_generation_app
 from lmforge.serve.settings import ServeSettings
 
 
@@ -21,7 +21,7 @@ def generator(tiny_decoder):
 
 
 def _client(generator, **settings) -> TestClient:
-    return TestClient(create_app(generator, ServeSettings(**settings)), raise_server_exceptions=False)
+    return TestClient(create_generation_app(generator, ServeSettings(**settings)), raise_server_exceptions=False)
 
 
 def _ready(client) -> None:

@@ -6,6 +6,7 @@ from collections import Counter
 
 from lmforge.data.load import holdout
 from lmforge.data.types import TextExample, TokenExample
+from lmforge.data.words import words_of
 from lmforge.tasks.token_classification import IGNORE, TokenClassificationTask, join_words, repair_iob2
 
 
@@ -83,7 +84,6 @@ def test_raw_text_words_split_punctuation_and_cjk(tiny_model):
 
     from lmforge.predictor import Predictor
 
-    words_of = Predictor.words_of.__get__(type("P", (), {"tokenizer": AutoTokenizer.from_pretrained(tiny_model)})())
-    ex = words_of("Hi, Bob! 北京大学 ok")
+    ex = words_of(AutoTokenizer.from_pretrained(tiny_model), "Hi, Bob! 北京大学 ok")
     assert ex.words == ["Hi", ",", "Bob", "!", "北", "京", "大", "学", "ok"]
     assert all(ex.text[s:e] == w for w, (s, e) in zip(ex.words, ex.offsets))

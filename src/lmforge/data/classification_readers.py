@@ -18,7 +18,7 @@ from lmforge.data.text_files import (
     has_surrogate,
     json_type_name,
     parse_json_line,
-    read_utf8,
+    resolve_format,
     shown,
     stripped_lines,
     surrogate_problem,
@@ -26,7 +26,7 @@ from lmforge.data.text_files import (
 from lmforge.data.types import TextExample
 from lmforge.errors import DataError, ProblemCollector, UserError
 
-__all__ = ["read_classification", "read_texts", "iter_texts", "read_utf8", "json_type_name", "resolve_format"]
+__all__ = ["read_classification", "read_texts", "iter_texts"]
 
 CLASSIFICATION_FORMATS = ("csv", "tsv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
@@ -38,24 +38,6 @@ class _FirstProblem(ProblemCollector):
 
     def add(self, message: str) -> None:
         raise DataError([message])
-
-
-def resolve_format(path: str | Path, format: str, formats: tuple[str, ...], suffixes: dict[str, str]) -> str:
-    """`format` itself when given, else the one `suffixes` maps the file's suffix to."""
-    if format != "auto":
-        if format not in formats:
-            expected = ", ".join(formats)
-            raise UserError(f"unknown data.format '{format}' for {path}; expected one of: auto, {expected}")
-        return format
-    suffix = Path(path).suffix.lower()
-    if suffix in suffixes:
-        return suffixes[suffix]
-    known = ", ".join(
-        f"{name} ({', '.join(s for s, f in suffixes.items() if f == name)})" for name in formats
-    )
-    raise UserError(
-        f"cannot tell the format of {path} from its suffix '{suffix}'; formats are: {known}. Set data.format"
-    )
 
 
 def read_classification(

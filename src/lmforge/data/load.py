@@ -21,32 +21,10 @@ class Splits:
 
 
 def read_split(cfg: ProjectConfig, path: Path, *, scheme: str | None = None, require_labels: bool = True):
-    """Read one labelled file the way the config says. Returns (examples, scheme or None)."""
-    d = cfg.data
-    if cfg.task == "generation":
-        from .generation_readers import read_generation
+    """Read one labelled file the way the config says (through its task). Returns (examples, scheme or None)."""
+    from ..tasks import get_task
 
-        if d.format not in ("auto", "jsonl"):
-            raise UserError(f"data.format: {d.format} is not a generation format; generation data is jsonl")
-        examples = read_generation(path, prompt_field=d.prompt_field, completion_field=d.completion_field,
-                                   messages_field=d.messages_field, require_completion=require_labels)
-        return examples, None
-    if cfg.task == "token-classification":
-        from .ner_readers import read_ner
-
-        if d.format in ("csv", "tsv"):
-            raise UserError(f"data.format: {d.format} is not a NER format; use conll (column files) or jsonl")
-        return read_ner(path, format=d.format, scheme=scheme or d.scheme)
-    from .classification_readers import read_classification
-
-    if d.format == "conll":
-        raise UserError("data.format: conll is a NER format; use csv, tsv or jsonl for text-classification")
-    examples = read_classification(
-        path, format=d.format, text_field=d.text_field, text_pair_field=d.text_pair_field,
-        label_field=d.label_field, multi_label=d.multi_label, label_delimiter=d.label_delimiter,
-        require_labels=require_labels,
-    )
-    return examples, None
+    return get_task(cfg.task).read(cfg, path, scheme=scheme, require_labels=require_labels)
 
 
 def load_splits(cfg: ProjectConfig, base: Path) -> Splits:
@@ -57,7 +35,10 @@ def load_splits(cfg: ProjectConfig, base: Path) -> Splits:
     if cfg.data.dev:
         dev, _ = read_split(cfg, cfg.resolve_path(cfg.data.dev, base), scheme=scheme)
         return Splits(train, dev, test, False, scheme)
-    train, dev = holdout(train, cfg.data.dev_fraction, cfg.training.seed, by_document=cfg.task == "token-classification")
+    from ..tasks import get_task
+
+    by_document = get_task(cfg.task).holdout_by_document
+    train, dev = holdout(train, cfg.data.dev_fraction, cfg.training.seed, by_document=by_document)
     return Splits(train, dev, test, True, scheme)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lmforge.data.classification_readers import resolve_format
+from lmforge.data.text_files import resolve_format
 from lmforge.data.schemes import SCHEMES, detect_scheme, entity_continues, validate_and_convert
 from lmforge.data.text_files import check_file, json_type_name, parse_json_line, shown, stripped_lines, surrogate_problem
 from lmforge.data.types import TokenExample

@@ -212,3 +212,21 @@ def has_surrogate(value: str) -> bool:
 def json_type_name(value: Any) -> str:
     names = {dict: "object", list: "list", str: "string", bool: "boolean", int: "integer", float: "number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def resolve_format(path: str | Path, format: str, formats: tuple[str, ...], suffixes: dict[str, str]) -> str:
+    """`format` itself when given, else the one `suffixes` maps the file's suffix to."""
+    if format != "auto":
+        if format not in formats:
+            expected = ", ".join(formats)
+            raise UserError(f"unknown data.format '{format}' for {path}; expected one of: auto, {expected}")
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix in suffixes:
+        return suffixes[suffix]
+    known = ", ".join(
+        f"{name} ({', '.join(s for s, f in suffixes.items() if f == name)})" for name in formats
+    )
+    raise UserError(
+        f"cannot tell the format of {path} from its suffix '{suffix}'; formats are: {known}. Set data.format"
+    )

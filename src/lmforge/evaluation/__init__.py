@@ -7,18 +7,17 @@
 
 from __future__ import annotations
 
-from lmforge.evaluation.classification_metrics import (
-    classification_report,
-    expected_calibration_error,
-    multilabel_report,
-)
-from lmforge.evaluation.ner_metrics import entity_report
-from lmforge.evaluation.report import write_report
+import importlib
 
-__all__ = [
-    "classification_report",
-    "entity_report",
-    "expected_calibration_error",
-    "multilabel_report",
-    "write_report",
-]
+_HOME = {"classification_report": "classification_metrics", "expected_calibration_error": "classification_metrics",
+         "multilabel_report": "classification_metrics", "entity_report": "ner_metrics", "write_report": "report"}
+
+
+def __getattr__(name: str):
+    # lazy: the metrics pull in scikit-learn (~3 s), which importing the report layout must not
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_HOME)

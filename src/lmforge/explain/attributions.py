@@ -61,7 +61,7 @@ def explain_text(predictor, text: str, *, text_pair: str | None = None, target: 
     if steps < 2:  # captum needs at least two points on the path
         raise UserError(f"steps must be at least 2, got {steps}")
     baseline_id = _baseline_id(predictor.tokenizer, baseline)
-    ner = predictor.task.name == "token-classification"
+    ner = predictor.task.token_level
     if ner:
         if text_pair is not None:
             raise UserError("text_pair applies to pair classifiers; this run does token classification")

@@ -30,13 +30,13 @@ def explain_dataset(predictor, examples: list, *, top_k: int = 15, steps: int = 
     """Aggregate word attributions per predicted class (NER: per entity type of the first entity).
 
     `examples`: TextExample (classification) or TokenExample with `text` or `words` (NER), as
-    `lmforge.commands.read_inputs` returns them. Returns {"classes": {class: [{"word", "mean_score",
+    `lmforge.predict_files.read_inputs` returns them. Returns {"classes": {class: [{"word", "mean_score",
     "count"}...]}, "examples": n explained, "skipped": n without an entity (NER), "steps", "top_k",
-    "task", "per_class": {class: n texts}, "mean_abs_delta": mean |convergence delta| (large: use more
+    "task", "unit" (what a class is), "per_class": {class: n texts}, "mean_abs_delta": mean |convergence delta| (large: use more
     steps)}."""
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
-    ner = predictor.task.name == "token-classification"
+    ner = predictor.task.token_level
     chosen = examples[:limit] if limit else examples
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_class: dict[str, int] = defaultdict(int)
@@ -66,7 +66,7 @@ def explain_dataset(predictor, examples: list, *, top_k: int = 15, steps: int = 
     order = predictor.task.labels if not ner else sorted(scores)
     classes = {key: _top(scores[key], top_k) for key in order if key in scores}
     return {"classes": classes, "examples": explained, "skipped": skipped, "steps": steps, "top_k": top_k,
-            "task": predictor.task.name, "per_class": {k: per_class[k] for k in classes},
+            "task": predictor.task.name, "unit": "entity type" if ner else "predicted class", "per_class": {k: per_class[k] for k in classes},
             "mean_abs_delta": round(sum(deltas) / len(deltas), 6) if deltas else 0.0}
 
 
@@ -95,7 +95,7 @@ def write_global_report(result: dict, out_dir: str | Path) -> list[Path]:
 
 def render_global_markdown(result: dict) -> str:
     """The Markdown of global.md: one table of top words per class."""
-    unit = "entity type" if result.get("task") == "token-classification" else "predicted class"
+    unit = result.get("unit", "predicted class")
     lines = ["# Most influential words", "",
              f"{result['examples']} texts explained with integrated gradients ({result['steps']} steps); "
              f"word attributions averaged per {unit}. Positive scores support the class. "
@@ -115,9 +115,9 @@ def render_global_markdown(result: dict) -> str:
 
 def plot_global(result: dict, path: Path) -> Path:
     """One horizontal bar plot per class (at most PLOT_MAX_CLASSES, most frequent first)."""
-    from ..evaluation.report import _pyplot, _save_figure, _short
+    from ..evaluation.plots import pyplot, save_figure, short_label
 
-    plt = _pyplot()
+    plt = pyplot()
     per_class = result.get("per_class", {})
     names = sorted(result["classes"], key=lambda n: -per_class.get(n, 0))
     shown = names[:PLOT_MAX_CLASSES]
@@ -132,15 +132,15 @@ def plot_global(result: dict, path: Path) -> Path:
     for ax, name in zip(axes.flat, shown):
         data = result["classes"][name][::-1]  # largest at the top
         values = [r["mean_score"] for r in data]
-        ax.barh([_short(r["word"]) for r in data], values, color=["#16a34a" if v >= 0 else "#dc2626" for v in values])
+        ax.barh([short_label(r["word"]) for r in data], values, color=["#16a34a" if v >= 0 else "#dc2626" for v in values])
         ax.axvline(0, color="#333333", linewidth=0.8)
-        ax.set_title(f"{_short(name)} (n = {per_class.get(name, '?')})", fontsize=11)
+        ax.set_title(f"{short_label(name)} (n = {per_class.get(name, '?')})", fontsize=11)
         ax.tick_params(axis="y", labelsize=9)
         ax.grid(axis="x", alpha=0.3)
     if len(names) > len(shown):
         fig.suptitle(f"{len(shown)} of {len(names)} classes shown (the most frequent); all are in {JSON_NAME}",
                      fontsize=11)
-    _save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return path
 
 

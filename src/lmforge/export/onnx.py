@@ -28,11 +28,10 @@ import torch
 
 from ..errors import UserError
 from ..inference import Forward
-from ..runs import CONFIG, check_complete
-from ..files import read_json, replace_dir, write_json_atomic
+from ..onnx_runtime import INFO_FILE, MODEL_FILE, has_vnni, onnx_forward, session as _session
+from ..runs import CONFIG, WEIGHTS, RunFolder
+from ..files import replace_dir, write_json_atomic
 
-MODEL_FILE = "model.onnx"
-INFO_FILE = "export.json"
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra"})
@@ -57,8 +56,9 @@ def export_onnx(run_dir: str | Path, *, quantize: str | None = "int8", output: P
     if not 0.0 <= min_agreement <= 1.0:
         raise UserError(f"--min-agreement {min_agreement:g}: give a fraction between 0 and 1 (e.g. 0.98 for 98%)")
     say = progress or (lambda message: None)
-    run_dir = check_complete(Path(run_dir))
-    output = Path(output) if output is not None else run_dir / "onnx"
+    run = RunFolder.open(run_dir)
+    run_dir = run.path
+    output = Path(output) if output is not None else run.onnx_dir
     _check_output(output)
     predictor = Predictor.from_run(run_dir, bf16=False)
     _check_exportable(predictor, run_dir)
@@ -86,6 +86,7 @@ def export_onnx(run_dir: str | Path, *, quantize: str | None = "int8", output: P
                 f"Accept it with a lower --min-agreement (e.g. {_suggested_floor(parity):.4g}), try --quantize none, "
                 "check another file with --data, or write it anyway with --force."
             )
+        weights = run.model_dir / WEIGHTS
         info = {
             "format": "onnx", "quantize": quantize, "backend": backend, "run": predictor.config.name,
             "task": predictor.task.name, "model_version": predictor.version, **fusion,
@@ -95,8 +96,7 @@ def export_onnx(run_dir: str | Path, *, quantize: str | None = "int8", output: P
             "inputs": inputs, "outputs": ["logits"], "parity": parity, "min_agreement": min_agreement,
             "forced": bool(force and parity["agreement"] < min_agreement),
             "sizes": {"model_onnx_bytes": graph.stat().st_size, "fp32_onnx_bytes": fp32_bytes,
-                      "torch_weights_bytes": (run_dir / "model" / "model.safetensors").stat().st_size
-                      if (run_dir / "model" / "model.safetensors").is_file() else None},
+                      "torch_weights_bytes": weights.stat().st_size if weights.is_file() else None},
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -150,7 +150,7 @@ def _parity_examples(predictor, run_dir: Path, data: Path | None) -> tuple[list,
             raise UserError(f"{path}: the run's train file (its dev set is a hold-out of it) is missing; "
                             "give a file for the parity check with --data FILE")
         train, _ = read_split(cfg, path)
-        _, dev = holdout(train, cfg.data.dev_fraction, cfg.training.seed, by_document=cfg.task == "token-classification")
+        _, dev = holdout(train, cfg.data.dev_fraction, cfg.training.seed, by_document=predictor.spec.holdout_by_document)
         return dev, f"hold-out of {path}"
     examples, _ = read_split(cfg, path, require_labels=False)
     if not examples:
@@ -168,7 +168,7 @@ def _export_graph(predictor, path: Path) -> list[str]:
     example = tok(["an example sentence to trace the graph with", "short"], padding=True, return_tensors="pt")
     if "token_type_ids" in names and "token_type_ids" not in example:
         example["token_type_ids"] = torch.zeros_like(example["input_ids"])
-    token_level = predictor.task.name == "token-classification"
+    token_level = predictor.task.token_level
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch", 1: "sequence"} if token_level else {0: "batch"}
     with torch.no_grad(), _quiet():
@@ -211,18 +211,6 @@ def _quantize(src: Path, dst: Path) -> Path:
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, reduce_range=not has_vnni(),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return dst
-
-
-def has_vnni() -> bool:
-    """Whether this CPU has 8-bit dot-product instructions (AVX512-VNNI / AVX-VNNI). Without them ONNX
-    Runtime's u8 x s8 kernels add pairs of products in 16 bits, which saturates with full-range 8-bit
-    weights: on an AVX2-only CPU a tiny test classifier agreed with PyTorch on 67% of its dev labels
-    (max probability difference 0.07); with 7-bit weights (`reduce_range`) on 100% (0.0007)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def _op_counts(path: Path, ops: tuple[str, ...]) -> dict[str, int]:
@@ -292,15 +280,9 @@ def _parity(predictor, forward: Forward, examples: list) -> dict[str, Any]:
             diff = max(diff, float(np.abs(_softmax(a) - _softmax(b))[mask].max(initial=0.0)))
         else:
             diff = max(diff, float(np.abs(predictor.task.probabilities(a) - predictor.task.probabilities(b)).max(initial=0.0)))
-    if predictor.task.name == "token-classification":
-        pairs = [(x, y) for e, g in zip(expected, got) for x, y in zip(e["tags"], g["tags"])]
-        compared = "word tags"
-    elif getattr(predictor.task, "multi_label", False):
-        pairs = [(sorted(e["labels"]), sorted(g["labels"])) for e, g in zip(expected, got)]
-        compared = "label sets"
-    else:
-        pairs = [(e["label"], g["label"]) for e, g in zip(expected, got)]
-        compared = "labels"
+    task = predictor.task
+    pairs = [(x, y) for e, g in zip(expected, got) for x, y in zip(task.answers(e), task.answers(g))]
+    compared = task.answer_unit
     same = sum(x == y for x, y in pairs)
     return {"examples": len(examples), "compared": compared, "units": len(pairs), "disagreements": len(pairs) - same,
             "agreement": round(same / len(pairs), 6) if pairs else 1.0, "max_abs_prob_diff": round(diff, 6)}
@@ -318,74 +300,3 @@ def _recording(forward: Forward, store: list) -> Forward:
 def _softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)
-
-
-# -- inference -----------------------------------------------------------------------------------
-def load_onnx_forward(run_dir: str | Path, path: Path | None = None, *, model_version: str | None = None) -> tuple[Forward, str]:
-    """The forward function of a run's exported graph (`run_dir/onnx/model.onnx`, or `path`: a
-    model.onnx or its folder) and a backend name ("onnx-int8" / "onnx-fp32"). Refuses an export
-    whose weights differ from the run's current model/ (stale)."""
-    from ..predictor import _version
-
-    run_dir = check_complete(Path(run_dir))
-    graph = Path(path) if path is not None else run_dir / "onnx" / MODEL_FILE
-    if graph.is_dir():
-        graph = graph / MODEL_FILE
-    export = f"lmforge export {run_dir} --format onnx --quantize int8" + (f" --output {graph.parent}" if path is not None else "")
-    if not graph.is_file():
-        raise UserError(f"{graph} not found; run `{export}` first")
-    try:
-        info = read_json(graph.parent / INFO_FILE)
-    except (OSError, ValueError):
-        raise UserError(f"{graph.parent / INFO_FILE} is missing or unreadable, so {graph} cannot be checked against the run; "
-                        f"re-export with `{export}`") from None
-    current = model_version or _version(_run_name(run_dir), run_dir)  # callers that loaded the run pass it: no second hash
-    if info.get("model_version") != current:
-        raise UserError(f"{graph} is stale: it was exported from {info.get('model_version')} but {run_dir / 'model'} now holds "
-                        f"{current}; re-export with `{export}`")
-    if info.get("quantize") and not info.get("reduce_range") and not has_vnni():
-        log.warning("%s was quantized with full-range 8-bit weights on a CPU with VNNI; this CPU has none, so its "
-                    "int8 kernels may saturate and predictions may differ from the parity report. Re-export here "
-                    "(`%s`) for 7-bit weights that are exact on both.", graph, export)
-    return onnx_forward(_session(graph)), f"onnx-{info.get('quantize') or 'fp32'}"
-
-
-def onnx_forward(session) -> Forward:
-    """A Forward over an onnxruntime session: feeds the inputs the graph has (int64; token_type_ids
-    zeros when the batch has none). `session.run` is thread-safe, so one forward may serve threads."""
-    names = [i.name for i in session.get_inputs()]
-
-    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        feed = {}
-        for name in names:
-            value = batch.get(name)
-            if value is None and name == "token_type_ids":
-                value = torch.zeros_like(torch.as_tensor(batch["input_ids"]))
-            if value is None:
-                raise ValueError(f"the ONNX graph needs the input {name!r}, which the batch does not have")
-            array = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            feed[name] = np.ascontiguousarray(array, dtype=np.int64)
-        return np.asarray(session.run(None, feed)[0], dtype=np.float32)
-
-    return forward
-
-
-def _session(path: Path):
-    """A CPU session: intra-op threads = the cores this process may use, sequential execution."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own untyped errors for bad files
-        raise UserError(f"{path}: ONNX Runtime cannot load it ({err}); re-export it with `lmforge export`") from None
-
-
-def _run_name(run_dir: Path) -> str:
-    from ..config import load_run_config
-
-    return load_run_config(run_dir).name

@@ -306,9 +306,10 @@ def locate(source: str | Path) -> tuple[Path, str, Path | None]:
     """(model folder, display name, unmerged adapter folder or None) for a run folder, a packaged
     short name or a local Hugging Face folder."""
     from ..models.resolve import PACKAGED_MODELS, resolve_model
+    from ..runs import is_run_folder
 
     path = Path(source).expanduser()
-    if (path / "config.yaml").is_file() and not (path / "config.json").is_file():  # a run folder, not a model folder
+    if is_run_folder(path):
         return _locate_run(path)
     folder = resolve_model(str(source))
     return folder, str(source) if str(source) in PACKAGED_MODELS else folder.name, None
@@ -330,17 +331,12 @@ def _repaired(source: str | Path) -> bool:
 
 
 def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
-    from ..config import load_run_config
-    from ..runs import RUN_INFO, check_complete
-    from ..files import read_json
+    from ..runs import RunFolder
 
-    check_complete(run_dir)
-    cfg = load_run_config(run_dir)
-    if cfg.task != "generation":
-        raise UserError(f"{run_dir} is a {cfg.task} run, not a generation run: use `lmforge predict {run_dir} FILE`")
-    merged = bool(read_json(run_dir / RUN_INFO).get("merged", False))
-    adapter = run_dir / "adapter"
-    return run_dir / "model", cfg.name, adapter if adapter.is_dir() and not merged else None
+    run = RunFolder.open(run_dir)
+    if not run.is_decoder:
+        raise UserError(f"{run_dir} is a {run.config.task} run, not a generation run: use `lmforge predict {run_dir} FILE`")
+    return run.model_dir, run.config.name, run.adapter_dir if run.uses_adapter else None
 
 
 def _version(name: str, folder: Path) -> str:

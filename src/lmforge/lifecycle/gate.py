@@ -114,6 +114,20 @@ def gate_report(parent, candidate, old_sets: dict[str, list[TextExample]], new_s
             "old_classes": per_class}
 
 
+def gate_failed(report: dict | None) -> bool:
+    """Whether a stored gate report says the candidate failed (None: no gate, e.g. a first version)."""
+    return isinstance(report, dict) and report.get("passed") is False
+
+
+def failing_checks(report: dict) -> list[str]:
+    """"name (detail)" of every failed check of a stored gate report (what a refused promote lists)."""
+    checks = report.get("checks")
+    if not isinstance(checks, list):
+        return []
+    return [f"{c.get('name', '?')}" + (f" ({c['detail']})" if c.get("detail") else "")
+            for c in checks if isinstance(c, dict) and c.get("passed") is False]
+
+
 def _summary(scores: dict) -> dict:
     return {k: scores[k] for k in ("examples", "accuracy", "macro_f1")}
 

@@ -5,7 +5,8 @@ in-memory queue; one writer thread inserts queued rows in batches, so a slow dis
 response. When more than `max_pending` rows wait, new ones are dropped and counted (`dropped`).
 Texts are stored only when allowed (`store_texts`); otherwise only their sha256.
 
-Tables (created on first use, beside the registry's own):
+Tables (created on first use, beside the registry's own; connections come from `lifecycle.db`, like
+the registry's, so a server logging and a CLI promoting never fail on each other's locks):
     predictions(id, model, version, version_tag, time, label, confidence, latency_ms, length, oov, text_hash, text)
     feedback(prediction_id -> predictions.id, label, time)
 """
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import db
+
 log = logging.getLogger("lmforge.predlog")
 
 SCHEMA = """
@@ -36,11 +39,16 @@ COLUMNS = ("id", "model", "version", "version_tag", "time", "label", "confidence
            "text_hash", "text")
 
 
-def connect(db_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(db_path), timeout=30, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    conn.executescript(SCHEMA)
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """A `db.connect` connection, with the prediction log's tables created if they are missing."""
+    conn = db.connect(db_path)
+    try:
+        if conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
+                        "('predictions', 'feedback')").fetchone()[0] < 2:
+            db.create_tables(conn, SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
@@ -61,11 +69,10 @@ class PredictionLog:
         self.sample_rate, self.store_texts = sample_rate, store_texts
         self.max_pending, self.batch_size = max_pending, batch_size
         self.dropped = 0
-        self.written = 0
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._random = random.Random()
-        connect(self.db_path).close()  # the tables exist before the first request
+        _connect(self.db_path).close()  # the tables exist before the first request
 
     # -- the request side (never blocks) -----------------------------------------------------------
     def sampled(self) -> bool:
@@ -106,7 +113,7 @@ class PredictionLog:
         done.wait(timeout)
 
     def _write_loop(self) -> None:
-        conn = connect(self.db_path)
+        conn = _connect(self.db_path)
         try:
             running = True
             while running:
@@ -132,18 +139,12 @@ class PredictionLog:
     def _insert(self, conn: sqlite3.Connection, rows: list[dict]) -> None:
         marks = ", ".join("?" for _ in COLUMNS)
         try:
-            conn.execute("BEGIN")
-            conn.executemany(f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) VALUES ({marks})",
-                             [tuple(r.get(c) for c in COLUMNS) for r in rows])
-            conn.execute("COMMIT")
-            self.written += len(rows)
+            with db.transaction(conn):
+                conn.executemany(f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) VALUES ({marks})",
+                                 [tuple(r.get(c) for c in COLUMNS) for r in rows])
         except sqlite3.Error:  # the log must never take the server down; the rows are lost and counted
             log.exception("could not write %d prediction log rows", len(rows))
             self.dropped += len(rows)
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
 
     # -- feedback --------------------------------------------------------------------------------------
     def add_feedback(self, prediction_id: str, label: str) -> dict:
@@ -153,7 +154,7 @@ class PredictionLog:
 
 
 def add_feedback(db_path: Path, model: str, prediction_id: str, label: str) -> dict:
-    conn = connect(db_path)
+    conn = _connect(db_path)
     try:
         row = conn.execute("SELECT label, version, version_tag FROM predictions WHERE id = ? AND model = ?",
                            (prediction_id, model)).fetchone()
@@ -170,7 +171,7 @@ def add_feedback(db_path: Path, model: str, prediction_id: str, label: str) -> d
 def predictions_since(db_path: Path, model: str, since: float, *, version: int | None = None,
                       limit: int | None = None) -> list[dict]:
     """Logged predictions of `model` after `since` (unix seconds), oldest first (the newest `limit`)."""
-    conn = connect(db_path)
+    conn = _connect(db_path)
     try:
         sql = f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE model = ? AND time >= ?"
         args: list = [model, since]
@@ -190,7 +191,7 @@ def predictions_since(db_path: Path, model: str, since: float, *, version: int |
 def feedback_since(db_path: Path, model: str, since: float, *, version: int | None = None) -> list[dict]:
     """Feedback on `model`'s predictions made after `since`: prediction id, predicted and corrected
     label, the prediction's text (None when texts were not stored) and version."""
-    conn = connect(db_path)
+    conn = _connect(db_path)
     try:
         sql = ("SELECT f.prediction_id, p.label, f.label, f.time, p.text, p.text_hash, p.version FROM feedback f "
                "JOIN predictions p ON p.id = f.prediction_id WHERE p.model = ? AND p.time >= ?")

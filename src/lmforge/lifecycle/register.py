@@ -5,44 +5,41 @@ Besides the run itself, a version folder keeps:
     data/eval/<set>.jsonl  the evaluation sets the gate re-checks on every later update
     data/vocab.txt         the training vocabulary (monitoring's out-of-vocabulary rate)
     reference.json         the model's predictions on its evaluation sets: label counts, confidences,
-                           lengths, OOV rates, accuracy (monitoring's "before")
-so that an update and the monitor never depend on files outside the registry.
+                           lengths, OOV rates, accuracy (monitoring's "before"; see `reference`)
+so that an update and the monitor never depend on files outside the registry. `update` reads the
+replay data and evaluation sets back with `replay_pool_of` and `eval_sets_of`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_run_config
 from ..data.load import load_splits
 from ..data.types import TextExample
 from ..errors import UserError
-from ..runs import check_complete
-from ..files import read_json, write_json_atomic, write_text_atomic
-from .examples import balanced_sample, file_fingerprint, oov_rate, read_examples, vocabulary, words, write_examples
+from ..runs import RunFolder
+from ..tasks import get_task, task_names
+from ..files import write_json_atomic, write_text_atomic
+from .examples import balanced_sample, file_fingerprint, read_examples, vocabulary, write_examples
+from .reference import REFERENCE_FILE, VOCAB_FILE, reference_stats
 
 REPLAY_BUFFER = 5000     # training examples a version keeps for replay
 REFERENCE_EXAMPLES = 5000  # evaluation examples whose predictions form the monitoring reference
 
 
+def lifecycle_tasks() -> list[str]:
+    return [name for name in task_names() if get_task(name).supports_lifecycle]
+
+
 def supported(run_dir: Path) -> tuple[bool, str]:
     """Whether the lifecycle (update, monitor) supports a run, and why not."""
-    cfg = load_run_config(run_dir)
-    if cfg.task != "text-classification":
-        return False, f"the lifecycle supports text-classification runs; {run_dir} is {cfg.task}"
+    run = RunFolder.open(run_dir, complete=False)
+    cfg = run.config
+    if not run.spec.supports_lifecycle:
+        return False, f"the lifecycle supports {', '.join(lifecycle_tasks())} runs; {run_dir} is {cfg.task}"
     if cfg.data.multi_label:
         return False, "multi-label runs are not supported by the lifecycle yet"
     return True, ""
-
-
-def label_and_confidence(prediction: dict) -> tuple[str | None, float | None]:
-    """The (label, confidence) a classification prediction is logged and monitored by."""
-    if "label" in prediction:
-        return prediction["label"], float(prediction["score"])
-    if "labels" in prediction:
-        probs = prediction.get("probabilities") or {}
-        return "|".join(prediction["labels"]) or "(none)", float(max(probs.values())) if probs else None
-    return None, None
 
 
 def register_run(registry, name: str, run_dir: Path, *, parent: int | None = None, gate: dict | None = None,
@@ -52,10 +49,10 @@ def register_run(registry, name: str, run_dir: Path, *, parent: int | None = Non
 
     Without `replay_pool` / `eval_sets` (a first version) they come from the run's own data files: its
     training data, and its dev and test sets."""
-    run_dir = check_complete(Path(run_dir))
-    cfg = load_run_config(run_dir)
+    run = RunFolder.open(run_dir)
+    run_dir, cfg = run.path, run.config
     info = dict(info or {})
-    if cfg.task == "text-classification" and not cfg.data.multi_label:
+    if supported(run_dir)[0]:
         if replay_pool is None or eval_sets is None:
             own_pool, own_sets, fingerprints = _own_data(run_dir)
             replay_pool = own_pool if replay_pool is None else replay_pool
@@ -72,7 +69,7 @@ def register_run(registry, name: str, run_dir: Path, *, parent: int | None = Non
 
 
 def _own_data(run_dir: Path) -> tuple[list[TextExample], dict[str, list[TextExample]], dict]:
-    cfg = load_run_config(run_dir)
+    cfg = RunFolder(run_dir).config
     try:
         splits = load_splits(cfg, run_dir)
     except UserError as err:
@@ -95,39 +92,12 @@ def _write_extras(folder: Path, pool: list[TextExample], eval_sets: dict[str, li
     write_examples(data / "replay.jsonl", replay)
     for set_name, examples in eval_sets.items():
         write_examples(data / "eval" / f"{set_name}.jsonl", examples)
-    write_text_atomic(data / "vocab.txt", "".join(w + "\n" for w in sorted(vocab)))
+    write_text_atomic(folder / VOCAB_FILE, "".join(w + "\n" for w in sorted(vocab)))
     predictor = Predictor.from_run(folder / "run")
     examples = [ex for exs in eval_sets.values() for ex in exs][:REFERENCE_EXAMPLES]
-    write_json_atomic(folder / "reference.json", reference_stats(predictor, examples, vocab))
+    write_json_atomic(folder / REFERENCE_FILE, reference_stats(predictor, examples, vocab))
     return {"replay_examples": len(replay), "eval_sets": {k: len(v) for k, v in eval_sets.items()},
             "vocabulary": len(vocab)}
-
-
-def reference_stats(predictor, examples: list[TextExample], vocab: set[str]) -> dict:
-    """What monitoring compares live traffic with: the model's predictions on in-distribution data."""
-    predictions = predictor.predict_examples(examples) if examples else []
-    counts: dict[str, int] = {}
-    confidences, lengths, oovs, correct = [], [], [], 0
-    for ex, pred in zip(examples, predictions):
-        label, confidence = label_and_confidence(pred)
-        counts[label] = counts.get(label, 0) + 1
-        confidences.append(round(confidence, 5))
-        tokens = words(ex.text)
-        lengths.append(len(tokens))
-        oovs.append(round(oov_rate(tokens, vocab), 4))
-        correct += int(ex.labels[:1] == [label])
-    return {"label_counts": counts, "confidences": confidences, "lengths": lengths, "oov_rates": oovs,
-            "accuracy": correct / len(examples) if examples else None, "examples": len(examples)}
-
-
-def load_vocab(version_path: Path) -> frozenset[str]:
-    path = Path(version_path) / "data" / "vocab.txt"
-    return frozenset(path.read_text(encoding="utf-8").split()) if path.is_file() else frozenset()
-
-
-def load_reference(version_path: Path) -> dict | None:
-    path = Path(version_path) / "reference.json"
-    return read_json(path) if path.is_file() else None
 
 
 def eval_sets_of(version_path: Path) -> dict[str, list[TextExample]]:

@@ -27,14 +27,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..config import config_from_dict, load_run_config
+from ..config import config_from_dict
+from ..runs import RunFolder
 from ..data.load import holdout, read_split
 from ..data.types import TextExample
 from ..errors import UserError
-from ..files import read_json, write_json_atomic, write_text_atomic
+from ..files import write_json_atomic, write_text_atomic
 from .examples import balanced_sample, vocabulary, write_examples
 from .gate import GateThresholds, gate_markdown, gate_report
-from .register import eval_sets_of, load_vocab, register_run, replay_pool_of, supported
+from .reference import load_vocab
+from .register import eval_sets_of, register_run, replay_pool_of, supported
 
 
 HEAD_LR_FACTOR = 10.0  # head learning rate = this x the learning rate when an update adds labels
@@ -94,9 +96,9 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     ok, why = supported(parent.run_dir)
     if not ok:
         raise UserError(f"cannot update {parent.ref}: {why}")
-    info = read_json(parent.run_dir / "run.json")
-    cfg = load_run_config(parent.run_dir)
-    if cfg.method == "prefix" or not info.get("merged", True):
+    parent_run = RunFolder.open(parent.run_dir)
+    cfg = parent_run.config
+    if parent_run.uses_adapter:
         raise UserError(f"cannot update {parent.ref}: its model/ folder needs an adapter (method {cfg.method}); "
                         "updates start from full, or merged LoRA/IA3, runs")
     new = _new_examples(cfg, data, registry, name, from_feedback, console)
@@ -116,7 +118,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     replayed = balanced_sample(pool, size, seed) if size else []
     if size and not pool:
         console.print(f"[yellow]{parent.ref} keeps no replay data; training on the new data only")
-    old_labels = list(read_json(parent.run_dir / "labels.json")["labels"])
+    old_labels = list(parent_run.labels.labels)
     added = sorted({ex.labels[0] for ex in new} - set(old_labels))
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -179,7 +181,7 @@ def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, la
                    epochs: float | None, anchor: float, logit_adjustment: float, overrides: dict | None):
     """The parent's config, pointed at the parent's weights and the update's data files."""
     raw = cfg.model_dump(mode="json")
-    raw.update(name=run_name, model=str(parent.run_dir / "model"), output_dir=str(run_dir.parent))
+    raw.update(name=run_name, model=str(RunFolder(parent.run_dir).model_dir), output_dir=str(run_dir.parent))
     raw["data"].update(train=str(data_dir / "train.jsonl"), dev=str(data_dir / "dev.jsonl"), test=None, format="jsonl",
                        text_field="text", text_pair_field="text_pair" if cfg.data.text_pair_field else None,
                        label_field="label", label_map={}, labels=labels)

@@ -69,12 +69,12 @@ def _linear_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def peft_config(method: str, task: str, settings, model: nn.Module):
-    """The peft config for a method; the task head is always trained (modules_to_save)."""
+def peft_config(method: str, task_type: str, settings, model: nn.Module):
+    """The peft config for a method (`task_type`: a peft TaskType name, from the task's spec); the
+    task head is always trained (modules_to_save)."""
     from peft import IA3Config, LoraConfig, PrefixTuningConfig, TaskType
 
-    task_type = {"text-classification": TaskType.SEQ_CLS, "token-classification": TaskType.TOKEN_CLS,
-                 "generation": TaskType.CAUSAL_LM}[task]
+    task_type = TaskType[task_type]
     heads = [n for n in HEAD_NAMES if hasattr(model, n)]
     if method == "lora":
         return LoraConfig(task_type=task_type, r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
@@ -89,11 +89,11 @@ def peft_config(method: str, task: str, settings, model: nn.Module):
     raise UserError(f"unknown method '{method}'; available: full, lora, ia3, prefix")
 
 
-def wrap_peft(model: nn.Module, method: str, task: str, settings) -> nn.Module:
+def wrap_peft(model: nn.Module, method: str, task_type: str, settings) -> nn.Module:
     from peft import get_peft_model
 
     try:
-        return get_peft_model(model, peft_config(method, task, settings, model))
+        return get_peft_model(model, peft_config(method, task_type, settings, model))
     except ValueError as err:
         raise UserError(f"method '{method}' cannot be applied to this model: {err}. Set peft.target_modules.") from None
 

@@ -1,5 +1,5 @@
-"""`POST /v1/generate` for decoder models, on the shared server machinery (errors, auth, health,
-readiness, metrics, request limits).
+"""Serving a decoder: `POST /v1/generate`, as a `ModelApi` on the shared HTTP base (errors, auth,
+health, readiness, metrics, request limits).
 
 Non-streaming requests go through the micro-batcher: concurrent prompts with the same sampling
 settings are generated as one left-padded batch. Streaming requests (`"stream": true`) get
@@ -15,33 +15,78 @@ import json
 import logging
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import UserError
-from .batcher import MicroBatcher, QueueFull
+from .batcher import MicroBatcher
+from .model_api import ApiError, Server
 from .schemas import ERROR_RESPONSES, STREAM_EVENT, GenerateRequest, GenerateResponse, GeneratorInfo
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
 WARMUP_PROMPT = "Say hello."
+WARMUP_PARAMS = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
 _END = object()
 
 
-def add_generation_routes(generator, settings: ServeSettings) -> FastAPI:
-    from .app import ApiError, base_app
+class GenerationApi:
+    """Serves a `lmforge.generation.Generator`: POST /v1/generate, within the server's prompt and
+    max_new_tokens limits."""
 
-    batcher = MicroBatcher(lambda items: generate_items(generator, items), max_batch=settings.max_batch_size,
-                           max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
-    warm_params = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
-    app = base_app(settings, batcher, version=generator.version, warm=lambda: batcher.submit([(WARMUP_PROMPT, warm_params)]),
-                   info={"version": generator.version, "task": "generation", "backend": "torch"},
-                   description=f"{generator.version}: text generation", describe=lambda: describe_generator(generator, settings),
-                   describe_model=GeneratorInfo)
-    app.state.generator = generator
-    metrics, guarded = app.state.metrics, app.state.guarded
+    info_model = GeneratorInfo
+    warmup_items = [(WARMUP_PROMPT, WARMUP_PARAMS)]
 
-    def check(body: GenerateRequest) -> dict[str, Any]:
+    def __init__(self, generator, settings: ServeSettings):
+        self.generator, self.settings = generator, settings
+
+    # -- what the HTTP base calls --------------------------------------------------------------------
+    def setup(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def predict(self, items: list) -> list:
+        return generate_items(self.generator, items)
+
+    def version(self) -> str:
+        return self.generator.version
+
+    def info(self) -> dict[str, str]:
+        return {"version": self.generator.version, "task": "generation", "backend": "torch"}
+
+    def description(self) -> str:
+        return f"{self.generator.version}: text generation"
+
+    def describe(self) -> dict:
+        return describe_generator(self.generator, self.settings)
+
+    async def refresh_metrics(self) -> None:
+        pass
+
+    def add_routes(self, server: Server) -> None:
+        generator, decode_request = self.generator, self.decode_request
+
+        @server.app.post("/v1/generate", dependencies=server.guarded, response_model=GenerateResponse, response_class=JSONResponse,
+                         responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}},
+                                                             "description": "the result; with \"stream\": true, server-sent events"}},
+                         summary="generate text for one prompt (optionally streamed)")
+        async def generate(body: GenerateRequest):
+            params = decode_request(body)
+            if body.stream:
+                return StreamingResponse(_stream(generator, server.batcher, body.prompt, params), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            try:
+                [result] = await server.submit([(body.prompt, params)])
+            except UserError as err:
+                raise ApiError(422, "invalid_request", str(err)) from None
+            server.metrics.texts.inc()
+            return {"model_version": generator.version, **result}
+
+    # -- the request ---------------------------------------------------------------------------------
+    def decode_request(self, body: GenerateRequest) -> dict[str, Any]:
+        """The request within the server's limits, as the generation settings `generate_items` takes."""
+        settings = self.settings
         if not body.prompt.strip():
             raise ApiError(422, "invalid_request", "prompt is empty")
         if "max_new_tokens" not in body.model_fields_set:  # the default never exceeds the server's cap
@@ -54,27 +99,6 @@ def add_generation_routes(generator, settings: ServeSettings) -> FastAPI:
                            limit="max_new_tokens", value=settings.max_new_tokens)
         return {"max_new_tokens": body.max_new_tokens, "temperature": body.temperature, "top_p": body.top_p,
                 "stop": tuple(body.stop), "seed": body.seed, "chat": body.chat}
-
-    @app.post("/v1/generate", dependencies=guarded, response_model=GenerateResponse, response_class=JSONResponse,
-              responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}},
-                                                  "description": "the result; with \"stream\": true, server-sent events"}},
-              summary="generate text for one prompt (optionally streamed)")
-    async def generate(body: GenerateRequest):
-        params = check(body)
-        if body.stream:
-            return StreamingResponse(_stream(generator, batcher, body.prompt, params), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        try:
-            [result] = await batcher.submit([(body.prompt, params)])
-        except QueueFull as err:
-            raise ApiError(503, "overloaded", f"the server is busy: {err}; retry later", limit="max_queue",
-                           value=settings.max_queue) from None
-        except UserError as err:
-            raise ApiError(422, "invalid_request", str(err)) from None
-        metrics.texts.inc()
-        return {"model_version": generator.version, **result}
-
-    return app
 
 
 def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:

@@ -285,11 +285,31 @@ class ErrorResponse(_Response):
     error: ErrorBody
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "missing or wrong API key (when the server has one)"},
-    408: {"model": ErrorResponse, "description": "the request body did not arrive within body_timeout_s"},
-    413: {"model": ErrorResponse, "description": "a limit was exceeded; the error names it and its value"},
-    422: {"model": ErrorResponse, "description": "the body is not valid JSON or does not match the schema; the error names the field"},
-    500: {"model": ErrorResponse, "description": "unexpected failure; the cause is in the server log under request_id"},
-    503: {"model": ErrorResponse, "description": "too many texts waiting (max_queue), or the model is not ready yet"},
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "missing or wrong API key (when the server has one)",
+    408: "the request body did not arrive within body_timeout_s",
+    413: "a limit was exceeded; the error names it and its value",
+    422: "the body is not valid JSON or does not match the schema; the error names the field",
+    500: "unexpected failure; the cause is in the server log under request_id",
+    503: "too many texts waiting (max_queue), or the model is not ready yet",
 }
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """One error status in a route's OpenAPI `responses`: an `ErrorResponse` body."""
+    return {"model": ErrorResponse, "description": description}
+
+
+def error_responses(*codes: int, plain_route: bool = False) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI `responses` for these error statuses, each with its usual description.
+    FastAPI files a `model` under the route's own media type; a `plain_route` (one whose 200 is not
+    JSON, like /metrics) names the JSON error body by reference instead (every app's other routes
+    put `ErrorResponse` in the document's schemas)."""
+    if plain_route:
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        return {code: {"description": ERROR_DESCRIPTIONS[code], "content": content} for code in codes}
+    return {code: error_doc(ERROR_DESCRIPTIONS[code]) for code in codes}
+
+
+# what a route that reads a JSON body can answer besides 200
+ERROR_RESPONSES = error_responses(401, 408, 413, 422, 500, 503)

@@ -50,14 +50,14 @@ def check_port_free(host: str, port: int) -> None:
 def serves_generation(target: Path) -> bool:
     """A generation run folder, or something that is no run folder at all (a model short name or a
     Hugging Face folder: only decoders are served without training)."""
-    config = Path(target) / "config.yaml"
-    if not config.is_file():
-        return True
-    import yaml
+    from ..errors import UserError
+    from ..runs import RunFolder, is_run_folder
 
+    if not is_run_folder(Path(target)):
+        return True
     try:
-        return (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("task") == "generation"
-    except yaml.YAMLError:
+        return RunFolder(Path(target)).is_decoder
+    except UserError:  # a damaged config: the classifier path reports it properly
         return False
 
 
@@ -70,7 +70,10 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
     import uvicorn
 
     from ..predictor import Predictor
-    from .app import create_app
+    from .base import create_server_app
+    from .generation_routes import GenerationApi
+    from .model_api import ModelApi
+    from .predict_routes import PredictApi
     from .protocol import uvicorn_config
 
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,34 +84,33 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
     from .slots import registry_target
 
     name = registry_target(run_dir)
-    prediction_log = None
     if threshold is not None and (name is not None or serves_generation(run_dir)):
         raise UserError("--threshold applies to a multi-label run folder (each registered version keeps the threshold "
                         "tuned for it)")
+    api: ModelApi  # which kind of model the target is decides which routes are served
     if name is not None:
         from ..lifecycle.predlog import PredictionLog
-        from ..registry import Registry
+        from ..lifecycle import Registry
         from .slots import RegistrySlot
 
         if not 0.0 <= log_sample <= 1.0:
             raise UserError(f"--log-sample {log_sample}: give a fraction between 0 and 1")
         registry = Registry(registry_root)
-        predictor = RegistrySlot(registry, name, backend=backend, poll_s=poll_s)
+        slot = RegistrySlot(registry, name, backend=backend, poll_s=poll_s)
         prediction_log = PredictionLog(registry.db_path, name, sample_rate=log_sample, store_texts=log_texts)
         log.info("registry %s: serving %s; promotions and rollbacks are picked up within %.0f s; logging %.0f%% of "
-                 "predictions (%s)", registry.root, predictor.current.version_tag, poll_s, log_sample * 100,
+                 "predictions (%s)", registry.root, slot.current.version_tag, poll_s, log_sample * 100,
                  "with texts" if log_texts else "texts hashed")
+        api = PredictApi(slot, settings, prediction_log=prediction_log)
     elif serves_generation(run_dir):
         from ..generation.generator import Generator
 
         if backend != "torch":
             raise UserError(f"--backend {backend}: generation models are served with the torch backend")
-        predictor = Generator.from_pretrained(str(run_dir))
+        api = GenerationApi(Generator.from_pretrained(str(run_dir)), settings)
     else:
-        predictor = Predictor.from_run(run_dir, backend=backend, threshold=threshold)
-    app = create_app(predictor, settings, prediction_log=prediction_log)
-    config = uvicorn_config(app, settings, log_level=log_level)
-    version = predictor.current.version_tag if hasattr(predictor, "current") else predictor.version
-    log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, version, backend,
+        api = PredictApi(Predictor.from_run(run_dir, backend=backend, threshold=threshold), settings)
+    config = uvicorn_config(create_server_app(api), settings, log_level=log_level)
+    log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, api.version(), backend,
              settings.host, settings.port)
     uvicorn.Server(config).run()

@@ -70,7 +70,7 @@ class RegistrySlot:
         return self.current.predictor
 
     def _load(self, version) -> Loaded:
-        from ..lifecycle.register import load_reference, load_vocab
+        from ..lifecycle.reference import load_reference, load_vocab
         from ..predictor import Predictor
 
         predictor = Predictor.from_run(version.run_dir, backend=self.backend)
@@ -134,6 +134,6 @@ def registry_target(target: str | Path) -> str | None:
     name = text.split(":", 1)[1]
     if not name:
         raise UserError("registry:NAME: give the registered model's name, e.g. registry:intents")
-    from ..registry import check_name
+    from ..lifecycle import check_name
 
     return check_name(name)  # before the registry folder is opened (or created)

@@ -11,7 +11,7 @@ import uuid
 def log_predictions(prediction_log, loaded, texts: list, results: list[dict], latency_ms: float) -> list[dict]:
     """Queue the sampled predictions of one request (never blocks) and give each logged one its id."""
     from ..lifecycle.examples import oov_rate, words
-    from ..lifecycle.register import label_and_confidence
+    from ..lifecycle.reference import label_and_confidence
 
     out = []
     for text, result in zip(texts, results):
@@ -53,8 +53,8 @@ class DriftGauges:
 
     def compute(self) -> dict[str, float]:
         from ..lifecycle.predlog import feedback_since, predictions_since
-        from ..monitoring import build_report
-        from ..monitoring.drift import gauges
+        from ..lifecycle import build_report
+        from ..lifecycle.drift import gauges
 
         loaded = self.slot.current
         if loaded.reference is None:

@@ -1,10 +1,13 @@
-"""Tasks plug into the one training loop and the one inference path through a small protocol.
+"""Tasks plug into the one training loop and the one inference path.
 
-A task knows its labels and how to: build its model class, encode examples into features (for
-training and for inference), compute the summed loss of a batch, decode model outputs into
-predictions and compute metrics. See `base.Task`.
+A task *spec* (`registry.TaskSpec`), registered under the task's config name, says how the task is
+configured, read, reported and documented and builds task objects; a task *object* (`base.Task`)
+knows its labels and how to encode examples, compute the loss, decode outputs and score them.
+Importing this package registers the built-in tasks. See docs/ARCHITECTURE.md, "Adding a task".
 """
 
-from .base import Task
+from . import classification, generation, token_classification  # noqa: F401  (they register themselves)
+from .base import Task, TaskBase
+from .registry import TaskSpec, get_task, register, task_names
 
-__all__ = ["Task"]
+__all__ = ["Task", "TaskBase", "TaskSpec", "get_task", "register", "task_names"]

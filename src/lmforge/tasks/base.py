@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
 
 Feature = dict[str, Any]  # input_ids, optional token_type_ids, optional labels; plus task keys
 
@@ -41,11 +43,22 @@ class Task(Protocol):
                      bf16: bool) -> dict[str, float]:
         """The dev scores the loop selects checkpoints on (`headline` keys)."""
 
+    def examples_from_texts(self, texts: Sequence) -> list:
+        """Examples (unlabelled) from raw texts as a user or a client sends them (pairs as tuples)."""
+
     def decode(self, examples: list, plan: Any, outputs: list) -> list[dict]: ...
+
+    def report_extras(self) -> dict:
+        """Settings an evaluation report records beside the metrics (a multi-label threshold)."""
 
     def metrics(self, examples: list, predictions: list[dict]) -> dict: ...
 
     def headline(self, report: dict) -> dict[str, float]: ...
+
+    answer_unit: str  # what `answers` returns, plural ("labels", "word tags")
+
+    def answers(self, prediction: dict) -> list:
+        """The comparable answers in one prediction (ONNX parity, agreement between models)."""
 
     def check_labels(self, examples: list, label_map: dict[str, str], split: str) -> list: ...
 
@@ -64,12 +77,22 @@ class TaskBase:
     def adjust_for_prior(self, features: list[Feature], tau: float) -> None:
         raise ValueError(f"logit adjustment is not defined for {self.name}")
 
+    def examples_from_texts(self, texts: Sequence) -> list:
+        raise NotImplementedError(f"{self.name} does not predict from raw texts")
+
+    def report_extras(self) -> dict:
+        return {}
+
     def dev_headline(self, model, examples: list, features: list[Feature], plan: Any, logits_of: LogitsOf,
                      bf16: bool) -> dict[str, float]:
         return self.headline(self.metrics(examples, self.decode(examples, plan, logits_of(features))))
 
 
 def collate(features: list[Feature], pad_id: int, label_pad: int = -100, multiple: int = 1) -> dict[str, torch.Tensor]:
+
+
+    import torch
+
     """Pad a list of features to the longest one (dynamic padding), rounded up to `multiple`."""
     longest = max(len(f["input_ids"]) for f in features)
     longest += (-longest) % multiple

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForSequenceClassification
 
 from ..data.types import TextExample
-from ..errors import DataError
+from ..errors import DataError, UserError
+from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
+from .registry import TaskSpec, register
 
 MULTI_LABEL_THRESHOLD = 0.5  # before training has tuned one on dev (training/threshold.py)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class ClassificationTask(TaskBase):
@@ -36,6 +38,8 @@ class ClassificationTask(TaskBase):
         return sorted({label for ex in examples for label in ex.labels})
 
     def model_class(self) -> type:
+        from transformers import AutoModelForSequenceClassification
+
         return AutoModelForSequenceClassification
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -70,6 +74,12 @@ class ClassificationTask(TaskBase):
             raise DataError(problems, total)
         return examples
 
+    def examples_from_texts(self, texts) -> list[TextExample]:
+        return [TextExample(text=t[0], text_pair=t[1]) if isinstance(t, (tuple, list)) else TextExample(text=t) for t in texts]
+
+    def report_extras(self) -> dict:
+        return {"threshold": self.threshold} if self.multi_label else {}
+
     def encode_for_training(self, examples: list[TextExample]) -> list[Feature]:
         features = self._encode(examples)
         for f, ex in zip(features, examples):
@@ -103,6 +113,9 @@ class ClassificationTask(TaskBase):
         return 1
 
     def adjust_for_prior(self, features: list[Feature], tau: float) -> torch.Tensor:
+
+        import torch
+
         """Logit-adjusted loss (Menon et al. 2021): the loss sees logits + tau * log(prior), the prior
         being each class's share of the training features, so the trained logits themselves carry no
         preference for frequent classes (in a continual update: new data over the smaller replayed
@@ -116,6 +129,8 @@ class ClassificationTask(TaskBase):
 
     # -- loss and decoding -----------------------------------------------------------------
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch.nn.functional as F
+
         logits = logits.float()  # [B, C]
         if self.multi_label:
             per_label = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none")  # [B, C]
@@ -125,6 +140,9 @@ class ClassificationTask(TaskBase):
         return F.cross_entropy(logits, batch["labels"], reduction="sum")
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
+
+        import torch
+
         t = torch.from_numpy(logits).float()
         return (torch.sigmoid(t) if self.multi_label else torch.softmax(t, dim=-1)).numpy()
 
@@ -150,6 +168,13 @@ class ClassificationTask(TaskBase):
             return multilabel_report([ex.labels for ex in examples], [p["labels"] for p in predictions], self.labels, probs)
         return classification_report([ex.labels[0] for ex in examples], [p["label"] for p in predictions], self.labels, probs)
 
+    @property
+    def answer_unit(self) -> str:
+        return "label sets" if self.multi_label else "labels"
+
+    def answers(self, prediction: dict) -> list:
+        return [sorted(prediction["labels"])] if self.multi_label else [prediction["label"]]
+
     def headline(self, report: dict) -> dict[str, float]:
         if self.multi_label:
             out = {"micro_f1": report["micro"]["f1"], "macro_f1": report["macro"]["f1"], "exact_match": report["exact_match"]}
@@ -166,3 +191,108 @@ class ClassificationTask(TaskBase):
 def _short_list(items: list[str], n: int = 8) -> str:
     shown = ", ".join(items[:n])
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
+
+
+SINGLE_LABEL_REPORT = ReportStyle(
+    kind="text-classification",
+    headlines=(("Accuracy", ("accuracy",)), ("Macro F1", ("macro", "f1")), ("Micro F1", ("micro", "f1")),
+               ("Weighted F1", ("weighted", "f1"))))
+MULTI_LABEL_REPORT = ReportStyle(
+    kind="multi-label",
+    headlines=(("Exact match (subset accuracy)", ("exact_match",)), ("Micro F1", ("micro", "f1")),
+               ("Macro F1", ("macro", "f1")), ("Samples F1", ("samples", "f1")),
+               ("Average precision (micro, threshold-free)", ("average_precision",)),
+               ("Decision threshold (a label is predicted at probability >= this)", ("threshold",)),
+               ("Examples with no predicted label (share)", ("empty_predictions",))),
+    per_heading="Per label", per_column="Label", binary_calibration=True)
+
+
+class ClassificationSpec(TaskSpec):
+    name = "text-classification"
+    summary = "one label per text (softmax) or several (data.multi_label: true); single texts or pairs"
+    auto_class = "AutoModelForSequenceClassification"
+    pipeline_tag = "text-classification"
+    peft_task_type = "SEQ_CLS"
+    data_keys = ("text_field", "text_pair_field", "label_field", "multi_label", "label_delimiter", "labels")
+    supports_lifecycle = True
+
+    def check_config(self, cfg) -> list[str]:
+        problems = []
+        labels = cfg.data.labels
+        if labels is not None and (len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels)):
+            problems.append("data.labels: give each label once, as a non-empty string")
+        if cfg.training.logit_adjustment and cfg.data.multi_label:
+            problems.append("training.logit_adjustment: only for single-label text-classification")
+        return problems
+
+    def dev_metrics(self, cfg) -> tuple[str, ...]:
+        # multi-label selects on threshold-free average precision: micro-F1 at 0.5 is often 0 for every early
+        # checkpoint (the first would win the tie), and the threshold is tuned on dev after training anyway
+        if cfg.data.multi_label:
+            return ("average_precision", "micro_f1", "macro_f1", "exact_match")
+        return ("accuracy", "macro_f1")
+
+    def read(self, cfg, path, *, scheme=None, require_labels=True):
+        from ..data.classification_readers import read_classification
+
+        d = cfg.data
+        if d.format == "conll":
+            raise UserError("data.format: conll is a NER format; use csv, tsv or jsonl for text-classification")
+        examples = read_classification(path, format=d.format, text_field=d.text_field, text_pair_field=d.text_pair_field,
+                                       label_field=d.label_field, multi_label=d.multi_label,
+                                       label_delimiter=d.label_delimiter, require_labels=require_labels)
+        return examples, None
+
+    def starter_data(self, train, flags):
+        if train is None:
+            return dict(flags), []
+        from ..data.infer import infer_classification_fields
+
+        _require_file(train)
+        return infer_classification_fields(train, flags.get("text_field"), flags.get("label_field"),
+                                           flags.get("text_pair_field"), flags.get("multi_label"))
+
+    def for_training(self, cfg, tokenizer, splits) -> ClassificationTask:
+        labels = cfg.data.labels or ClassificationTask.discover_labels(splits.train)
+        task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label)
+        if cfg.data.labels:
+            task.check_labels(splits.train, cfg.data.label_map, "train")
+        if len(task.labels) < (1 if cfg.data.multi_label else 2):
+            raise UserError(f"{cfg.data.train}: found labels {task.labels}; training needs at least two different labels")
+        return task
+
+    def for_run(self, cfg, labels, tokenizer, *, threshold=None) -> ClassificationTask:
+        multi_label = labels.get("multi_label", False)
+        if threshold is not None:
+            check_threshold(threshold, multi_label)
+        return ClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, multi_label,
+                                  threshold=next(t for t in (threshold, labels.get("threshold"), MULTI_LABEL_THRESHOLD) if t is not None))
+
+    def report_style(self, cfg) -> ReportStyle:
+        return MULTI_LABEL_REPORT if cfg.data.multi_label else SINGLE_LABEL_REPORT
+
+    def usage_code(self, cfg) -> list[str]:
+        pair = ', "second text"' if cfg.data.text_pair_field else ""
+        code = [f'inputs = tokenizer(["some text"{pair}], return_tensors="pt", truncation=True, max_length={cfg.data.max_length})',
+                "with torch.no_grad():", "    logits = model(**inputs).logits"]
+        if cfg.data.multi_label:
+            return code + ["probs = logits.sigmoid()[0]  # multi-label: compare each with the threshold above",
+                           "labels = [model.config.id2label[i] for i, p in enumerate(probs) if p >= THRESHOLD]"]
+        return code + ["probs = logits.softmax(-1)[0]", "label = model.config.id2label[int(probs.argmax())]"]
+
+
+def check_threshold(threshold: float, multi_label: bool) -> None:
+    if not multi_label:
+        raise UserError(f"threshold={threshold}: a decision threshold applies to multi-label runs only; this run "
+                        "predicts one label per text (the most probable); leave the threshold out")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold={threshold!r}: give a probability between 0 and 1 (a label is predicted when its "
+                        "probability is at least this)")
+
+
+def _require_file(train) -> None:
+    if not train.is_file():
+        raise UserError(f"--train: file not found: {train}")
+
+
+register(ClassificationSpec())

@@ -11,20 +11,24 @@ Dev evaluation is the mean loss per completion token and its perplexity (lower i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForCausalLM
 
 from ..data.types import ChatExample
-from ..errors import DataError
+from ..errors import DataError, UserError
 from .base import Feature, TaskBase, collate
+from .registry import TaskSpec, register
+from .token_classification import refuse_keys
 
 IGNORE = -100
 EVAL_TOKEN_BUDGET = 4096  # padded tokens per dev forward pass (the [B, L, vocab] logits dominate memory)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 class GenerationTask(TaskBase):
@@ -40,6 +44,8 @@ class GenerationTask(TaskBase):
 
     # -- construction ----------------------------------------------------------------------
     def model_class(self) -> type:
+        from transformers import AutoModelForCausalLM
+
         return AutoModelForCausalLM
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -105,15 +111,19 @@ class GenerationTask(TaskBase):
         return sum(label != IGNORE for label in feature["labels"][1:])
 
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+
+        import torch.nn.functional as F
+
         """Summed next-token cross-entropy over completion tokens. logits [B, L, V], labels [B, L]."""
         labels = batch["labels"][:, 1:]
         logits = logits[:, :-1]
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
     # -- evaluation ------------------------------------------------------------------------
-    @torch.no_grad()
     def dev_scores(self, model, features: list[Feature], pad_id: int, bf16: bool = False) -> dict[str, float]:
         """Mean loss per completion token over `features`, and its perplexity."""
+        import torch
+
         from ..inference import autocast_context
 
         was_training = model.training
@@ -127,9 +137,9 @@ class GenerationTask(TaskBase):
             chunk = [features[i] for i in order[start:start + size]]
             batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
             labels = batch.pop("labels")
-            with autocast_context(device, bf16):
+            with torch.no_grad(), autocast_context(device, bf16):
                 logits = model(**batch).logits
-            total += float(self.loss_sum(logits, {"labels": labels}))
+                total += float(self.loss_sum(logits, {"labels": labels}))
             units += sum(self.loss_units(f) for f in chunk)
             start += len(chunk)
         model.train(was_training)
@@ -156,3 +166,59 @@ def _ids(rendered) -> list[int]:
     if isinstance(rendered, np.ndarray):
         rendered = rendered.tolist()
     return list(rendered)
+
+
+class GenerationSpec(TaskSpec):
+    name = "generation"
+    summary = "decoder models: learn to write completions (prompt -> completion, or chats)"
+    decoder = True
+    auto_class = "AutoModelForCausalLM"
+    pipeline_tag = "text-generation"
+    peft_task_type = "CAUSAL_LM"
+    data_keys = ("prompt_field", "completion_field", "messages_field")
+    unused_data_keys = ("label_map",)  # no labels to map
+    default_train_file = "data/train.jsonl"
+    default_method = "lora"
+    default_max_length = 512
+    # Decoders are fine-tuned with smaller steps; LoRA is their default method.
+    learning_rates = {"full": 2e-5, "lora": 2e-4, "ia3": 3e-3, "prefix": 1e-2}
+
+    def check_config(self, cfg) -> list[str]:
+        return refuse_keys(cfg, self.name, ("multi_label", "text_pair_field", "labels"))
+
+    def dev_metrics(self, cfg) -> tuple[str, ...]:
+        return ("loss", "perplexity")
+
+    def read(self, cfg, path, *, scheme=None, require_labels=True):
+        from ..data.generation_readers import read_generation
+
+        d = cfg.data
+        if d.format not in ("auto", "jsonl"):
+            raise UserError(f"data.format: {d.format} is not a generation format; generation data is jsonl")
+        examples = read_generation(path, prompt_field=d.prompt_field, completion_field=d.completion_field,
+                                   messages_field=d.messages_field, require_completion=require_labels)
+        return examples, None
+
+    def starter_data(self, train, flags):
+        if train is not None and not str(train).startswith("mbpp:") and not train.is_file():
+            raise UserError(f"--train: file not found: {train}")
+        return {}, []
+
+    def for_training(self, cfg, tokenizer, splits) -> GenerationTask:
+        return GenerationTask(tokenizer, cfg.data.max_length)
+
+    def for_run(self, cfg, labels, tokenizer, *, threshold=None):
+        raise UserError(f"{cfg.name} is a generation run: use `lmforge generate RUN --prompt ...` "
+                        "or lmforge.generation.Generator.from_pretrained")
+
+    def usage_code(self, cfg) -> list[str]:
+        return ['messages = [{"role": "user", "content": "Write a haiku about autumn."}]',
+                "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\")",
+                "output = model.generate(inputs, max_new_tokens=64)",
+                "print(tokenizer.decode(output[0, inputs.shape[1]:], skip_special_tokens=True))"]
+
+    def lmforge_usage(self) -> list[str]:
+        return ["from lmforge.generation import Generator", 'Generator.from_pretrained("path/to/run").generate(["..."])']
+
+
+register(GenerationSpec())

@@ -3,21 +3,25 @@ sliding windows, decoding back to entities with character offsets."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from transformers import AutoModelForTokenClassification
 
 from ..data.types import TokenExample
 from ..data.windows import best_window_per_word, pack_sentences, word_windows
-from ..errors import DataError
+from ..errors import DataError, UserError
+from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
+from .registry import TaskSpec, register
 
 IGNORE = -100
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 @dataclass
@@ -51,6 +55,8 @@ class TokenClassificationTask(TaskBase):
         return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
 
     def model_class(self) -> type:
+        from transformers import AutoModelForTokenClassification
+
         return AutoModelForTokenClassification
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -114,6 +120,11 @@ class TokenClassificationTask(TaskBase):
         return feature
 
     # -- encoding --------------------------------------------------------------------------
+    def examples_from_texts(self, texts) -> list[TokenExample]:
+        from ..data.words import words_of
+
+        return [words_of(self.tokenizer, t if isinstance(t, str) else t[0], doc_id=i) for i, t in enumerate(texts)]
+
     def encode_for_training(self, examples: list[TokenExample]) -> list[Feature]:
         pieces = self._pieces(examples)
         features = []
@@ -149,11 +160,16 @@ class TokenClassificationTask(TaskBase):
         return sum(1 for t in feature["labels"] if t != IGNORE)
 
     def loss_sum(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+
+        import torch.nn.functional as F
+
         logits = logits.float()  # [B, L, C]
         return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE, reduction="sum")
 
     # -- decoding --------------------------------------------------------------------------
     def decode(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[dict]:
+        import torch
+
         tag_ids: list[list[int]] = [[0] * len(ex.words) for ex in examples]
         scores: list[list[float]] = [[1.0] * len(ex.words) for ex in examples]
         for plan in plans:
@@ -188,6 +204,11 @@ class TokenClassificationTask(TaskBase):
 
         return entity_report([ex.tags for ex in examples], [p["tags"] for p in predictions])
 
+    answer_unit = "word tags"
+
+    def answers(self, prediction: dict) -> list:
+        return list(prediction["tags"])
+
     def headline(self, report: dict) -> dict[str, float]:
         return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
 
@@ -218,3 +239,80 @@ def _map_tag(tag: str, label_map: dict[str, str]) -> str:
         return tag
     prefix, etype = tag[:2], tag[2:]
     return prefix + label_map.get(etype, etype)
+
+
+NER_REPORT = ReportStyle(
+    kind="token-classification",
+    headlines=(("Entity precision (micro)", ("precision",)), ("Entity recall (micro)", ("recall",)),
+               ("Entity F1 (micro)", ("f1",)), ("Entity macro F1", ("macro", "f1")), ("Token accuracy", ("token_accuracy",))),
+    per_heading="Per entity type", per_column="Type", per_key="per_type",
+    per_empty="No entities in the references or predictions.", count_key="num_sentences", unit="sentences",
+    entity_plot=True)
+
+
+class TokenClassificationSpec(TaskSpec):
+    name = "token-classification"
+    summary = "named entities: one IOB tag per word (CoNLL column files or JSON Lines)"
+    auto_class = "AutoModelForTokenClassification"
+    pipeline_tag = "token-classification"
+    peft_task_type = "TOKEN_CLS"
+    data_keys = ("scheme", "document_context")
+    holdout_by_document = True  # no document is split across train and dev
+    default_train_file = "data/train.conll"
+
+    def check_config(self, cfg) -> list[str]:
+        return refuse_keys(cfg, self.name, ("multi_label", "text_pair_field", "labels"))
+
+    def dev_metrics(self, cfg) -> tuple[str, ...]:
+        return ("f1", "precision", "recall")
+
+    def read(self, cfg, path, *, scheme=None, require_labels=True):
+        from ..data.ner_readers import read_ner
+
+        if cfg.data.format in ("csv", "tsv"):
+            raise UserError(f"data.format: {cfg.data.format} is not a NER format; use conll (column files) or jsonl")
+        return read_ner(path, format=cfg.data.format, scheme=scheme or cfg.data.scheme)
+
+    def starter_data(self, train, flags):
+        if train is None:
+            return {}, []
+        from ..data.infer import infer_ner_scheme
+
+        if not train.is_file():
+            raise UserError(f"--train: file not found: {train}")
+        return infer_ner_scheme(train)
+
+    def for_training(self, cfg, tokenizer, splits) -> TokenClassificationTask:
+        labels = TokenClassificationTask.discover_labels(splits.train)
+        if len(labels) < 3:
+            raise UserError(f"{cfg.data.train}: found labels {labels}; training needs at least two different labels (entity types for NER)")
+        return TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
+
+    def for_run(self, cfg, labels, tokenizer, *, threshold=None) -> TokenClassificationTask:
+        if threshold is not None:
+            raise UserError(f"threshold={threshold}: a decision threshold applies to multi-label runs only; "
+                            "this run tags entities; leave the threshold out")
+        return TokenClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, labels.get("document_context", True))
+
+    def report_style(self, cfg) -> ReportStyle:
+        return NER_REPORT
+
+    def usage_code(self, cfg) -> list[str]:
+        return ['inputs = tokenizer("Alice visited Paris", return_tensors="pt")',
+                "with torch.no_grad():", "    tags = model(**inputs).logits.argmax(-1)[0]",
+                "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word"]
+
+    def input_limit_note(self, max_length: int) -> str:
+        return f"Inputs longer than {max_length} sub-word tokens are covered by sliding windows."
+
+
+def refuse_keys(cfg, task: str, keys: tuple[str, ...]) -> list[str]:
+    """Problems for data keys set (non-empty) that `task` has no use for."""
+    given = [key for key in keys if getattr(cfg.data, key) not in (None, False)]
+    problems = [f"data.{' / data.'.join(given)}: not available for {task}"] if given else []
+    if cfg.training.logit_adjustment:
+        problems.append("training.logit_adjustment: only for single-label text-classification")
+    return problems
+
+
+register(TokenClassificationSpec())

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder `checkpoints/ckpt-<step>/` holding the trainable weights (safetensors), the
 optimizer and scheduler state and the RNG states (tensors and plain values only, loaded with
-`weights_only=True`), and `state.json` (step, data position, best metric). `checkpoints/latest.json`
+`weights_only=True`), and `state.json` (the `TrainState`: step, data position, best metric). `checkpoints/latest.json`
 names the newest complete checkpoint and is replaced atomically only after that folder is fully
 written, so a kill at any moment (even -9) leaves a usable checkpoint behind.
 """
@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..files import read_json, write_json_atomic
+from .state import TrainState
 
 LATEST = "latest.json"
 
@@ -52,7 +53,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, rng: list, info: dict, keep: int = 1) -> Path:
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, rng: list, state: TrainState, keep: int = 1) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"ckpt-{step:08d}"
     tmp = root / f".tmp-ckpt-{step:08d}"
@@ -61,14 +62,14 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, rng: lis
     tmp.mkdir()
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}, tmp / "state.pt")
-    (tmp / "state.json").write_text(json.dumps(info, indent=2))
+    (tmp / "state.json").write_text(json.dumps(state.to_json(), indent=2))
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     write_json_atomic(root / LATEST, {"checkpoint": final.name, "step": step})
     for old in sorted(root.glob("ckpt-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    prune_best(root, info.get("best_step"))
+    prune_best(root, state.best_step)
     return final
 
 
@@ -80,12 +81,13 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "state.json").is_file() else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[dict, list]:
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[TrainState, list]:
+    """Restore weights, optimizer and scheduler in place; returns the state and each process's RNG state."""
     load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
     state = torch.load(path / "state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return json.loads((path / "state.json").read_text()), state["rng"]
+    return TrainState.from_json(json.loads((path / "state.json").read_text())), state["rng"]
 
 
 def _best_path(root: Path, step: int) -> Path:

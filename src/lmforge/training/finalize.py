@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from ..models.build import load_model
-from ..runs import RUN_INFO, METRICS
+from ..runs import METRICS, RUN_INFO, RunFolder
+from ..tasks import get_task
 from ..files import read_json, replace_dir, write_json_atomic
 from . import checkpoint as ckpt
 
@@ -55,13 +56,13 @@ def save_artefacts(run_dir: Path, p, raw_model, merged: bool) -> None:
         adapter_tmp = run_dir / ".adapter.tmp"
         shutil.rmtree(adapter_tmp, ignore_errors=True)
         raw_model.save_pretrained(str(adapter_tmp))
-        replace_dir(adapter_tmp, run_dir / "adapter")
+        replace_dir(adapter_tmp, RunFolder(run_dir).adapter_dir)
         if merged:
             raw_model.merge_and_unload().save_pretrained(str(model_tmp))
         else:  # prefix tuning cannot be merged: model/ is the base with the trained head, used with adapter/
             base_with_head(p, raw_model).save_pretrained(str(model_tmp))
     p.tokenizer.save_pretrained(str(model_tmp))
-    replace_dir(model_tmp, run_dir / "model")
+    replace_dir(model_tmp, RunFolder(run_dir).model_dir)
 
 
 def base_with_head(p, peft_model):
@@ -82,10 +83,10 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     from ..evaluation.report import write_report
     from ..predictor import Predictor
 
-    if p.cfg.task == "generation":
+    spec = get_task(p.cfg.task)
+    if spec.decoder:
         return _evaluate_generation(run_dir, p, device)
     predictor = Predictor.from_run(run_dir, device=device)
-    kind = "multi-label" if p.cfg.data.multi_label else p.cfg.task
     metrics: dict = {}
     if p.cfg.data.multi_label:  # before any report: dev and test are scored at the tuned threshold
         metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
@@ -93,7 +94,7 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
         if not examples:
             continue
         report, _ = predictor.evaluate(examples)
-        write_report(report, run_dir / "eval" / split, task=kind, title=f"{p.cfg.name}: {split}")
+        write_report(report, RunFolder(run_dir).eval_dir(split), style=spec.report_style(p.cfg), title=f"{p.cfg.name}: {split}")
         metrics[split] = predictor.task.headline(report)
     return metrics
 
@@ -119,13 +120,13 @@ def _evaluate_generation(run_dir: Path, p, device=None) -> dict:
     from ..models.build import bf16_supported, load_model
 
     device = device or torch.device("cpu")
-    model = load_model(p.task.model_class(), run_dir / "model").to(device)
+    model = load_model(p.task.model_class(), RunFolder(run_dir).model_dir).to(device)
     bf16 = p.cfg.training.precision == "bf16" or (p.cfg.training.precision == "auto" and bf16_supported(device))
     metrics: dict = {}
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
         scores = p.task.score(model, examples, bf16)
-        write_json_atomic(run_dir / "eval" / split / "report.json", scores)
+        write_json_atomic(RunFolder(run_dir).eval_dir(split) / "report.json", scores)
         metrics[split] = p.task.headline(scores)
     return metrics

@@ -1,5 +1,10 @@
 """The training loop: one explicit loop for every task and method, on accelerate.
 
+`train` starts a run from a config, `resume` continues an interrupted one. Both prepare the data,
+build the model and optimizer, and then drive `steps.train_steps` (a generator yielding after each
+optimizer step) through the consumers in consumers.py: loss logging, dev selection with early
+stopping, and checkpointing.
+
 Global batches are planned identically on every process (see data/batching.py); each process runs
 its shard, and the loss is normalised by the number of loss units (examples or labelled tokens) in
 the whole global step, so N processes compute exactly the gradient one process would.
@@ -7,28 +12,28 @@ the whole global step, so N processes compute exactly the gradient one process w
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 
-from ..config import ProjectConfig, dump_config, is_builtin_dataset, load_run_config
-from ..data.batching import plan_batches, shard
+from ..config import ProjectConfig, dump_config, is_builtin_dataset
 from ..errors import UserError
-from ..inference import autocast_context, run_model
-from ..models.build import bf16_supported, count_parameters
-from ..runs import CONFIG, LABELS, RUN_INFO, check_run_dir
 from ..files import read_json, write_json_atomic, write_text_atomic
-from ..tasks.base import collate
+from ..models.build import bf16_supported, count_parameters
+from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config
 from . import checkpoint as ckpt
+from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .finalize import finalize_run
 from .progress import TrainProgress
 from .setup import Prepared, build_model, prepare
+from .state import TrainState
+from .steps import Stepper, anchor, optimizer, schedule, total_steps, train_steps
 from .tracking import Tracker
 
 
@@ -43,40 +48,43 @@ def resolved_config(cfg: ProjectConfig, base: Path) -> ProjectConfig:
                                   "output_dir": str(cfg.resolve_path(cfg.output_dir, base).resolve())})
 
 
-def train(cfg: ProjectConfig | None = None, base: Path | None = None, *, output: Path | None = None,
-          max_steps: int | None = None, resume: Path | None = None, overwrite: bool = False,
-          console: Console | None = None) -> Path:
-    """Train from a config (or continue the run in `resume`). Returns the run folder."""
+def train(cfg: ProjectConfig, base: Path, *, output: Path | None = None, max_steps: int | None = None,
+          overwrite: bool = False, console: Console | None = None) -> Path:
+    """Train from a config whose relative paths are relative to `base`. Returns the run folder
+    (`output`, or <output_dir>/<name>)."""
+    accelerator = _accelerator()
+    _set_threads(cfg.training.num_threads, accelerator.num_processes)
+    cfg = resolved_config(cfg, base)
+    run_dir = Path(output) if output else Path(cfg.output_dir) / cfg.name
+    max_steps = max_steps or cfg.training.max_steps
+    p = prepare(cfg, base)  # every data problem is reported before anything is written
+    _check_target(run_dir, overwrite)  # on every process, so that all of them stop with the message
+    accelerator.wait_for_everyone()  # ... and before rank 0 creates the folder the others check
+    if accelerator.process_index == 0:
+        _create_run_dir(run_dir, overwrite, p, max_steps)
+    accelerator.wait_for_everyone()
+    return _run(p, run_dir, accelerator, max_steps, False, console or Console(stderr=True))
+
+
+def resume(run_dir: Path, *, console: Console | None = None) -> Path:
+    """Continue an interrupted run from its latest checkpoint (from step 0 when none was written),
+    with the config and step limit it started with. Returns the run folder."""
+    accelerator = _accelerator()
+    run_dir = check_run_dir(Path(run_dir))
+    cfg = load_run_config(run_dir)
+    info = read_json(run_dir / RUN_INFO)
+    if info.get("status") == "complete":
+        raise UserError(f"{run_dir} finished training already; nothing to resume")
+    _set_threads(cfg.training.num_threads, accelerator.num_processes)
+    max_steps = info.get("max_steps_override") or cfg.training.max_steps
+    p = prepare(cfg, run_dir)  # every data problem is reported before training continues
+    return _run(p, run_dir, accelerator, max_steps, True, console or Console(stderr=True))
+
+
+def _accelerator():
     from accelerate import Accelerator
 
-    console = console or Console(stderr=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = accelerator.process_index, accelerator.num_processes
-    _set_threads(cfg.training.num_threads if cfg else None, world)
-
-    if resume is not None:
-        run_dir = check_run_dir(Path(resume))
-        cfg = load_run_config(run_dir)
-        info = read_json(run_dir / RUN_INFO)
-        if info.get("status") == "complete":
-            raise UserError(f"{run_dir} finished training already; nothing to resume")
-        max_steps = info.get("max_steps_override", max_steps)
-        base = run_dir
-        _set_threads(cfg.training.num_threads, world)
-    else:
-        assert cfg is not None and base is not None
-        cfg = resolved_config(cfg, base)
-        run_dir = Path(output) if output else Path(cfg.output_dir) / cfg.name
-    max_steps = max_steps or cfg.training.max_steps
-
-    p = prepare(cfg, base)  # every data problem is reported before anything is written
-    if resume is None:
-        _check_target(run_dir, overwrite)  # on every process, so that all of them stop with the message
-        accelerator.wait_for_everyone()  # ... and before rank 0 creates the folder the others check
-        if rank == 0:
-            _create_run_dir(run_dir, overwrite, p, max_steps)
-        accelerator.wait_for_everyone()
-    return _run(p, run_dir, accelerator, max_steps, resume is not None, console)
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _set_threads(requested: int | None, world: int) -> None:
@@ -115,245 +123,120 @@ def _create_run_dir(run_dir: Path, overwrite: bool, p: Prepared, max_steps: int 
     write_json_atomic(run_dir / RUN_INFO, info)
 
 
-def _total_steps(lengths: list[int], plan_args: dict, epochs: float, accumulation: int, varies: bool) -> int:
-    """Optimizer steps in `epochs` passes. With a token budget the number of batches differs a little
-    from epoch to epoch, so each epoch's plan is counted."""
-    def per_epoch(epoch: int) -> int:
-        return math.ceil(len(plan_batches(lengths, **plan_args, epoch=epoch)) / accumulation)
+@dataclass
+class _Training:
+    """The model, optimizer and step plan of a run, built once before the first step."""
 
-    if not varies:
-        return math.ceil(epochs * per_epoch(0))
-    whole = int(epochs)
-    total = sum(per_epoch(e) for e in range(whole))
-    return total + math.ceil((epochs - whole) * per_epoch(whole))
-
-
-def _schedule(kind: str, warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        if kind == "linear":
-            return max(0.0, 1.0 - progress)
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return factor
+    stepper: Stepper
+    raw_model: Any  # the model without accelerate's DDP wrapper
+    total_steps: int
+    lengths: list[int]  # of each training feature
+    plan_args: dict
+    trainable: int
+    total_params: int
 
 
-def _optimizer(model, cfg: ProjectConfig) -> torch.optim.Optimizer:
-    t = cfg.training
-    head_lr = t.head_learning_rate or t.learning_rate
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        is_head = _is_head(name)
-        groups.setdefault((no_decay, is_head), []).append(param)
-    param_groups = [{"params": ps, "weight_decay": 0.0 if nd else t.weight_decay, "lr": head_lr if head else t.learning_rate}
-                    for (nd, head), ps in groups.items()]
-    try:  # the fused kernel is ~8x faster than foreach on CPU (12.8 vs 107 ms for MiniLM's 22.7M parameters)
-        return torch.optim.AdamW(param_groups, lr=t.learning_rate, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.AdamW(param_groups, lr=t.learning_rate, foreach=True)
-
-
-def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resuming: bool, console: Console) -> Path:
-    cfg, task, t = p.cfg, p.task, p.cfg.training
-    rank, world = accelerator.process_index, accelerator.num_processes
+def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     from transformers import set_seed
 
+    t = p.cfg.training
     set_seed(t.seed)
     model = build_model(p)
     trainable, total_params = count_parameters(model)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and bf16_supported(accelerator.device))
-    feats = p.train_features
-    lengths = [len(f["input_ids"]) for f in feats]
+    lengths = [len(f["input_ids"]) for f in p.train_features]
     plan_args = dict(batch_size=t.batch_size, max_tokens=t.max_tokens_per_batch, group_by_length=t.group_by_length, seed=t.seed)
-    total_steps = _total_steps(lengths, plan_args, t.epochs, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)
+    steps = total_steps(lengths, plan_args, t.epochs, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)
     if max_steps:
-        total_steps = min(total_steps, max_steps)
-    optimizer = _optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(t.scheduler, int(t.warmup_ratio * total_steps), total_steps))
-    model, optimizer = accelerator.prepare(model, optimizer)
+        steps = min(steps, max_steps)
+    opt = optimizer(model, p.cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule(t.scheduler, int(t.warmup_ratio * steps), steps))
+    model, opt = accelerator.prepare(model, opt)
     raw_model = accelerator.unwrap_model(model)
-    pad_id = p.tokenizer.pad_token_id
-    anchor = _anchor(raw_model, t.anchor_strength)
+    penalty = anchor(raw_model, t.anchor_strength)
     if t.logit_adjustment:
-        task.adjust_for_prior(feats, t.logit_adjustment)
+        p.task.adjust_for_prior(p.train_features, t.logit_adjustment)
+    stepper = Stepper(accelerator, model, opt, scheduler, p.task, p.train_features, p.tokenizer.pad_token_id, bf16,
+                      t.pad_to_multiple_of, t.max_grad_norm, penalty)
+    return _Training(stepper, raw_model, steps, lengths, plan_args, trainable, total_params)
 
-    state = {"step": 0, "epoch": 0, "group": 0, "best": None, "best_step": None, "bad_evals": 0,
-             "last_eval_step": None, "train_seconds": 0.0, "real_tokens": 0}
-    ckpt_root = run_dir / "checkpoints"
-    if resuming:
-        path = ckpt.latest_checkpoint(ckpt_root)
-        if path is None:
-            console.print(f"[yellow]{run_dir}: no checkpoint was written before the interruption; starting from step 0")
-        else:
-            state, rngs = ckpt.load_checkpoint(path, raw_model, optimizer, scheduler)
-            ckpt.set_rng_state(rngs[min(rank, len(rngs) - 1)])
-            if rank == 0:
-                console.print(f"resuming {run_dir} at step {state['step']} (epoch {state['epoch']})")
-    tracker = Tracker(run_dir / "logs", t.tensorboard, state["step"] if resuming else None) if rank == 0 else None
 
-    dev_feats, dev_plan = task.encode_for_inference(p.splits.dev)
-    metric = p.metric
-
-    lower_is_better = getattr(task, "lower_is_better", False)
-
-    def evaluate() -> dict:
-        if hasattr(task, "dev_scores"):  # generation: loss and perplexity of the dev completions
-            scores = task.dev_scores(raw_model, dev_feats, pad_id, bf16)
-            return task.headline(scores)
-        mine = list(range(rank, len(dev_feats), world))
-        outs = run_model(raw_model, [dev_feats[i] for i in mine], pad_id, bf16=bf16)
-        pairs = list(zip(mine, outs))
-        if world > 1:
-            from accelerate.utils import gather_object
-
-            pairs = gather_object(pairs)
-        outputs = [None] * len(dev_feats)
-        for i, out in pairs:
-            outputs[i] = out
-        report = task.metrics(p.splits.dev, task.decode(p.splits.dev, dev_plan, outputs))
-        return task.headline(report)
-
-    def save(step: int) -> None:
-        rngs = [ckpt.rng_state()]
-        if world > 1:
-            from accelerate.utils import gather_object
-
-            rngs = gather_object(rngs)
-        if rank == 0:
-            ckpt.save_checkpoint(ckpt_root, step, raw_model, optimizer, scheduler, rngs, state)
-        accelerator.wait_for_everyone()
-
-    def after_eval(step: int) -> bool:
-        """Evaluate on dev; keep the best weights; True when early stopping says stop."""
-        scores = evaluate()
-        state["last_eval_step"] = step
-        improved = state["best"] is None or (scores[metric] < state["best"] if lower_is_better else scores[metric] > state["best"])
-        if improved:
-            state.update(best=scores[metric], best_step=step, bad_evals=0)
-            if rank == 0:
-                ckpt.save_best(ckpt_root, raw_model, step)
-        else:
-            state["bad_evals"] += 1
-        if rank == 0:
-            tracker.log(step, {**scores, "epoch": state["epoch"]}, prefix="dev")
-            progress.note(f"dev {metric} {scores[metric]:.4f}" + (" (best)" if improved else ""))
-        return t.early_stopping_patience is not None and state["bad_evals"] >= t.early_stopping_patience
-
+def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resuming: bool, console: Console) -> Path:
+    t, rank = p.cfg.training, accelerator.process_index
+    training = _build(p, accelerator, max_steps)
+    ckpt_root = RunFolder(run_dir).checkpoints_dir
+    state = _restore(run_dir, ckpt_root, training, rank, console) if resuming else TrainState()
+    tracker = Tracker(RunFolder(run_dir).logs_dir, t.tensorboard, state.step if resuming else None) if rank == 0 else None
+    dev_feats, dev_plan = p.task.encode_for_inference(p.splits.dev)
     if rank == 0:
-        console.print(f"[bold]{cfg.name}[/]: {cfg.task}, {cfg.method}, {trainable:,} of {total_params:,} parameters trained, "
-                      f"{len(feats)} train sequences, {len(p.splits.dev)} dev examples, {'bf16' if bf16 else 'fp32'}, "
-                      f"{world} process(es), {total_steps} steps")
-        if p.truncated_train:
-            console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
-    progress = TrainProgress(total_steps, state["step"], enabled=rank == 0, console=console)
-    model.train()
-    patience = t.early_stopping_patience
-    stop = state["step"] >= total_steps or (patience is not None and state["bad_evals"] >= patience)
-    window_loss, window_units, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        _announce(p, training, accelerator.num_processes, console)
+    progress = TrainProgress(training.total_steps, state.step, enabled=rank == 0, console=console)
+    bf16 = training.stepper.bf16
+    dev = DevSelection(p.task, training.raw_model, p.splits.dev, dev_feats, dev_plan, p.metric, t.eval_every_steps,
+                       t.early_stopping_patience, sharded_logits(accelerator, training.raw_model, p.tokenizer.pad_token_id, bf16),
+                       bf16, ckpt_root, rank, tracker, progress)
+    logger = StepLogger(accelerator, tracker, progress, training.stepper.scheduler, t.log_every_steps, training.total_steps)
+    checkpointer = Checkpointer(ckpt_root, accelerator, training.raw_model, training.stepper.optimizer, training.stepper.scheduler)
     try:
-        while not stop:
-            plan = plan_batches(lengths, **plan_args, epoch=state["epoch"])
-            acc = t.gradient_accumulation_steps
-            groups = [plan[i:i + acc] for i in range(0, len(plan), acc)]
-            while state["group"] < len(groups) and not stop:
-                step_start = time.perf_counter()
-                group = groups[state["group"]]
-                units = sum(task.loss_units(feats[i]) for b in group for i in b)
-                real = sum(lengths[i] for b in group for i in b)
-                for micro, global_batch in enumerate(group):
-                    idx, padding = shard(global_batch, rank, world)
-                    batch = {k: v.to(accelerator.device) for k, v in collate([feats[i] for i in idx], pad_id, multiple=t.pad_to_multiple_of).items()}
-                    labels = batch.pop("labels")
-                    sync = nullcontext() if micro == len(group) - 1 else accelerator.no_sync(model)
-                    with sync:
-                        with autocast_context(accelerator.device, bf16):
-                            logits = model(**batch).logits
-                        loss_sum = task.loss_sum(logits, {"labels": labels})
-                        scale = 0.0 if padding else world / max(1, units)
-                        objective = loss_sum * scale
-                        if anchor is not None and micro == len(group) - 1:
-                            objective = objective + anchor()
-                        accelerator.backward(objective)
-                    if not padding:
-                        window_loss += loss_sum.item()
-                if t.max_grad_norm:
-                    accelerator.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], t.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                state["group"] += 1
-                state["train_seconds"] += time.perf_counter() - step_start
-                state["real_tokens"] += real
-                window_units += units
-                window_tokens += real
-                step = state["step"]
-                end_of_epoch = state["group"] >= len(groups)
-                if end_of_epoch:
-                    state["epoch"] += 1
-                    state["group"] = 0
-                if step % t.log_every_steps == 0 or step == total_steps:
-                    loss_val = _global_mean(accelerator, window_loss, window_units)
-                    elapsed = time.perf_counter() - window_start
-                    if rank == 0:
-                        tracker.log(step, {"loss": loss_val, "lr": scheduler.get_last_lr()[0], "epoch": state["epoch"] + state["group"] / len(groups),
-                                           "tokens_per_s": window_tokens / max(elapsed, 1e-9)})
-                    progress.update(step, loss_val, window_tokens / max(elapsed, 1e-9))
-                    window_loss, window_units, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-                evaluated = False
-                if (t.eval_every_steps and step % t.eval_every_steps == 0) or (not t.eval_every_steps and end_of_epoch):
-                    stop = after_eval(step)
-                    evaluated = True
-                if step >= total_steps:
-                    stop = True
-                if evaluated or step % t.save_every_steps == 0 or stop:
-                    save(step)
-                if end_of_epoch:
-                    break
+        _train_until_done(training, state, t.gradient_accumulation_steps, t.save_every_steps, logger, dev, checkpointer)
     except KeyboardInterrupt:
         progress.close()
         if rank == 0:
-            console.print(f"[yellow]interrupted at step {state['step']}; continue with: lmforge train --resume {run_dir}")
+            console.print(f"[yellow]interrupted at step {state.step}; continue with: lmforge train --resume {run_dir}")
         raise SystemExit(130)
     progress.close()
-    if state.get("last_eval_step") != state["step"]:
+    if state.last_eval_step != state.step:
         # the last step was never evaluated (max_steps mid-epoch): evaluate it before choosing the best
-        after_eval(state["step"])
+        dev.evaluate(state.step, state)
     if tracker is not None:
         tracker.close()
     if rank == 0:
-        finalize_run(run_dir, p, raw_model, ckpt_root, state, bf16, console, trainable, total_params, accelerator.device)
+        finalize_run(run_dir, p, training.raw_model, ckpt_root, state.to_json(), bf16, console, training.trainable,
+                     training.total_params, accelerator.device)
     else:
         _wait_for_completion(run_dir)
     return run_dir
 
 
-def _is_head(name: str) -> bool:
-    return any(part in ("classifier", "score") for part in name.split("."))
+def _restore(run_dir: Path, ckpt_root: Path, training: _Training, rank: int, console: Console) -> TrainState:
+    """Weights, optimizer, scheduler and this process's RNG state from the latest checkpoint."""
+    path = ckpt.latest_checkpoint(ckpt_root)
+    if path is None:
+        console.print(f"[yellow]{run_dir}: no checkpoint was written before the interruption; starting from step 0")
+        return TrainState()
+    stepper = training.stepper
+    state, rngs = ckpt.load_checkpoint(path, training.raw_model, stepper.optimizer, stepper.scheduler)
+    ckpt.set_rng_state(rngs[min(rank, len(rngs) - 1)])
+    if rank == 0:
+        console.print(f"resuming {run_dir} at step {state.step} (epoch {state.epoch})")
+    return state
 
 
-def _anchor(model, strength: float):
-    """L2-SP (Li et al. 2018): a penalty strength/2 * ||w - w0||^2 that keeps the trained encoder weights
-    near the weights training started from (the parent model in a continual update). The task head is
-    free. Returns a function computing the penalty, or None when strength is 0. With DDP every process
-    adds the same penalty, and the averaged gradient is its gradient."""
-    if not strength:
-        return None
-    pairs = [(param, param.detach().clone()) for name, param in model.named_parameters()
-             if param.requires_grad and not _is_head(name)]
+def _announce(p: Prepared, training: _Training, world: int, console: Console) -> None:
+    cfg = p.cfg
+    console.print(f"[bold]{cfg.name}[/]: {cfg.task}, {cfg.method}, {training.trainable:,} of {training.total_params:,} "
+                  f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
+                  f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps")
+    if p.truncated_train:
+        console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
 
-    def penalty() -> torch.Tensor:
-        total = sum(((param - start) ** 2).sum() for param, start in pairs)
-        return 0.5 * strength * total
 
-    return penalty
+def _train_until_done(training: _Training, state: TrainState, accumulation: int, save_every: int,
+                      logger: StepLogger, dev: DevSelection, checkpointer: Checkpointer) -> None:
+    """Take optimizer steps until the step limit or early stopping; after each, log, evaluate when
+    due, and checkpoint at every evaluation, every `save_every` steps and at the end."""
+    training.stepper.model.train()
+    if state.step >= training.total_steps or dev.exhausted(state):
+        return
+    for s in train_steps(training.stepper, state, training.lengths, training.plan_args, accumulation):
+        logger.after_step(s)
+        evaluated = dev.due(s)
+        stop = dev.evaluate(s.step, state) if evaluated else False
+        stop = stop or s.step >= training.total_steps
+        if evaluated or s.step % save_every == 0 or stop:
+            checkpointer.save(s.step, state)
+        if stop:
+            return
 
 
 def _wait_for_completion(run_dir: Path) -> None:
@@ -362,10 +245,3 @@ def _wait_for_completion(run_dir: Path) -> None:
     stops this process."""
     while read_json(run_dir / RUN_INFO).get("status") != "complete":
         time.sleep(0.5)
-
-
-def _global_mean(accelerator, local_loss_sum: float, global_units: int) -> float:
-    """Mean loss per unit over all processes (units are counted from the global plan already)."""
-    if accelerator.num_processes > 1:
-        local_loss_sum = float(accelerator.reduce(torch.tensor([local_loss_sum], device=accelerator.device), reduction="sum")[0])
-    return local_loss_sum / max(1, global_units)

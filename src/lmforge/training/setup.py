@@ -13,25 +13,14 @@ from ..errors import UserError
 from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, wrap_peft
 from ..models.head import HEAD_NAMES, fine_tuned_labels, grow_head, head_to_grow
 from ..models.resolve import resolve_model
-from ..tasks.classification import ClassificationTask
-from ..tasks.token_classification import TokenClassificationTask
-
-METRICS = {
-    "text-classification": ("accuracy", "macro_f1"),
-    # multi-label selects on threshold-free average precision: micro-F1 at 0.5 is often 0 for every early
-    # checkpoint (the first would win the tie), and the threshold is tuned on dev after training anyway
-    "multi-label": ("average_precision", "micro_f1", "macro_f1", "exact_match"),
-    "token-classification": ("f1", "precision", "recall"),
-    "generation": ("loss", "perplexity"),
-}
-
+from ..tasks import Task, get_task
 
 @dataclass
 class Prepared:
     cfg: ProjectConfig
     model_path: Path
     tokenizer: object
-    task: object
+    task: Task
     splits: Splits
     train_features: list
     truncated_train: int
@@ -39,27 +28,12 @@ class Prepared:
 
 
 def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
+    spec = get_task(cfg.task)
     model_path = resolve_model(cfg.model, base)
     tokenizer = load_tokenizer(model_path)
     _check_max_length(cfg, model_path)
     splits = load_splits(cfg, base)
-    if cfg.task == "generation":
-        from ..tasks.generation import GenerationTask
-
-        task = GenerationTask(tokenizer, cfg.data.max_length)
-        features = task.encode_for_training(splits.train)
-        return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg))
-    if cfg.task == "token-classification":
-        labels = TokenClassificationTask.discover_labels(splits.train)
-        task = TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
-    else:
-        labels = cfg.data.labels or ClassificationTask.discover_labels(splits.train)
-        task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label)
-        if cfg.data.labels:
-            task.check_labels(splits.train, cfg.data.label_map, "train")
-    min_labels = 1 if cfg.data.multi_label else 2
-    if len(task.labels) < min_labels or (cfg.task == "token-classification" and len(task.labels) < 3):
-        raise UserError(f"{cfg.data.train}: found labels {task.labels}; training needs at least two different labels (entity types for NER)")
+    task = spec.for_training(cfg, tokenizer, splits)
     task.check_labels(splits.dev, cfg.data.label_map, "dev")
     if splits.test is not None:
         task.check_labels(splits.test, cfg.data.label_map, "test")
@@ -68,11 +42,11 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
 
 
 def _metric(cfg: ProjectConfig) -> str:
-    kind = "multi-label" if cfg.data.multi_label else cfg.task
-    allowed = METRICS[kind]
+    allowed = get_task(cfg.task).dev_metrics(cfg)
     if cfg.training.metric == "auto":
         return allowed[0]
     if cfg.training.metric not in allowed:
+        kind = cfg.task + (" (multi-label)" if cfg.data.multi_label else "")
         raise UserError(f"training.metric: {cfg.training.metric!r} is not a dev metric of {kind}; choose one of {', '.join(allowed)}")
     return cfg.training.metric
 
@@ -88,7 +62,7 @@ def _check_max_length(cfg: ProjectConfig, model_path: Path) -> None:
 def build_model(p: Prepared):
     # a base folder may carry a task head of its own (an earlier fine-tuned model): one whose shape
     # does not fit these labels is re-initialised rather than refused
-    grown_from = head_to_grow(p.model_path, getattr(p.task, "labels", None)) if p.cfg.task == "text-classification" else None
+    grown_from = head_to_grow(p.model_path, p.task.labels) if p.task.labels and not p.task.token_level else None
     if grown_from:  # the base's fine-tuned head covers the first labels: keep its rows, add the new ones
         kwargs = {**p.task.model_kwargs(), "num_labels": len(grown_from), "id2label": dict(enumerate(grown_from)),
                   "label2id": {label: i for i, label in enumerate(grown_from)}}
@@ -106,7 +80,7 @@ def build_model(p: Prepared):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if p.cfg.method != "full":
-        return wrap_peft(model, p.cfg.method, p.cfg.task, p.cfg.peft)
+        return wrap_peft(model, p.cfg.method, get_task(p.cfg.task).peft_task_type, p.cfg.peft)
     if p.cfg.training.freeze_embeddings:
         freeze_word_embeddings(model)
     return model

@@ -1,4 +1,5 @@
-"""Showing a monitoring report: a rich table for the terminal and a self-contained HTML page."""
+"""Showing a monitoring report (`drift.build_report`): a rich table for the terminal and a self-contained
+HTML page with inline plots (matplotlib, imported only when a page is written)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lmforge.files import write_text_atomic
+from ..files import write_text_atomic
 
 STATUS_STYLES = {"ok": "green", "warn": "bold red", "insufficient": "dim"}
 STATUS_COLOURS = {"ok": "#1a7f37", "warn": "#cf222e", "insufficient": "#6e7781"}

@@ -1,10 +1,10 @@
-"""Regression tests for problems found in review: each failed before its fix."""
+"""The training loop's edges: what it refuses to overwrite, step limits, logs, and heads it must
+re-initialise. (The step generator and resume are in test_resume.py; every task x method round
+trip in test_train_roundtrip.py.)"""
 
 from __future__ import annotations
 
 import json
-
-import yaml
 
 from conftest import make_config, run_cli
 
@@ -19,13 +19,14 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_model, cls_
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-def test_max_steps_from_config_is_respected(tmp_path, tiny_model, cls_data):
+def test_max_steps_from_config_is_respected_and_tensorboard_written(tmp_path, tiny_model, cls_data):
     from lmforge.config import load_config
     from lmforge.training.loop import train
 
-    cfg = make_config(tmp_path, tiny_model, cls_data, epochs=50, max_steps=4)
+    cfg = make_config(tmp_path, tiny_model, cls_data, epochs=50, max_steps=4, tensorboard=True)
     run = train(load_config(cfg), tmp_path)
     assert json.loads((run / "run.json").read_text())["steps"] == 4
+    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_peft_on_a_fine_tuned_base_with_another_head_completes(tmp_path, tiny_base, ner_data):
@@ -41,34 +42,6 @@ def test_peft_on_a_fine_tuned_base_with_another_head_completes(tmp_path, tiny_ba
     assert len(Predictor.from_run(run).predict(["alice visited paris"])[0]["tags"]) == 3
 
 
-def test_predict_empty_list(tmp_path, tiny_model, cls_data):
-    from lmforge.config import load_config
-    from lmforge.predictor import Predictor
-    from lmforge.training.loop import train
-
-    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1)), tmp_path)
-    assert Predictor.from_run(run).predict([]) == []
-
-
-def test_words_of_with_byte_level_tokenizer():
-    """Byte-level BPE pre-tokenizers rewrite pieces ('Ġworld'); offsets must still index the text."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from lmforge.predictor import Predictor
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.train_from_iterator(["hello world, hello Paris"], trainers.BpeTrainer(vocab_size=300, show_progress=False,
-                                                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
-    holder = type("P", (), {"tokenizer": fast})()
-    text = "hello  world, Paris"
-    ex = Predictor.words_of(holder, text)
-    assert ex.words == ["hello", "world", ",", "Paris"]
-    assert [text[s:e] for s, e in ex.offsets] == ex.words
-
-
 def test_log_truncation_survives_a_cut_line(tmp_path):
     from lmforge.training.tracking import Tracker
 
@@ -80,11 +53,3 @@ def test_log_truncation_survives_a_cut_line(tmp_path):
     tracker.close()
     steps = [json.loads(line)["step"] for line in (logs / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 3]
-
-
-def test_tensorboard_events_written(tmp_path, tiny_model, cls_data):
-    from lmforge.config import load_config
-    from lmforge.training.loop import train
-
-    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1, tensorboard=True)), tmp_path)
-    assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))

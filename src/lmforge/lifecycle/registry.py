@@ -1,28 +1,23 @@
 """The model registry: versions of named models in one SQLite database, artefacts in folders beside it.
 
-    <root>/registry.db                   versions, events (audit log); other modules add their own tables
+    <root>/registry.db                   versions, events (audit log); the prediction log adds its tables
     <root>/artefacts/<name>/v<N>/run/    a copy of the run folder (no checkpoints/, logs/, eval/), read-only
     <root>/artefacts/<name>/v<N>/...     extras written by `prepare` (replay data, reference statistics)
 
 A version exists once its row commits: the folder is built in a staging folder, hashed, made read-only,
-then renamed into place inside the same `BEGIN IMMEDIATE` transaction that inserts the row. Every state
-change is one such transaction, so concurrent processes serialize on the database.
+then renamed into place inside the same `BEGIN IMMEDIATE` transaction that inserts the row (the file
+side is in `artefacts`). Every state change is one such transaction, so concurrent processes serialize
+on the database.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
-import operator
 import os
-import re
 import shutil
 import socket
 import sqlite3
-import stat
-import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -30,124 +25,19 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import UserError
-from ..runs import CONFIG, METRICS, check_complete
-from ..files import files_under, read_json, sha256_folder
+from ..files import sha256_folder
+from ..runs import CONFIG, RunFolder, check_complete
+from . import db
+from .artefacts import clean_staging, copy_run, make_read_only, move_into_place, new_staging
+from .gate import failing_checks, gate_failed
+from .versions import SCHEMA, Version, check_name, check_version
 
-STAGES = ("candidate", "production", "archived")
 DEFAULT_ROOT_ENV = "LMFORGE_REGISTRY"
 DB_NAME = "registry.db"
 ARTEFACTS = "artefacts"
-STAGING_PREFIX = ".staging-"
-SKIPPED_DIRS = ("checkpoints", "logs", "eval")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: `$` would let a trailing newline through
-NAME_RULE = "1-100 characters: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
-MAX_VERSION = 2**62  # SQLite integers are 64-bit; the CLI takes the same range
-REF_RE = re.compile(r"(?P<name>[^:]*)(?::v?(?P<version>[0-9]{1,19}))?")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    stage TEXT NOT NULL CHECK (stage IN ('candidate', 'production', 'archived')),
-    path TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    config TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    parent INTEGER,
-    created_at TEXT NOT NULL,
-    promoted_at TEXT,
-    promoted_by TEXT,
-    gate TEXT,
-    forced INTEGER NOT NULL DEFAULT 0,
-    info TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (name, version),
-    FOREIGN KEY (name, parent) REFERENCES versions(name, version)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS versions_one_production ON versions(name) WHERE stage = 'production';
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('add', 'promote', 'rollback', 'archive')),
-    from_stage TEXT,
-    to_stage TEXT,
-    actor TEXT,
-    time TEXT NOT NULL,
-    note TEXT,
-    FOREIGN KEY (name, version) REFERENCES versions(name, version)
-);
-CREATE INDEX IF NOT EXISTS events_name ON events(name, id);
-"""
-
-
-@dataclass(frozen=True)
-class Version:
-    """One registered version of a model (a row of `versions`)."""
-
-    name: str
-    version: int
-    stage: str
-    path: Path
-    content_hash: str
-    config: dict
-    metrics: dict
-    parent: int | None
-    created_at: str
-    promoted_at: str | None
-    promoted_by: str | None
-    gate: dict | None
-    forced: bool
-    info: dict
-
-    @property
-    def run_dir(self) -> Path:
-        """The copy of the run folder inside the version folder."""
-        return self.path / "run"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:v{self.version}"
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def _shown(value: Any) -> str:
-    """`value` for an error message: repr (no raw control characters or surrogates), at most about 60 characters."""
-    if isinstance(value, int) and value.bit_length() > 128:
-        return f"{'-' if value < 0 else ''}<a {value.bit_length()}-bit number>"  # repr fails past 4,300 digits
-    text = repr(value)
-    size = f"{len(value):,} characters" if isinstance(value, (str, bytes)) else f"{len(text):,} characters shown"
-    return text if len(text) <= 60 else f"{text[:50]}... ({size})"
-
-
-def parse_ref(text: str) -> tuple[str, int | None]:
-    """"intents" -> ("intents", None); "intents:3" or "intents:v3" -> ("intents", 3)."""
-    match = REF_RE.fullmatch(str(text).strip())
-    version = None if match is None or match["version"] is None else int(match["version"])
-    if not match or not NAME_RE.fullmatch(match["name"]) or (version is not None and not 1 <= version <= MAX_VERSION):
-        raise UserError(f"bad model reference {_shown(text)}: give NAME, NAME:N or NAME:vN (e.g. intents:v3); "
-                        f"a name is {NAME_RULE}, N a whole number from 1 to 2**62")
-    return match["name"], version
-
-
-def check_name(name: str) -> str:
-    """A model name usable as a folder name on any filesystem; UserError otherwise."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise UserError(f"bad model name {_shown(name)}: a model name is {NAME_RULE} (e.g. intents, clinc-v2)")
-    return name
-
-
-def check_version(version: int, what: str = "version") -> int:
-    """A version number SQLite can hold (1 .. 2**62); UserError otherwise (also for bool, float and str)."""
-    try:
-        number = None if isinstance(version, bool) else operator.index(version)
-    except TypeError:
-        number = None
-    if number is None or not 1 <= number <= MAX_VERSION:
-        raise UserError(f"bad {what} {_shown(version)}: a version is a whole number from 1 to 2**62 (v1 is a model's "
-                        "first version; `lmforge registry list NAME` shows them)")
-    return number
 
 
 def default_actor() -> str:
@@ -167,35 +57,6 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-_files = files_under
-
-
-content_hash = sha256_folder  # sha256 over every file of a folder: relative path, size and bytes
-
-
-def _make_read_only(folder: Path) -> None:
-    for _, path in _files(folder):
-        mode = path.stat().st_mode
-        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
-def _copy_run(run_dir: Path, target: Path) -> None:
-    def ignore(directory: str, names: list[str]) -> list[str]:
-        return [n for n in names if n in SKIPPED_DIRS] if Path(directory) == run_dir else []
-
-    shutil.copytree(run_dir, target, ignore=ignore, symlinks=False)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return True
-
-
 def _flatten(data: Any, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of nested dicts as {"a.b.c": value}; booleans, strings and lists are skipped."""
     out: dict[str, float] = {}
@@ -205,18 +66,6 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, float]:
     elif isinstance(data, (int, float)) and not isinstance(data, bool):
         out[prefix[:-1]] = float(data)
     return out
-
-
-def _gate_failures(gate: dict) -> list[str]:
-    checks = gate.get("checks")
-    if not isinstance(checks, list):
-        return []
-    return [f"{c.get('name', '?')}" + (f" ({c['detail']})" if c.get("detail") else "")
-            for c in checks if isinstance(c, dict) and c.get("passed") is False]
-
-
-def _gate_failed(gate: dict | None) -> bool:
-    return isinstance(gate, dict) and gate.get("passed") is False
 
 
 # -- the registry ------------------------------------------------------------------------------------
@@ -241,9 +90,7 @@ class Registry:
             raise UserError(f"cannot open the registry database {self.db_path}: {exc}; give another --registry folder "
                             f"(or ${DEFAULT_ROOT_ENV})") from None
         try:
-            with self._transaction(conn):  # not executescript: it would commit the BEGIN IMMEDIATE first
-                for statement in filter(str.strip, SCHEMA.split(";")):
-                    conn.execute(statement)
+            db.create_tables(conn, SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.db_path} is not a usable registry database: {exc}; give another --registry folder") from None
         finally:
@@ -252,24 +99,8 @@ class Registry:
     # -- database ------------------------------------------------------------------------------------
 
     def connect(self) -> sqlite3.Connection:
-        """A new connection: autocommit mode (explicit BEGIN), WAL, busy timeout 30 s, foreign keys on."""
-        conn = sqlite3.connect(str(self.db_path), timeout=30, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA foreign_keys=ON")
-        for attempt in range(100):  # switching to WAL takes a lock that the busy handler does not always wait for
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 99:
-                    conn.close()
-                    raise
-                time.sleep(0.05)
-        return conn
-
-    def _transaction(self, conn: sqlite3.Connection) -> _Transaction:
-        return _Transaction(conn)
+        """A new connection to the registry database (`db.connect`: WAL, busy timeout, foreign keys)."""
+        return db.connect(self.db_path)
 
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         conn = self.connect()
@@ -317,8 +148,8 @@ class Registry:
         check_name(name)
         parent = None if parent is None else check_version(parent, "parent version")
         run_dir = check_complete(Path(run_dir)).absolute()
-        self._clean_staging()
-        staging = self.artefacts / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        clean_staging(self.artefacts)
+        staging = new_staging(self.artefacts)
         try:
             info = self._stage(run_dir, staging, info, prepare)
             return self._commit(name, staging, parent=parent, gate=gate, info=info, actor=actor)
@@ -330,7 +161,7 @@ class Registry:
                prepare: Callable[[Path], dict | None] | None) -> dict:
         """Build the version folder in `staging`; returns the merged info."""
         staging.mkdir(parents=True)
-        _copy_run(run_dir, staging / "run")
+        copy_run(run_dir, staging / "run")
         info = {"source_run": str(run_dir), **(info or {})}
         if prepare is not None:
             info.update(prepare(staging) or {})
@@ -340,19 +171,19 @@ class Registry:
                 actor: str | None) -> Version:
         run = staging / "run"
         config = yaml.safe_load((run / CONFIG).read_text(encoding="utf-8")) or {}
-        metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
-        digest = content_hash(staging)
-        _make_read_only(staging)
+        metrics = RunFolder(run).metrics
+        digest = sha256_folder(staging)  # relative path, size and bytes of every file
+        make_read_only(staging)
         conn = self.connect()
         moved = False
         try:
-            with self._transaction(conn):
+            with db.transaction(conn):
                 self._check_case_clash(conn, name)
                 number = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE name = ?", (name,)).fetchone()[0]
                 if parent is not None:
                     self._check_parent(conn, name, parent)
                 target = self.artefacts / name / f"v{number}"
-                self._move_into_place(staging, target)
+                move_into_place(staging, target)
                 moved = True
                 self._insert_version(conn, name, number, target, digest, config, metrics, parent, gate, info, actor)
         except BaseException:
@@ -377,12 +208,6 @@ class Registry:
         if conn.execute("SELECT 1 FROM versions WHERE name = ? AND version = ?", (name, int(parent))).fetchone() is None:
             raise UserError(f"parent version {parent}: " + self._missing(conn, name, parent))
 
-    def _move_into_place(self, staging: Path, target: Path) -> None:
-        if target.exists():  # a folder without a row: left by a process killed before its commit
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(target)
-
     def _insert_version(self, conn: sqlite3.Connection, name: str, number: int, target: Path, digest: str,
                         config: dict, metrics: dict, parent: int | None, gate: dict | None, info: dict,
                         actor: str | None) -> None:
@@ -394,13 +219,6 @@ class Registry:
              json.dumps(info, default=str)))
         note = f"from {info.get('source_run')}" + (f", parent v{parent}" if parent is not None else "")
         self._event(conn, name, number, "add", None, "candidate", actor, note)
-
-    def _clean_staging(self) -> None:
-        """Remove staging folders of processes that are gone (killed during an add)."""
-        for folder in self.artefacts.glob(f"{STAGING_PREFIX}*"):
-            pid = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)):
-                shutil.rmtree(folder, ignore_errors=True)
 
     # -- queries -------------------------------------------------------------------------------------
 
@@ -479,7 +297,7 @@ class Registry:
     def verify(self, name: str, version: int) -> bool:
         """Whether the version folder still has the content hash recorded when it was added."""
         v = self.get(name, check_version(version))
-        return v.path.is_dir() and content_hash(v.path) == v.content_hash
+        return v.path.is_dir() and sha256_folder(v.path) == v.content_hash
 
     # -- stage changes -------------------------------------------------------------------------------
 
@@ -489,12 +307,12 @@ class Registry:
         version = check_version(version)
         conn = self.connect()
         try:
-            with self._transaction(conn):
+            with db.transaction(conn):
                 row = self._row(conn, name, version)
                 gate = None if row["gate"] is None else json.loads(row["gate"])
                 self._check_promotable(row, gate, force)
                 previous = self._archive_production(conn, name)
-                forced = _gate_failed(gate) and force
+                forced = gate_failed(gate) and force
                 conn.execute("UPDATE versions SET stage = 'production', promoted_at = ?, promoted_by = ?, forced = ? "
                              "WHERE name = ? AND version = ?", (now(), actor or default_actor(), int(forced), name, version))
                 notes = ([f"v{previous} archived"] if previous is not None else []) + (["forced despite failed gate"] if forced else [])
@@ -507,8 +325,8 @@ class Registry:
         ref = f"{row['name']}:v{row['version']}"
         if row["stage"] == "production":
             raise UserError(f"{ref} is already in production")
-        if _gate_failed(gate) and not force:
-            failing = _gate_failures(gate)
+        if gate_failed(gate) and not force:
+            failing = failing_checks(gate)
             detail = f": failing checks: {'; '.join(failing)}" if failing else ""
             raise UserError(f"{ref} failed its gate{detail}; use --force to promote anyway (recorded in the history)")
 
@@ -535,7 +353,7 @@ class Registry:
         check_name(name)
         conn = self.connect()
         try:
-            with self._transaction(conn):
+            with db.transaction(conn):
                 stack = self._production_stack(conn, name)
                 if len(stack) < 2:
                     if conn.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone() is None:
@@ -557,7 +375,7 @@ class Registry:
         version = check_version(version)
         conn = self.connect()
         try:
-            with self._transaction(conn):
+            with db.transaction(conn):
                 row = self._row(conn, name, version)
                 ref = f"{name}:v{version}"
                 if row["stage"] == "production":
@@ -569,23 +387,3 @@ class Registry:
             return self._version(self._row(conn, name, version))
         finally:
             conn.close()
-
-
-class _Transaction:
-    """`with _Transaction(conn):` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            try:
-                self.conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass

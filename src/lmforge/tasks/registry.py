@@ -1,0 +1,121 @@
+"""Tasks are plug-ins: each task module registers a `TaskSpec` under its config name.
+
+A spec is what lmforge knows about a task *before* there is a model: which config keys it uses
+and how they combine, how its data files are read, which dev metrics it can select on, how a task
+object is built for training and for a saved run, its model card, its report layout and what
+`lmforge init` infers from a training file. The task object it builds (`base.Task`) does the
+work on examples, features and outputs.
+
+The built-in tasks register when `lmforge.tasks` is imported; other packages can add tasks through
+the `lmforge.tasks` entry-point group (the entry point names a module that calls `register`).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ProjectConfig
+    from ..evaluation.report import ReportStyle
+    from .base import Task
+
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2}
+
+
+class TaskSpec:
+    """Defaults shared by most tasks; a task module subclasses this and registers one instance."""
+
+    name = ""
+    summary = ""  # one line, shown by `lmforge init --help` and in unknown-task errors
+    decoder = False  # a decoder (generation) run: served and evaluated by the generation stack
+    auto_class = ""  # transformers Auto class (model card, loading without lmforge)
+    pipeline_tag = ""  # Hugging Face pipeline tag (model card)
+    peft_task_type = ""  # peft TaskType member
+    data_keys: tuple[str, ...] = ()  # data.* keys that mean something for this task only
+    unused_data_keys: tuple[str, ...] = ()  # shared data.* keys that this task ignores
+    holdout_by_document = False  # dev hold-out keeps documents whole (NER)
+    default_train_file = "data/train.csv"
+    default_method = "full"
+    default_max_length: int | None = None  # None: DataConfig's default
+    learning_rates = DEFAULT_LEARNING_RATES
+    supports_lifecycle = False  # registry `update` (continual learning) and drift monitoring
+
+    # -- config --------------------------------------------------------------------------------
+    def check_config(self, cfg: "ProjectConfig") -> list[str]:
+        """Problems with combinations of keys, each naming its key."""
+        return []
+
+    def dev_metrics(self, cfg: "ProjectConfig") -> tuple[str, ...]:
+        """Dev metrics a checkpoint can be selected on; the first is the default."""
+        raise NotImplementedError
+
+    # -- data ------------------------------------------------------------------------------------
+    def read(self, cfg: "ProjectConfig", path, *, scheme: str | None = None, require_labels: bool = True) -> tuple[list, str | None]:
+        """Read one data file the way the config says: (examples, NER scheme or None)."""
+        raise NotImplementedError
+
+    def starter_data(self, train, flags: dict[str, Any]) -> tuple[dict, list[str]]:
+        """`lmforge init`: data keys inferred from the training file (or from the flags), and notes."""
+        return {}, []
+
+    # -- task objects ---------------------------------------------------------------------------
+    def for_training(self, cfg: "ProjectConfig", tokenizer, splits) -> "Task":
+        raise NotImplementedError
+
+    def for_run(self, cfg: "ProjectConfig", labels: dict, tokenizer, *, threshold: float | None = None) -> "Task":
+        """The task of a saved run (its labels.json), for prediction."""
+        raise UserError(f"{self.name} runs are not loaded by the Predictor")
+
+    # -- documentation ----------------------------------------------------------------------------
+    def report_style(self, cfg: "ProjectConfig") -> "ReportStyle":
+        raise NotImplementedError
+
+    def usage_code(self, cfg: "ProjectConfig") -> list[str]:
+        """Model card: the lines of Python that run the saved model with transformers alone, after
+        `model` and `tokenizer` are loaded."""
+        return []
+
+    def lmforge_usage(self) -> list[str]:
+        return ["from lmforge import Predictor", 'Predictor.from_run("path/to/run").predict(["some text"])']
+
+    def input_limit_note(self, max_length: int) -> str:
+        return f"Inputs longer than {max_length} sub-word tokens are truncated (the rest is not seen)."
+
+
+_REGISTRY: dict[str, TaskSpec] = {}
+_plugins_loaded = False
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    """Add a task under `spec.name`; a name can be registered once."""
+    if not spec.name:
+        raise ValueError("a task spec needs a name")
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"task {spec.name!r} is registered already (by {type(_REGISTRY[spec.name]).__module__})")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for point in entry_points(group="lmforge.tasks"):
+        point.load()
+
+
+def task_names() -> list[str]:
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec registered under `name`; an unknown name is a UserError listing the known ones."""
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}")
+    return _REGISTRY[name]

@@ -1,0 +1,173 @@
+"""Optimizer steps: the optimizer and its schedule, one step over an accumulation group, and
+`train_steps`, the generator that takes them epoch after epoch.
+
+`train_steps` is modelled on spaCy's `train_while_improving`: it yields after every optimizer step
+with what its consumers (logging, dev evaluation, checkpointing; see consumers.py) need, and the
+caller stops training by not asking for the next step. The `TrainState` it advances is up to date
+at every yield, so a checkpoint written then resumes exactly there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..config import ProjectConfig
+from ..data.batching import plan_batches, shard
+from ..inference import autocast_context
+from ..tasks.base import collate
+from .state import TrainState
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step did, as its consumers need it."""
+
+    step: int
+    loss_sum: float  # this process's summed loss over its (non-padding) share of the step
+    units: int  # loss units (examples or labelled tokens) in the whole global step
+    real_tokens: int  # unpadded tokens in the whole global step
+    end_of_epoch: bool
+    epoch_progress: float  # epochs done, with the fraction of the current one
+
+
+@dataclass
+class Stepper:
+    """Everything one optimizer step over an accumulation group of global batches needs."""
+
+    accelerator: Any
+    model: Any  # as prepared by accelerate (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    task: Any
+    features: list
+    pad_id: int
+    bf16: bool
+    pad_multiple: int = 1
+    max_grad_norm: float | None = None
+    anchor: Callable[[], torch.Tensor] | None = None
+
+    def step(self, group: list[list[int]], units: int) -> float:
+        """Forward and backward over this process's share of each batch, then one optimizer step.
+        The loss is scaled by world / units, so that DDP's gradient average is the gradient of the
+        mean loss over the global step. Returns this process's summed loss."""
+        accelerator, world = self.accelerator, self.accelerator.num_processes
+        loss_total = 0.0
+        for micro, global_batch in enumerate(group):
+            idx, padding = shard(global_batch, accelerator.process_index, world)
+            batch = {k: v.to(accelerator.device) for k, v in
+                     collate([self.features[i] for i in idx], self.pad_id, multiple=self.pad_multiple).items()}
+            labels = batch.pop("labels")
+            last = micro == len(group) - 1
+            with nullcontext() if last else accelerator.no_sync(self.model):
+                with autocast_context(accelerator.device, self.bf16):
+                    logits = self.model(**batch).logits
+                loss_sum = self.task.loss_sum(logits, {"labels": labels})
+                objective = loss_sum * (0.0 if padding else world / max(1, units))
+                if self.anchor is not None and last:
+                    objective = objective + self.anchor()
+                accelerator.backward(objective)
+            if not padding:
+                loss_total += loss_sum.item()
+        if self.max_grad_norm:
+            accelerator.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_total
+
+
+def train_steps(stepper: Stepper, state: TrainState, lengths: list[int], plan_args: dict,
+                accumulation: int) -> Iterator[StepResult]:
+    """Optimizer steps from `state` on, without end: each epoch's global batches are planned
+    (identically on every process), grouped for gradient accumulation, and one step is taken per
+    group. `state` is advanced before each yield."""
+    while True:
+        plan = plan_batches(lengths, **plan_args, epoch=state.epoch)
+        groups = [plan[i:i + accumulation] for i in range(0, len(plan), accumulation)]
+        for index in range(state.group, len(groups)):
+            started = time.perf_counter()
+            group = groups[index]
+            units = sum(stepper.task.loss_units(stepper.features[i]) for b in group for i in b)
+            real = sum(lengths[i] for b in group for i in b)
+            loss_sum = stepper.step(group, units)
+            state.step += 1
+            state.group = index + 1
+            state.train_seconds += time.perf_counter() - started
+            state.real_tokens += real
+            end_of_epoch = state.group >= len(groups)
+            if end_of_epoch:
+                state.epoch, state.group = state.epoch + 1, 0
+            yield StepResult(state.step, loss_sum, units, real, end_of_epoch, state.epoch + state.group / len(groups))
+
+
+def total_steps(lengths: list[int], plan_args: dict, epochs: float, accumulation: int, varies: bool) -> int:
+    """Optimizer steps in `epochs` passes. With a token budget the number of batches differs a little
+    from epoch to epoch, so each epoch's plan is counted."""
+    def per_epoch(epoch: int) -> int:
+        return math.ceil(len(plan_batches(lengths, **plan_args, epoch=epoch)) / accumulation)
+
+    if not varies:
+        return math.ceil(epochs * per_epoch(0))
+    whole = int(epochs)
+    total = sum(per_epoch(e) for e in range(whole))
+    return total + math.ceil((epochs - whole) * per_epoch(whole))
+
+
+def schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    """The learning-rate factor at each step: linear warmup, then linear or cosine decay, or constant."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+def optimizer(model, cfg: ProjectConfig) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and norms, and with its own learning rate for the head."""
+    t = cfg.training
+    head_lr = t.head_learning_rate or t.learning_rate
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+        groups.setdefault((no_decay, is_head(name)), []).append(param)
+    param_groups = [{"params": ps, "weight_decay": 0.0 if nd else t.weight_decay, "lr": head_lr if head else t.learning_rate}
+                    for (nd, head), ps in groups.items()]
+    try:  # the fused kernel is ~8x faster than foreach on CPU (12.8 vs 107 ms for MiniLM's 22.7M parameters)
+        return torch.optim.AdamW(param_groups, lr=t.learning_rate, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(param_groups, lr=t.learning_rate, foreach=True)
+
+
+def is_head(name: str) -> bool:
+    return any(part in ("classifier", "score") for part in name.split("."))
+
+
+def anchor(model, strength: float) -> Callable[[], torch.Tensor] | None:
+    """L2-SP (Li et al. 2018): a penalty strength/2 * ||w - w0||^2 that keeps the trained encoder weights
+    near the weights training started from (the parent model in a continual update). The task head is
+    free. Returns a function computing the penalty, or None when strength is 0. With DDP every process
+    adds the same penalty, and the averaged gradient is its gradient."""
+    if not strength:
+        return None
+    pairs = [(param, param.detach().clone()) for name, param in model.named_parameters()
+             if param.requires_grad and not is_head(name)]
+
+    def penalty() -> torch.Tensor:
+        total = sum(((param - start) ** 2).sum() for param, start in pairs)
+        return 0.5 * strength * total
+
+    return penalty

@@ -1,0 +1,76 @@
+"""The Predictor and the run folder it reads: raw texts to examples, empty input, and what a damaged
+or unusual run folder gives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+from lmforge.errors import UserError
+from lmforge.runs import RunFolder
+
+
+def test_predict_empty_list(cls_predictor):
+    assert cls_predictor.predict([]) == []
+
+
+def test_words_of_with_byte_level_tokenizer():
+    """Byte-level BPE pre-tokenizers rewrite pieces ('Ġworld'); offsets must still index the text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from lmforge.data.words import words_of
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["hello world, hello Paris"], trainers.BpeTrainer(vocab_size=300, show_progress=False,
+                                                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    text = "hello  world, Paris"
+    ex = words_of(fast, text)
+    assert ex.words == ["hello", "world", ",", "Paris"]
+    assert [text[s:e] for s, e in ex.offsets] == ex.words
+
+
+def test_examples_from_texts_builds_pairs_and_ner_words(cls_predictor, ner_predictor):
+    single, pair = cls_predictor.examples_from_texts(["one", ("a", "b")])
+    assert (single.text, single.text_pair) == ("one", None) and (pair.text, pair.text_pair) == ("a", "b")
+    words = ner_predictor.examples_from_texts(["Alice visited Paris."])[0]
+    assert words.words == ["Alice", "visited", "Paris", "."] and words.offsets[2] == (14, 19)
+
+
+def test_run_folder_reads_a_complete_run(cls_run):
+    run = RunFolder.open(cls_run)
+    assert run.complete and run.labels.task == "text-classification" and len(run.labels.labels) == 3
+    assert not run.is_decoder and run.merged and not run.uses_adapter
+    digest = hashlib.sha256((cls_run / "model" / "model.safetensors").read_bytes()).hexdigest()
+    assert run.version == f"{run.config.name}-{digest[:12]}"
+    assert set(run.metrics) >= {"dev", "training"}
+
+
+def test_run_folder_errors_name_the_folder_and_what_to_do(tmp_path, cls_run):
+    with pytest.raises(UserError, match="is not an lmforge run folder"):
+        RunFolder.open(tmp_path)
+    copy = tmp_path / "run"
+    shutil.copytree(cls_run, copy)
+    shutil.rmtree(copy / "model")
+    with pytest.raises(UserError, match=r"no trained model yet .* `lmforge train --resume"):
+        RunFolder.open(copy)
+    (copy / "labels.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"labels.json: not a valid labels.json .* damaged"):
+        _ = RunFolder.open(copy, complete=False).labels
+
+
+def test_run_without_merged_key_applies_an_existing_adapter(tmp_path, cls_run):
+    """Runs written before run.json recorded `merged` count as unmerged: an adapter is applied."""
+    copy = tmp_path / "run"
+    shutil.copytree(cls_run, copy)
+    info = json.loads((copy / "run.json").read_text())
+    info.pop("merged")
+    (copy / "run.json").write_text(json.dumps(info))
+    assert not RunFolder(copy).uses_adapter  # full fine-tuning: no adapter folder
+    (copy / "adapter").mkdir()
+    assert RunFolder(copy).uses_adapter
