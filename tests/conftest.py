@@ -208,16 +208,6 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResul
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
-def run_cli_process(*args: str, cwd: Path | None = None, timeout: int = 300):
-    """Run `lmforge ARGS` in a new process, for the tests that must prove a real one (exit status,
-    signals, what a fresh interpreter sees)."""
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "lmforge.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
 # --- helpers for the reader tests -----------------------------------------------------------------
 
 def _shared_data() -> Path:
