@@ -1,6 +1,10 @@
 """lmforge's trainer vs the standard transformers.Trainer recipe on CoNLL-2003 NER, in one run.
 
-    python bench/train_speed.py [--epochs 3]
+    python bench/train_speed.py [--epochs 3] [--train-docs N --eval-docs M]
+
+--train-docs / --eval-docs take the first N documents of train (and M of dev and test) for a quicker
+comparison on slow machines. On a CPU without bf16 support both sides train in fp32 (the Trainer's
+bf16 would be emulated there, many times slower: not the recipe's intent).
 
 Baseline (the recipe most tutorials use, tuned as in the issue): MiniLM-L6, one sentence per
 sequence, first sub-word labelled, bf16, dynamic padding, group_by_length, batch 32, lr 5e-5.
@@ -29,6 +33,27 @@ from common import save, shared_data
 BF16_PEAK_GFLOPS = 929.0  # measured bf16 matmul peak of the reference machine (PLATFORM.md)
 
 
+def bf16_ok() -> bool:
+    from lmforge.models.build import bf16_supported
+
+    return bf16_supported(torch.device("cpu"))
+
+
+def first_documents(path: Path, n: int | None, out: Path) -> Path:
+    """A CoNLL file cut after its first `n` -DOCSTART- documents (the whole file for None)."""
+    if n is None:
+        return path
+    kept, docs = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.startswith("-DOCSTART-"):
+            docs += 1
+            if docs > n:
+                break
+        kept.append(line)
+    out.write_text("".join(kept), encoding="utf-8")
+    return out
+
+
 def trainer_baseline(model_path: Path, train, dev, test, epochs: float, out: Path) -> dict:
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               Trainer, TrainingArguments)
@@ -55,7 +80,7 @@ def trainer_baseline(model_path: Path, train, dev, test, epochs: float, out: Pat
     model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=len(labels),
                                                             id2label=dict(enumerate(labels)), label2id=index)
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=32, learning_rate=5e-5,
-                             num_train_epochs=epochs, bf16=True, train_sampling_strategy="group_by_length",
+                             num_train_epochs=epochs, bf16=bf16_ok(), train_sampling_strategy="group_by_length",
                              save_strategy="no", eval_strategy="no", report_to=[], logging_steps=50,
                              use_cpu=True, seed=42, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=train_rows,
@@ -82,7 +107,7 @@ def predict_first_subword(model, tok, examples, labels, batch_size: int = 64) ->
         chunk = examples[start:start + batch_size]
         enc = tok([ex.words for ex in chunk], is_split_into_words=True, truncation=True, max_length=512,
                   padding=True, return_tensors="pt")
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_ok()):
             logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float()
         for i, ex in enumerate(chunk):
             tags, seen = ["O"] * len(ex.words), set()
@@ -95,9 +120,13 @@ def predict_first_subword(model, tok, examples, labels, batch_size: int = 64) ->
 
 
 def lmforge_run(train_path: Path, dev_path: Path, test_path: Path, epochs: float, out: Path, method: str = "full") -> dict:
+    import json
+
     from lmforge.config import config_from_dict
-    from lmforge.files import read_json
     from lmforge.training.loop import train
+
+    def read_json(path: Path):
+        return json.loads(path.read_text(encoding="utf-8"))
 
     cfg = config_from_dict({"name": f"conll-{method}", "task": "token-classification", "model": "minilm-l6", "method": method,
                             "data": {"train": str(train_path), "dev": str(dev_path), "test": str(test_path)},
@@ -125,14 +154,21 @@ def training_flops_per_token(model_path: Path, avg_len: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--train-docs", type=int, default=None, help="only the first N training documents")
+    parser.add_argument("--eval-docs", type=int, default=None, help="only the first N dev and test documents")
+    parser.add_argument("--name", default="train_speed", help="results file name under bench/results/")
     args = parser.parse_args()
     from lmforge.data.ner_readers import read_ner
     from lmforge.models.resolve import resolve_model
 
     data = shared_data() / "conll2003"
-    train, _ = read_ner(data / "eng.train")
-    dev, _ = read_ner(data / "eng.testa")
-    test, _ = read_ner(data / "eng.testb")
+    cut = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    files = {"train": first_documents(data / "eng.train", args.train_docs, cut / "eng.train"),
+             "dev": first_documents(data / "eng.testa", args.eval_docs, cut / "eng.testa"),
+             "test": first_documents(data / "eng.testb", args.eval_docs, cut / "eng.testb")}
+    train, _ = read_ner(files["train"])
+    dev, _ = read_ner(files["dev"])
+    test, _ = read_ner(files["test"])
     words = sum(len(ex.words) for ex in train) * args.epochs
     model_path = resolve_model("minilm-l6")
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +176,7 @@ def main() -> None:
         base = trainer_baseline(model_path, train, dev, test, args.epochs, Path(tmp) / "trainer")
         print(base, flush=True)
         print("== lmforge defaults", flush=True)
-        ours = lmforge_run(data / "eng.train", data / "eng.testa", data / "eng.testb", args.epochs, Path(tmp))
+        ours = lmforge_run(files["train"], files["dev"], files["test"], args.epochs, Path(tmp))
         print(ours, flush=True)
     for r in (base, ours):
         r["words_per_second"] = round(words / r["train_seconds"], 1)
@@ -148,7 +184,8 @@ def main() -> None:
     avg_len = ours["real_tokens"] / (ours["sequences"] * args.epochs)
     gflops = training_flops_per_token(model_path, avg_len) * ours["real_tokens_per_second"] / 1e9
     result = {
-        "epochs": args.epochs, "trainer": base, "lmforge": ours,
+        "epochs": args.epochs, "train_docs": args.train_docs, "eval_docs": args.eval_docs,
+        "train_sentences": len(train), "precision": "bf16" if bf16_ok() else "fp32", "trainer": base, "lmforge": ours,
         "speedup_words_per_second": round(ours["words_per_second"] / base["words_per_second"], 2),
         "speedup_wall": round(base["wall_seconds"] / ours["wall_seconds"], 2),
         "lmforge_training_gflops": round(gflops, 1), "fraction_of_bf16_peak": round(gflops / BF16_PEAK_GFLOPS, 3),
@@ -156,7 +193,7 @@ def main() -> None:
     print(f"\nTrainer : {base['words_per_second']:8.0f} words/s {base['real_tokens_per_second']:8.0f} tokens/s  test F1 {base['test_f1']:.4f}  train {base['train_seconds']:.0f}s")
     print(f"lmforge : {ours['words_per_second']:8.0f} words/s {ours['real_tokens_per_second']:8.0f} tokens/s  test F1 {ours['test_f1']:.4f}  train {ours['train_seconds']:.0f}s (wall incl. dev evals {ours['wall_seconds']:.0f}s)")
     print(f"speed-up (words/s): {result['speedup_words_per_second']}x   lmforge training {gflops:.0f} GFLOP/s = {gflops / BF16_PEAK_GFLOPS:.0%} of the bf16 matmul peak")
-    save("train_speed", result)
+    save(args.name, result)
 
 
 if __name__ == "__main__":

@@ -113,7 +113,6 @@ def predict_file(run_dir: Path, path: Path, output: Path | None = None, *, overr
 
 def _predict_stream(predictor: Predictor, inputs: Iterator, out, *, chunk: int, progress=None) -> int:
     count = 0
-    ner = predictor.task.token_level  # entities only: the per-word tags are an internal detail
     while batch := list(itertools.islice(inputs, chunk)):
         lines = []
         for ex, pred in zip(batch, predictor.predict_examples(batch)):
@@ -121,7 +120,7 @@ def _predict_stream(predictor: Predictor, inputs: Iterator, out, *, chunk: int, 
             record = {"text": text}
             if getattr(ex, "text_pair", None) is not None:
                 record["text_pair"] = ex.text_pair
-            lines.append(json.dumps({**record, **({"entities": pred["entities"]} if ner else pred)}, ensure_ascii=False) + "\n")
+            lines.append(json.dumps({**record, **predictor.task.response(pred)}, ensure_ascii=False) + "\n")
         out.write("".join(lines))
         out.flush()
         count += len(batch)

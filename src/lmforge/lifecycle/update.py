@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..config import config_from_dict
+from ..config import apply_overrides, config_from_dict
 from ..runs import RunFolder
 from ..data.load import holdout, read_split
 from ..data.types import TextExample
@@ -196,10 +196,7 @@ def _update_config(cfg, parent, run_dir: Path, data_dir: Path, run_name: str, la
         # the new rows start from zero while the old ones are trained: a larger step for the head lets them
         # catch up within an update's few steps (demo update, same data: new-label macro-F1 45.00 at 1x, 100.00 at 10x)
         raw["training"]["head_learning_rate"] = HEAD_LR_FACTOR * cfg.training.learning_rate
-    for key, value in (overrides or {}).items():
-        section, _, field = key.rpartition(".")
-        (raw[section] if section else raw)[field] = value
-    return config_from_dict(raw, f"update of {parent.ref}")
+    return config_from_dict(apply_overrides(raw, overrides or {}), f"update of {parent.ref}")
 
 
 def _new_examples(cfg, data: Path | None, registry, name: str, from_feedback: bool, console: Console) -> list[TextExample]:

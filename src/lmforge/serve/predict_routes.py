@@ -183,7 +183,7 @@ def predict_items(predictor, items: list) -> list[dict]:
     for group in (singles, pairs):
         if group:
             for i, pred in zip(group, predictor.predict([items[i] if isinstance(items[i], str) else tuple(items[i]) for i in group])):
-                results[i] = {"entities": pred["entities"]} if "entities" in pred else pred
+                results[i] = predictor.task.response(pred)
     return results  # type: ignore[return-value]
 
 

@@ -51,6 +51,9 @@ class Task(Protocol):
     def report_extras(self) -> dict:
         """Settings an evaluation report records beside the metrics (a multi-label threshold)."""
 
+    def response(self, prediction: dict) -> dict:
+        """What a client (HTTP response, `lmforge predict` line) sees of one prediction."""
+
     def metrics(self, examples: list, predictions: list[dict]) -> dict: ...
 
     def headline(self, report: dict) -> dict[str, float]: ...
@@ -82,6 +85,9 @@ class TaskBase:
 
     def report_extras(self) -> dict:
         return {}
+
+    def response(self, prediction: dict) -> dict:
+        return prediction
 
     def dev_headline(self, model, examples: list, features: list[Feature], plan: Any, logits_of: LogitsOf,
                      bf16: bool) -> dict[str, float]:

@@ -206,6 +206,9 @@ class TokenClassificationTask(TaskBase):
 
     answer_unit = "word tags"
 
+    def response(self, prediction: dict) -> dict:
+        return {"entities": prediction["entities"]}  # the per-word tags are an internal detail
+
     def answers(self, prediction: dict) -> list:
         return list(prediction["tags"])
 
