@@ -85,7 +85,7 @@ class TrainingConfig(_Section):
 
 class ProjectConfig(_Section):
     name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
-    task: str = Field("text-classification", description="text-classification, token-classification (NER) or generation (decoder models: prompt -> completion); `lmforge init --help` lists every registered task")
+    task: str = Field("text-classification", description="a registered task: text-classification, token-classification (NER) or generation (decoder models: prompt -> completion); task plug-ins add more")
     model: str = Field("minilm-l6", description="packaged model short name (see `lmforge models`) or a local Hugging Face folder")
     method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix (generation: lora unless set)")
     output_dir: str = Field("runs", description="where run folders are written; relative to the config file")
