@@ -208,6 +208,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> CliResul
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a real server in a test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 # --- helpers for the reader tests -----------------------------------------------------------------
 
 def _shared_data() -> Path:

@@ -206,10 +206,9 @@ def parse_value(raw: str) -> Any:
 def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
     """Set dotted keys in a raw config dict: `key=value` strings (values parsed as YAML, see
     `parse_value`) or a {dotted key: value} mapping of typed values."""
-    items = overrides.items() if isinstance(overrides, dict) else (
-        (item, parse_override(item)) for item in overrides)
-    for item, parsed in items:
-        keys, value = parsed if not isinstance(overrides, dict) else (item.split("."), parsed)
+    parsed = ([(key, key.split("."), value) for key, value in overrides.items()] if isinstance(overrides, dict)
+              else [(item, *parse_override(item)) for item in overrides])
+    for item, keys, value in parsed:
         node = raw
         for k in keys[:-1]:
             child = node.get(k)

@@ -19,7 +19,8 @@ from .runs import RunFolder
 
 
 class Predictor:
-    def __init__(self, model, tokenizer, task, config: ProjectConfig, run_dir: Path | None = None, bf16: bool | None = None):
+    def __init__(self, model, tokenizer, task, config: ProjectConfig, run_dir: Path | None = None, bf16: bool | None = None,
+                 version: str | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.task = task
@@ -29,7 +30,7 @@ class Predictor:
         self.bf16 = (config.training.precision == "bf16" or (config.training.precision == "auto" and bf16_supported(device))) if bf16 is None else bf16
         self.forward: Forward = torch_forward(self.model, self.bf16)
         self.backend = "torch"
-        self.version = RunFolder(run_dir).version if run_dir is not None else config.name
+        self.version = version or (RunFolder(run_dir).version if run_dir is not None else config.name)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None,
@@ -50,7 +51,7 @@ class Predictor:
             model = PeftModel.from_pretrained(model, str(run.adapter_dir), local_files_only=True)
         if device is not None:
             model = model.to(device)
-        predictor = cls(model, tokenizer, task, run.config, run.path, bf16)
+        predictor = cls(model, tokenizer, task, run.config, run.path, bf16, version=run.version)
         if backend == "onnx":
             from .onnx_runtime import load_onnx_forward
 

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from .config import ProjectConfig, config_from_dict
 from .errors import UserError
@@ -177,7 +177,7 @@ class RunFolder:
 def _typed(model: type[BaseModel], path: Path):
     try:
         return model.model_validate(read_json(path))
-    except (ValueError, ValidationError) as err:
+    except ValueError as err:  # bad JSON, or pydantic's ValidationError (a ValueError too)
         raise UserError(f"{path}: not a valid {path.name} ({str(err).splitlines()[0]}); the run folder is damaged") from None
 
 

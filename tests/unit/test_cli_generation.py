@@ -4,7 +4,6 @@ file; pass@k on a code benchmark, sandboxed) -> generate -> serve over real HTTP
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import urllib.request
 
 import yaml
 
-from conftest import jsonl, run_cli
+from conftest import free_port, jsonl, run_cli
 
 PAIRS = [("say hi", "hello there"), ("how are you", "fine thanks")]
 
@@ -53,14 +52,9 @@ def test_init_train_evaluate_generate(tmp_path, tiny_decoder):
     assert bad.returncode == 2 and "--benchmark" in bad.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_serve_a_decoder_folder_over_http(tiny_decoder):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lmforge.cli", "serve", str(tiny_decoder), "--port", str(port), "--log-level", "warning"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

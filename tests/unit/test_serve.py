@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from lmforge.predictor import Predictor
 from lmforge.serve.app import WARMUP_TEXT, create_app
 from lmforge.serve.settings import ServeSettings
+from conftest import free_port
 
 TEXTS = ["the movie great was", "the plot awful was", "the film book was", "very acting superb film"]
 
@@ -257,11 +258,6 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(cls_run):
     assert max(served) <= 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_graceful_shutdown_finishes_in_flight_requests(cls_run):
     import uvicorn
@@ -276,7 +272,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(cls_run):
         return original(batch)
 
     predictor.predict = slow_predict
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(predictor, ServeSettings()), host="127.0.0.1", port=port,
                                            log_level="warning", timeout_graceful_shutdown=10))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -316,7 +312,7 @@ def _poll_ready(base: str, timeout: float = 60.0, proc: subprocess.Popen | None 
 
 
 def test_real_lmforge_serve_process(cls_run, tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MY_KEY": "k-123"}
     proc = subprocess.Popen([sys.executable, "-m", "lmforge.cli", "serve", str(cls_run), "--port", str(port),
                              "--api-key-env", "MY_KEY", "--log-level", "warning"],
@@ -357,5 +353,5 @@ def test_serve_cli_errors(cls_run):
         busy = s.getsockname()[1]
         r = run_cli("serve", cls_run, "--port", str(busy))
     assert r.returncode == 2 and "already in use" in r.stderr
-    r = run_cli("serve", cls_run, "--backend", "onnx", "--port", str(_free_port()))
+    r = run_cli("serve", cls_run, "--backend", "onnx", "--port", str(free_port()))
     assert r.returncode == 2 and "lmforge export" in r.stderr

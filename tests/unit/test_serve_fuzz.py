@@ -22,6 +22,8 @@ import urllib.request
 
 import pytest
 
+from conftest import free_port
+
 LAUNCH = ("import json, sys\n"
           "from lmforge.serve.server import serve\n"
           "from lmforge.serve.settings import ServeSettings\n"
@@ -33,17 +35,12 @@ NORMAL = {"classification": ("/v1/predict", {"texts": ["the movie great was"]}),
           "generation": ("/v1/generate", {"prompt": "say hi", "max_new_tokens": 3})}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """A `serve()` process on a free loopback port; its stderr goes to a file for the traceback check."""
 
     def __init__(self, target, log_path, **settings):
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

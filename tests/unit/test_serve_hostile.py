@@ -9,7 +9,6 @@ import asyncio
 import http.client
 import json
 import re
-import socket
 import threading
 import time
 
@@ -21,6 +20,7 @@ from lmforge.predictor import Predictor
 from lmforge.serve.app import create_app
 from lmforge.serve.batcher import MicroBatcher
 from lmforge.serve.settings import ServeSettings
+from conftest import free_port
 
 GOOD = ["the movie great was", "the plot awful was", "the film book was", "very acting superb film"]
 
@@ -155,11 +155,6 @@ def test_ner_entity_must_be_an_integer(ner_predictor):
 
 # --- a 500 on a keep-alive connection -------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_a_500_is_an_ordinary_response_and_the_connection_stays_usable(cls_run):
     import uvicorn
@@ -173,7 +168,7 @@ def test_a_500_is_an_ordinary_response_and_the_connection_stays_usable(cls_run):
         return original(batch)
 
     predictor.predict = broken_on_poison
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(predictor, ServeSettings()), host="127.0.0.1", port=port,
                                            log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)

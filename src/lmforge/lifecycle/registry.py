@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -103,11 +104,8 @@ class Registry:
         return db.connect(self.db_path)
 
     def _read(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
 
     def _version(self, row: sqlite3.Row) -> Version:
         gate = row["gate"]
@@ -237,8 +235,7 @@ class Registry:
         """One version; `version` None: the production version (UserError when there is none)."""
         check_name(name)
         version = None if version is None else check_version(version)
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             if version is not None:
                 return self._version(self._row(conn, name, version))
             row = conn.execute("SELECT * FROM versions WHERE name = ? AND stage = 'production'", (name,)).fetchone()
@@ -248,8 +245,6 @@ class Registry:
                 raise UserError(f"{name} has no production version; give a version, or promote one with "
                                 f"`lmforge registry promote {name} N`")
             return self._version(row)
-        finally:
-            conn.close()
 
     def production(self, name: str) -> Version | None:
         rows = self._read("SELECT * FROM versions WHERE name = ? AND stage = 'production'", (check_name(name),))
@@ -267,14 +262,11 @@ class Registry:
         """[version, its parent, grandparent, ...]."""
         check_name(name)
         version = check_version(version)
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             chain = [self._version(self._row(conn, name, version))]
             while chain[-1].parent is not None and len(chain) <= 10_000:
                 chain.append(self._version(self._row(conn, name, chain[-1].parent)))
             return chain
-        finally:
-            conn.close()
 
     def history(self, name: str) -> list[dict]:
         """The events of `name`, oldest first."""
@@ -305,8 +297,7 @@ class Registry:
         """Make `version` production; the previous production version is archived."""
         check_name(name)
         version = check_version(version)
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             with db.transaction(conn):
                 row = self._row(conn, name, version)
                 gate = None if row["gate"] is None else json.loads(row["gate"])
@@ -318,8 +309,6 @@ class Registry:
                 notes = ([f"v{previous} archived"] if previous is not None else []) + (["forced despite failed gate"] if forced else [])
                 self._event(conn, name, version, "promote", row["stage"], "production", actor, "; ".join(notes) or None)
             return self._version(self._row(conn, name, version))
-        finally:
-            conn.close()
 
     def _check_promotable(self, row: sqlite3.Row, gate: dict | None, force: bool) -> None:
         ref = f"{row['name']}:v{row['version']}"
@@ -351,8 +340,7 @@ class Registry:
     def rollback(self, name: str, *, actor: str | None = None) -> Version:
         """Back to the version that was production before the current one; returns it."""
         check_name(name)
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             with db.transaction(conn):
                 stack = self._production_stack(conn, name)
                 if len(stack) < 2:
@@ -366,15 +354,12 @@ class Registry:
                              "WHERE name = ? AND version = ?", (now(), actor or default_actor(), name, target))
                 self._event(conn, name, current, "rollback", "production", "archived", actor, f"v{target} is production again")
             return self._version(self._row(conn, name, target))
-        finally:
-            conn.close()
 
     def archive(self, name: str, version: int, *, actor: str | None = None) -> Version:
         """Mark a candidate (not the production version) as archived."""
         check_name(name)
         version = check_version(version)
-        conn = self.connect()
-        try:
+        with closing(self.connect()) as conn:
             with db.transaction(conn):
                 row = self._row(conn, name, version)
                 ref = f"{name}:v{version}"
@@ -385,5 +370,3 @@ class Registry:
                 conn.execute("UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, version))
                 self._event(conn, name, version, "archive", row["stage"], "archived", actor)
             return self._version(self._row(conn, name, version))
-        finally:
-            conn.close()

@@ -90,25 +90,11 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     from ..training.loop import train
 
     console = console or Console(stderr=True)
-    parent = registry.production(name)
-    if parent is None:
-        raise UserError(f"{name} has no production version to update; promote one first: lmforge registry promote {name} N")
-    ok, why = supported(parent.run_dir)
-    if not ok:
-        raise UserError(f"cannot update {parent.ref}: {why}")
-    parent_run = RunFolder.open(parent.run_dir)
+    parent, parent_run = _parent(registry, name)
     cfg = parent_run.config
-    if parent_run.uses_adapter:
-        raise UserError(f"cannot update {parent.ref}: its model/ folder needs an adapter (method {cfg.method}); "
-                        "updates start from full, or merged LoRA/IA3, runs")
     new = _new_examples(cfg, data, registry, name, from_feedback, console)
     seed = cfg.training.seed
-    # twice the dev fraction is held out: one half chooses the checkpoint, the other is the gate's
-    try:
-        new_train, new_holdout = holdout(new, min(2 * cfg.data.dev_fraction, 0.5), seed)
-    except UserError:
-        raise UserError(f"{len(new)} new examples are too few to hold some out for choosing the checkpoint and for "
-                        "the gate; give more (a few per label)") from None
+    new_train, new_holdout = _hold_out(new, cfg)
     pool = replay_pool_of(parent.path)
     old_sets = eval_sets_of(parent.path)
     selection, gate_sets = _selection_and_gate(old_sets, new_holdout)
@@ -124,11 +110,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = (Path(output) if output else Path("runs") / f"{name}-update-{stamp}").resolve()
     data_dir = run_dir.with_name(run_dir.name + "-data")
-    mixed = new_train + replayed
-    write_examples(data_dir / "train.jsonl", mixed)
-    write_examples(data_dir / "dev.jsonl", selection)
-    for set_name, examples in gate_sets.items():
-        write_examples(data_dir / "gate" / f"{set_name}.jsonl", examples)
+    _write_data(data_dir, new_train + replayed, selection, gate_sets)
     new_gate = gate_sets.pop(NEW_SET)
     new_cfg = _update_config(cfg, parent, run_dir, data_dir, f"{name}-update-{stamp}", old_labels + added, bool(added),
                              epochs=epochs, anchor=anchor, logit_adjustment=logit_adjustment, overrides=overrides)
@@ -148,8 +130,7 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
                                         "how": "a seeded half of every old evaluation set and of the new held-out part "
                                                "(gate_split); the gate scores the other halves"},
                   replayed=len(replayed), anchor_strength=anchor, logit_adjustment=logit_adjustment, train_seconds=round(train_seconds, 1))
-    write_json_atomic(run_dir / "gate.json", report)
-    write_text_atomic(run_dir / "gate.md", gate_markdown(report, f"update of {parent.ref}"))
+    _write_gate(run_dir, report, parent.ref)
     sets = dict(old_sets)
     sets[f"added-after-v{parent.version}"] = new_holdout
     version = register_run(registry, name, run_dir, parent=parent.version, gate=report,
@@ -161,6 +142,44 @@ def update(registry, name: str, data: Path | None = None, *, from_feedback: bool
 
 
 NEW_SET = "new"  # the gate's half of the new held-out examples, among the gate's sets
+
+
+def _parent(registry, name: str):
+    """The production version of `name` and its run folder, refused unless an update can start from it."""
+    parent = registry.production(name)
+    if parent is None:
+        raise UserError(f"{name} has no production version to update; promote one first: lmforge registry promote {name} N")
+    ok, why = supported(parent.run_dir)
+    if not ok:
+        raise UserError(f"cannot update {parent.ref}: {why}")
+    run = RunFolder.open(parent.run_dir)
+    if run.uses_adapter:
+        raise UserError(f"cannot update {parent.ref}: its model/ folder needs an adapter (method {run.config.method}); "
+                        "updates start from full, or merged LoRA/IA3, runs")
+    return parent, run
+
+
+def _hold_out(new: list[TextExample], cfg) -> tuple[list[TextExample], list[TextExample]]:
+    """Twice the dev fraction of the new examples is held out: one half chooses the checkpoint, the
+    other is the gate's."""
+    try:
+        return holdout(new, min(2 * cfg.data.dev_fraction, 0.5), cfg.training.seed)
+    except UserError:
+        raise UserError(f"{len(new)} new examples are too few to hold some out for choosing the checkpoint and for "
+                        "the gate; give more (a few per label)") from None
+
+
+def _write_data(data_dir: Path, train: list[TextExample], selection: list[TextExample],
+                gate_sets: dict[str, list[TextExample]]) -> None:
+    write_examples(data_dir / "train.jsonl", train)
+    write_examples(data_dir / "dev.jsonl", selection)
+    for set_name, examples in gate_sets.items():
+        write_examples(data_dir / "gate" / f"{set_name}.jsonl", examples)
+
+
+def _write_gate(run_dir: Path, report: dict, parent_ref: str) -> None:
+    write_json_atomic(run_dir / "gate.json", report)
+    write_text_atomic(run_dir / "gate.md", gate_markdown(report, f"update of {parent_ref}"))
 
 
 def _selection_and_gate(old_sets: dict[str, list[TextExample]], new_holdout: list[TextExample]):

@@ -21,8 +21,7 @@ import numpy as np
 from ..data.types import ChatExample
 from ..errors import DataError, UserError
 from .base import Feature, TaskBase, collate
-from .registry import TaskSpec, register
-from .token_classification import refuse_keys
+from .registry import TaskSpec, refuse_keys, register
 
 IGNORE = -100
 EVAL_TOKEN_BUDGET = 4096  # padded tokens per dev forward pass (the [B, L, vocab] logits dominate memory)

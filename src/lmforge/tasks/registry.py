@@ -85,6 +85,15 @@ class TaskSpec:
         return f"Inputs longer than {max_length} sub-word tokens are truncated (the rest is not seen)."
 
 
+def refuse_keys(cfg, task: str, keys: tuple[str, ...]) -> list[str]:
+    """Problems for data keys set (non-empty) that `task` has no use for."""
+    given = [key for key in keys if getattr(cfg.data, key) not in (None, False)]
+    problems = [f"data.{' / data.'.join(given)}: not available for {task}"] if given else []
+    if cfg.training.logit_adjustment:
+        problems.append("training.logit_adjustment: only for single-label text-classification")
+    return problems
+
+
 _REGISTRY: dict[str, TaskSpec] = {}
 _plugins_loaded = False
 

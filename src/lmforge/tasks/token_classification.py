@@ -16,7 +16,7 @@ from ..data.windows import best_window_per_word, pack_sentences, word_windows
 from ..errors import DataError, UserError
 from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
-from .registry import TaskSpec, register
+from .registry import TaskSpec, refuse_keys, register
 
 IGNORE = -100
 
@@ -307,15 +307,6 @@ class TokenClassificationSpec(TaskSpec):
 
     def input_limit_note(self, max_length: int) -> str:
         return f"Inputs longer than {max_length} sub-word tokens are covered by sliding windows."
-
-
-def refuse_keys(cfg, task: str, keys: tuple[str, ...]) -> list[str]:
-    """Problems for data keys set (non-empty) that `task` has no use for."""
-    given = [key for key in keys if getattr(cfg.data, key) not in (None, False)]
-    problems = [f"data.{' / data.'.join(given)}: not available for {task}"] if given else []
-    if cfg.training.logit_adjustment:
-        problems.append("training.logit_adjustment: only for single-label text-classification")
-    return problems
 
 
 register(TokenClassificationSpec())
