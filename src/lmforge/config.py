@@ -149,6 +149,9 @@ def _format_errors(err: ValidationError, where: str) -> str:
             section = _section_for(e["loc"][:-1])
             known = ", ".join(section.model_fields) if section else ""
             lines.append(f"  - {key}: unknown key. Known keys here: {known}")
+        elif e["type"] == "value_error":  # our own checks: their message says what is wrong (and, at the top level, names the keys)
+            message = str(e.get("ctx", {}).get("error", e["msg"]))
+            lines.append(f"  - {message}" if not e["loc"] else f"  - {key}: {message}")
         else:
             found = e.get("input")
             shown = "" if isinstance(found, (dict, list)) else f" (found {found!r})"

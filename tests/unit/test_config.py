@@ -63,3 +63,15 @@ def test_starter_config_round_trips(tmp_path):
 def test_without_option():
     assert without_option(["train", "c.yaml", "--nproc", "2", "--max-steps", "2"], "--nproc") == ["train", "c.yaml", "--max-steps", "2"]
     assert without_option(["train", "--nproc=2", "x=2"], "--nproc") == ["train", "x=2"]
+
+
+def test_own_checks_read_as_plain_sentences():
+    """Our validators' messages appear as written: no pydantic "Value error," prefix, no "(top level)"."""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"task": "sentiment"}, "c.yaml")
+    assert "  - task: 'sentiment' is not a task; choose one of generation" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"task": "token-classification", "data": {"multi_label": True}}, "c.yaml")
+    message = str(err.value)
+    assert "  - data.multi_label: not available for token-classification" in message
+    assert "Value error" not in message and "(top level)" not in message
