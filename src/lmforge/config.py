@@ -37,6 +37,8 @@ class DataConfig(_Section):
     multi_label: bool = Field(False, description="each example may carry several labels (sigmoid outputs; the decision threshold is tuned on dev after training)")
     label_delimiter: str | None = Field(None, min_length=1, description="multi-label only: split a label string on this delimiter, e.g. '|'")
     scheme: Literal["auto", "iob1", "iob2", "bioes", "bmes"] = Field("auto", description="NER tag scheme of the files; auto: detected from the train tags")
+    lenient_tags: bool = Field(False, description="NER: repair invalid tag sequences (an I-X after O, an entity never closed) the way conlleval reads them, counted and reported; false: such a file is an error")
+    segment_positions: Literal["auto", "strip", "keep"] = Field("auto", description="NER column files whose tokens are a character plus its word position ('科0', Weibo NER): auto strips the digits when every token looks like that, strip always, keep never")
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
     labels: list[str] | None = Field(None, description="text-classification: the label set in this order (a model grown from a fine-tuned one keeps its labels first); empty: the train labels, sorted")
     label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lmforge.models import gguf
+from lmforge.models import cache, gguf
 from lmforge.models.resolve import PACKAGED_MODELS, _package_dir, resolve_model
 
 pytestmark = [pytest.mark.integration,
@@ -23,8 +23,8 @@ def test_convert_cache_and_generate(tmp_path, monkeypatch):
     start = time.perf_counter()
     folder = resolve_model("smollm2-135m")
     converted = time.perf_counter() - start
-    assert folder == gguf.cached_folder(source, "smollm2-135m") and folder.is_relative_to(tmp_path)
-    assert not gguf.problems(folder, full=True)
+    assert folder == cache.cached_folder(source, "smollm2-135m") and folder.is_relative_to(tmp_path)
+    assert not cache.problems(folder, full=True)
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in folder.iterdir()}
 
     start = time.perf_counter()

@@ -21,7 +21,7 @@ import pytest
 from conftest import run_cli
 from lmforge.errors import UserError
 from lmforge.generation import Generator
-from lmforge.models import gguf, resolve
+from lmforge.models import cache, gguf, resolve
 from lmforge.models.resolve import PackagedModel, resolve_model
 from test_generation import build_tiny_llama
 
@@ -46,8 +46,8 @@ def package(tmp_path, monkeypatch, tiny_hf):
     monkeypatch.setattr(resolve, "_package_dir", lambda name: pkg if name == "fake_gguf_pkg" else real(name))
     conversions: list[Path] = []
 
-    def fake_write(source: Path, target: Path) -> None:
-        assert source == pkg / "model.gguf"
+    def fake_write(sources: list[Path], target: Path) -> None:
+        assert sources == [pkg / "model.gguf"]
         conversions.append(target)
         for path in tiny_hf.iterdir():
             shutil.copy(path, target / path.name)
@@ -59,7 +59,7 @@ def package(tmp_path, monkeypatch, tiny_hf):
 def test_converts_once_and_reuses_the_folder(package, tmp_path):
     folder = resolve_model(NAME)
     assert len(package) == 1 and folder.parent == tmp_path / "cache" / "models" and folder.name.startswith(f"{NAME}-")
-    manifest = json.loads((folder / gguf.MANIFEST).read_text())
+    manifest = json.loads((folder / cache.MANIFEST).read_text())
     weights = folder / "model.safetensors"
     assert manifest["files"]["model.safetensors"] == {"size": weights.stat().st_size,
                                                        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
@@ -76,9 +76,9 @@ def test_a_damaged_cache_is_converted_again_with_a_warning(package):
         fh.write(" ")
     with pytest.warns(UserWarning, match="damaged"):
         assert resolve_model(NAME) == folder
-    assert len(package) == 2 and not gguf.problems(folder, full=True)
+    assert len(package) == 2 and not cache.problems(folder, full=True)
 
-    (folder / gguf.MANIFEST).unlink()
+    (folder / cache.MANIFEST).unlink()
     with pytest.warns(UserWarning, match="no manifest"):
         resolve_model(NAME)
     assert len(package) == 3
@@ -91,7 +91,7 @@ def test_same_size_damage_is_found_when_loading_fails(package):
     data[8:20] = b"not a header"  # same size: the cheap check passes, loading fails
     weights.write_bytes(bytes(data))
     assert resolve_model(NAME) == folder and len(package) == 1
-    assert gguf.problems(folder, full=True) == ["model.safetensors sha256 differs"]
+    assert cache.problems(folder, full=True) == ["model.safetensors sha256 differs"]
     with pytest.warns(UserWarning, match="sha256 differs"):
         g = Generator.from_pretrained(NAME, bf16=False)  # repairs the cache and loads
     assert len(package) == 2 and g.generate(["hello"], max_new_tokens=2)[0]["tokens"] <= 2
@@ -111,7 +111,7 @@ def test_a_failed_conversion_leaves_nothing_behind(package, monkeypatch, tmp_pat
 
 def test_stale_temporary_folders_are_removed(package, tmp_path):
     source = tmp_path / "site-packages" / "fake_gguf_pkg" / "model.gguf"
-    target = gguf.cached_folder(source, NAME)
+    target = cache.cached_folder(source, NAME)
     target.parent.mkdir(parents=True)
     stale = target.parent / f".{target.name}.tmp-killed"
     stale.mkdir()
@@ -123,12 +123,12 @@ def test_stale_temporary_folders_are_removed(package, tmp_path):
 def test_cache_location(monkeypatch, tmp_path):
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "a"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "b"))
-    assert gguf.cache_root() == tmp_path / "a"
+    assert cache.cache_root() == tmp_path / "a"
     monkeypatch.delenv("LMFORGE_CACHE")
-    assert gguf.cache_root() == tmp_path / "b" / "lmforge"
+    assert cache.cache_root() == tmp_path / "b" / "lmforge"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert gguf.cache_root() == tmp_path / "home" / ".cache" / "lmforge"
+    assert cache.cache_root() == tmp_path / "home" / ".cache" / "lmforge"
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
@@ -180,7 +180,7 @@ def test_concurrent_first_uses_convert_once(tmp_path, tiny_hf):
     folders = {o[0].strip() for o in outputs}
     assert len(folders) == 1 and log.read_text().count("converted") == 1
     folder = Path(folders.pop())
-    assert not gguf.problems(folder, full=True)
+    assert not cache.problems(folder, full=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert gguf.problems(folder) == []
+        assert cache.problems(folder) == []

@@ -83,7 +83,8 @@ def test_explicit_scheme(tmp_path: Path) -> None:
         read_ner(path, scheme="iob1")
     assert excinfo.value.problems == [
         f"{path}:1: token 'a': B-X cannot follow the start of a sentence in IOB1 (B- only starts an entity "
-        "right after another X entity); is the file IOB2?"
+        "right after another X entity); is the file IOB2? (or set data.lenient_tags=true to repair such sequences "
+        "as conlleval reads them)"
     ]
 
 
@@ -93,7 +94,8 @@ def test_invalid_tag_names_file_line_tag_and_reason(tmp_path: Path) -> None:
         read_ner(path)
     assert excinfo.value.problems == [
         f"{path}:3: token 'c': I-PER cannot follow O in IOB2; did you mean B-PER, or is the file IOB1? "
-        "[scheme iob2, detected; set data.scheme to override]"
+        "[scheme iob2, detected; set data.scheme to override] (or set data.lenient_tags=true to repair such "
+        "sequences as conlleval reads them)"
     ]
 
 
@@ -293,11 +295,43 @@ def test_weibo_ner() -> None:
     with pytest.raises(DataError) as excinfo:
         read_ner(SHARED / "weibo_ner" / "weiboNER_2nd_conll.train")
     assert len(excinfo.value.problems) == 8
-    assert "weiboNER_2nd_conll.train:22000: token '粉0': I-PER.NOM cannot follow O in IOB2" in excinfo.value.problems[1]
+    assert "weiboNER_2nd_conll.train:22000: token '粉': I-PER.NOM cannot follow O in IOB2" in excinfo.value.problems[1]
+    # lenient: the 8 sentences are repaired (10 tags) and said; tokens are the characters, positions stripped
+    train, scheme = read_ner(SHARED / "weibo_ner" / "weiboNER_2nd_conll.train", lenient=True)
+    assert scheme == "iob2" and len(train) == 1350 and sum(len(e.words) for e in train) == 73_778
+    assert train[0].words[:4] == ["科", "技", "全", "方"]
+    kept, _ = read_ner(SHARED / "weibo_ner" / "weiboNER_2nd_conll.train", lenient=True, positions="keep")
+    assert kept[0].words[:2] == ["科0", "技1"]
 
 
 # ---------------------------------------------------------------------------------------------
 # Input that used to end in a traceback or in silently changed tags (issue 11)
+
+
+def test_lenient_tags_repair_as_conlleval_reads_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "train.txt", "a B-PER\nb O\nc I-PER\nd I-LOC\n\ne B-LOC\nf I-LOC\n")
+    with caplog.at_level(logging.WARNING):
+        examples, scheme = read_ner(path, lenient=True)
+    assert scheme == "iob2"
+    assert examples[0].tags == ["B-PER", "O", "B-PER", "B-LOC"] and examples[1].tags == ["B-LOC", "I-LOC"]
+    assert f"lenient tags: 2 invalid tag sequence(s) repaired in 1 sentence(s) as conlleval reads them (first at {path}:3)" in caplog.text
+    # BMES: a continuation without a start, and an entity never closed
+    bmes = write(tmp_path, "train.bmes", "a M-ORG\nb E-ORG\nc O\nd B-PER\ne O\nf S-LOC\n")
+    (example,), scheme = read_ner(bmes, lenient=True)
+    assert scheme == "bmes" and example.tags == ["B-ORG", "I-ORG", "O", "B-PER", "O", "B-LOC"]
+    # lenient never hides a tag that no scheme allows
+    bad = write(tmp_path, "bad.txt", "a B-PER\nb X-PER\n")
+    with pytest.raises(DataError, match="tag 'X-PER' is not valid"):
+        read_ner(bad, lenient=True)
+
+
+def test_char_position_tokens_are_detected_only_when_every_token_is_one(tmp_path: Path) -> None:
+    weibo = write(tmp_path, "w.conll", "科0\tO\n学1\tO\n\ufffd\ufffd0\tO\n10\tB-X\n")
+    (example,), _ = read_ner(weibo)
+    assert example.words == ["科", "学", "\ufffd", "1"]
+    plain = write(tmp_path, "p.conll", "R2D2 B-X\nis O\nA1 O\n")
+    (example,), _ = read_ner(plain)
+    assert example.words == ["R2D2", "is", "A1"]
 
 
 def test_o_with_a_type_is_an_error_not_o(tmp_path: Path) -> None:

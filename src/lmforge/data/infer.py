@@ -200,9 +200,22 @@ def _looks_like_list(value: str) -> bool:
 
 
 def infer_ner_scheme(path: Path) -> tuple[dict, list[str]]:
+    from ..errors import DataError
     from .ner_readers import read_ner
 
-    examples, scheme = read_ner(path, scheme="auto")
+    extra: dict = {}
+    notes = []
+    try:
+        examples, scheme = read_ner(path, scheme="auto")
+    except DataError as strict_error:
+        try:  # invalid tag sequences only (Weibo NER has I-X after O): read leniently, and say so
+            examples, scheme = read_ner(path, scheme="auto", lenient=True)
+        except DataError:
+            raise strict_error from None
+        extra["lenient_tags"] = True
+        where = strict_error.problems[0].split(": token")[0]
+        notes.append(f"lenient_tags: true: {path.name} has invalid tag sequences (first at {where}); they are repaired "
+                     "as conlleval reads them and counted at every read (set it to false to see each one)")
     docs = len({ex.doc_id for ex in examples})
-    note = f"NER tag scheme: {scheme} ({len(examples)} sentences, {docs} documents in {path.name})"
-    return {"scheme": scheme}, [note]
+    notes.insert(0, f"NER tag scheme: {scheme} ({len(examples)} sentences, {docs} documents in {path.name})")
+    return {"scheme": scheme, **extra}, notes

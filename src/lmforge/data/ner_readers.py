@@ -8,12 +8,14 @@ JSON line) at fault, and all problems are reported at once.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmforge.data.text_files import resolve_format
-from lmforge.data.schemes import SCHEMES, detect_scheme, entity_continues, validate_and_convert
+from lmforge.data.schemes import (SCHEMES, detect_scheme, entity_continues, has_valid_prefixes, repair_to_iob2,
+                                  validate_and_convert)
 from lmforge.data.text_files import check_file, json_type_name, parse_json_line, shown, stripped_lines, surrogate_problem
 from lmforge.data.types import TokenExample
 from lmforge.errors import DataError, ProblemCollector, UserError
@@ -38,13 +40,24 @@ class _Sentence:
     starts_document: bool = False  # first sentence after a document marker
 
 
+POSITION_CHOICES = ("auto", "strip", "keep")
+# Weibo NER style: every token is one character followed by its position in its segmented word
+# ("科0", "学1"; "\ufffd\ufffd0" for an unrecoverable character)
+_CHAR_POSITION = re.compile(r"^.\ufffd?(\d{1,2})$", re.DOTALL)
+
+
 def read_ner(
-    path: str | Path, *, format: str = "auto", scheme: str = "auto", problem_limit: int = 10
+    path: str | Path, *, format: str = "auto", scheme: str = "auto", problem_limit: int = 10,
+    lenient: bool = False, positions: str = "auto",
 ) -> tuple[list[TokenExample], str]:
     """Read an NER file and return ``(examples with IOB2 tags, scheme of the file)``.
 
     `format`: ``auto`` (``.jsonl``/``.json`` are JSON Lines, anything else CoNLL columns),
-    ``conll`` or ``jsonl``. `scheme`: ``auto`` or one of `SCHEMES`.
+    ``conll`` or ``jsonl``. `scheme`: ``auto`` or one of `SCHEMES`. `lenient`: repair invalid tag
+    sequences the way conlleval reads them (counted and reported) instead of refusing the file.
+    `positions`: tokens written as a character plus its word position (Weibo NER: "科0"):
+    ``auto`` strips the digits when every token of a CoNLL file looks like that, ``strip``
+    always, ``keep`` never.
     """
     if format == "auto":
         # Column files carry all kinds of suffixes (.train, .bmes, .txt, none): default to CoNLL.
@@ -55,6 +68,8 @@ def read_ner(
         raise UserError(f"unknown data.scheme '{scheme}'; expected one of: auto, {', '.join(SCHEMES)}")
     check_file(path)
     problems = ProblemCollector(limit=problem_limit)
+    if positions not in POSITION_CHOICES:
+        raise UserError(f"unknown data.segment_positions '{positions}'; expected one of: {', '.join(POSITION_CHOICES)}")
     if fmt == "jsonl":
         sentences = _read_jsonl(path, problems)
     else:
@@ -62,14 +77,30 @@ def read_ner(
     problems.raise_if_any()
     if not sentences:
         raise DataError([f"{path}: contains no sentences"])
+    if fmt == "conll" and positions != "keep":
+        _strip_positions(path, sentences, positions == "strip")
     used = detect_scheme([s.tags for s in sentences]) if scheme == "auto" else scheme
-    examples = _convert(path, sentences, used, scheme == "auto", problems)
+    examples = _convert(path, sentences, used, scheme == "auto", problems, lenient)
     problems.raise_if_any()
     return examples, used
 
 
+def _strip_positions(path: str | Path, sentences: list[_Sentence], always: bool) -> None:
+    """Weibo-style tokens -> their characters (said on stderr, with the switch to keep them)."""
+    tokens = [w for s in sentences for w in s.words]
+    matches = [_CHAR_POSITION.match(w) for w in tokens]
+    if not always:
+        if not all(matches) or sum(m.group(1) == "0" for m in matches) < 0.2 * len(tokens):
+            return
+        logger.warning("%s: every token is a character followed by its word position ('%s'); reading the characters "
+                       "only (set data.segment_positions=keep to read the tokens as written)", path, shown(tokens[0]))
+    for sentence in sentences:
+        sentence.words = [w[0] if _CHAR_POSITION.match(w) else w for w in sentence.words]
+
+
 def _convert(
-    path: str | Path, sentences: list[_Sentence], scheme: str, detected: bool, problems: ProblemCollector
+    path: str | Path, sentences: list[_Sentence], scheme: str, detected: bool, problems: ProblemCollector,
+    lenient: bool = False,
 ) -> list[TokenExample]:
     """Validate and convert every sentence; number documents 0, 1, ... in order of appearance."""
     # Saying how the scheme was chosen matters: a wrong guess looks like broken data.
@@ -84,6 +115,7 @@ def _convert(
             path, len(splits), where, ", ..." if len(splits) > 3 else "",
         )
     split_set = set(splits)
+    repairs, repaired_at = 0, []
     for index, sentence in enumerate(sentences):
         conversion = validate_and_convert(
             sentence.tags,
@@ -91,10 +123,17 @@ def _convert(
             continues_before=index - 1 in split_set,
             continues_after=index in split_set,
         )
+        if conversion.error_index is not None and lenient and has_valid_prefixes(sentence.tags, scheme):
+            tags, count = repair_to_iob2(sentence.tags, scheme)
+            repairs += count
+            repaired_at.append(f"{path}:{sentence.lines[conversion.error_index]}")
+            conversion = conversion._replace(tags=tags, error_index=None, error=None)
         if conversion.error_index is not None:
             line = sentence.lines[conversion.error_index]
             word = sentence.words[conversion.error_index]
-            problems.add(f"{path}:{line}: token '{shown(word)}': {shown(conversion.error, 300)}{how}")
+            fixable = not lenient and has_valid_prefixes(sentence.tags, scheme)
+            hint = "" if not fixable else " (or set data.lenient_tags=true to repair such sequences as conlleval reads them)"
+            problems.add(f"{path}:{line}: token '{shown(word)}': {shown(conversion.error, 300)}{how}{hint}")
             continue
         doc_id = doc_ids.setdefault(sentence.doc_key, len(doc_ids))
         examples.append(
@@ -105,6 +144,9 @@ def _convert(
                 source=f"{path}:{sentence.lines[0]}",
             )
         )
+    if repaired_at:
+        logger.warning("%s: lenient tags: %d invalid tag sequence(s) repaired in %d sentence(s) as conlleval reads them "
+                       "(first at %s)", path, repairs, len(repaired_at), ", ".join(repaired_at[:3]))
     return examples
 
 

@@ -216,6 +216,45 @@ def _step_bioes(scheme: str, tag: str, previous: str | None, at_end: bool) -> tu
     return None, ("B-" if prefix in ("B", "S") else "I-") + str(entity_type)
 
 
+def has_valid_prefixes(tags: list[str], scheme: str) -> bool:
+    """Every tag is O or PREFIX-TYPE with a prefix the scheme allows (what lenient reading needs)."""
+    _check_scheme(scheme)
+    for tag in tags:
+        prefix, entity_type = split_tag(tag)
+        if tag != "O" and (prefix not in _PREFIXES[scheme] or not entity_type):
+            return False
+    return True
+
+
+def repair_to_iob2(tags: list[str], scheme: str) -> tuple[list[str], int]:
+    """Lenient reading (data.lenient_tags), as conlleval reads tags: a continuation (I-, M-, E-)
+    that does not continue an entity of its type starts one; an entity left open (BIOES/BMES
+    B- or I-/M- not closed by E-) ends where the next tag is not its continuation. Returns the
+    IOB2 tags and the number of repairs. The tags must have valid prefixes (`has_valid_prefixes`)."""
+    inside = "M" if scheme == "bmes" else "I"
+    out: list[str] = []
+    repairs = 0
+    open_type: str | None = None  # the type of the entity the previous tag left open
+    for tag in tags:
+        prefix, entity_type = split_tag(tag)
+        if scheme in ("bioes", "bmes") and open_type is not None and not (prefix in (inside, "E") and entity_type == open_type):
+            repairs += 1  # the open entity never got its E-
+        if prefix == "O":
+            out.append("O")
+            open_type = None
+            continue
+        continues = prefix in (inside, "E") and entity_type == open_type
+        if prefix in (inside, "E") and not continues:
+            repairs += 1
+        if scheme == "iob1" and prefix == "I" and not continues:
+            repairs -= 1  # IOB1 starts entities with I-: not a repair
+        out.append(("I-" if continues else "B-") + str(entity_type))
+        open_type = None if prefix in ("E", "S") else entity_type
+    if scheme in ("bioes", "bmes") and open_type is not None:
+        repairs += 1
+    return out, repairs
+
+
 def tags_to_spans(tags: list[str]) -> list[tuple[str, int, int]]:
     """IOB2 tags to ``(type, start, end_exclusive)`` spans, tolerant like conlleval.
 

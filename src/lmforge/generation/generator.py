@@ -318,10 +318,10 @@ def locate(source: str | Path) -> tuple[Path, str, Path | None]:
 def _repaired(source: str | Path) -> bool:
     """After a failed load of a converted packaged model: check its files' sha256 and convert it
     again if they differ (a cache damaged without changing sizes). True if it was converted again."""
-    from ..models.gguf import problems
+    from ..models.cache import problems
     from ..models.resolve import PACKAGED_MODELS, resolve_model
 
-    if str(source) not in PACKAGED_MODELS or not PACKAGED_MODELS[str(source)].subdir.endswith(".gguf"):
+    if str(source) not in PACKAGED_MODELS or not PACKAGED_MODELS[str(source)].format:
         return False
     folder = resolve_model(str(source))
     if not problems(folder, full=True):
@@ -342,7 +342,7 @@ def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
 def _version(name: str, folder: Path) -> str:
     """`<name>-<first 12 hex digits of the weights' sha256>`: changes whenever the weights do (as
     the classification Predictor's). A converted packaged model has the digest in its manifest."""
-    from ..models.gguf import MANIFEST
+    from ..models.cache import MANIFEST
     from ..files import read_json, update_digest
 
     weights = sorted(folder.glob("*.safetensors"))

