@@ -43,7 +43,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 @app.command()
 def init(
     task: str = typer.Option(..., help="text-classification, token-classification or generation"),
-    model: str = typer.Option("minilm-l6", help="packaged model short name or a local Hugging Face folder"),
+    model: Optional[str] = typer.Option(None, help="packaged model short name or a local Hugging Face folder "
+                                        "(default: minilm-l6; me5-small when the training text is mostly not Latin script)"),
     method: Optional[str] = typer.Option(None, help="full, lora, ia3 or prefix (default: full; lora for generation)"),
     train: Optional[Path] = typer.Option(None, help="training file"),
     dev: Optional[Path] = typer.Option(None, help="dev file (default: a hold-out of train)"),
@@ -74,9 +75,10 @@ def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None,
 
     with err.status(f"checking {config}: config, data files, labels, one training batch", spinner="dots"):
         summary = validate_config(config, overrides or [])
-    table = Table(title=f"{config} is valid", show_header=False)
+    warned = any(key.startswith("warning") for key in summary)
+    table = Table(title=f"{config} is valid" + (", with warnings" if warned else ""), show_header=False)
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        table.add_row(key, str(value), style="bold yellow" if key.startswith("warning") else None)
     out.print(table)
 
 

@@ -23,12 +23,17 @@ def hidden_data_keys(task: str) -> set[str]:
     return (others - set(spec.data_keys)) | set(spec.unused_data_keys)
 
 
-def write_starter(output: Path, *, task: str, model: str = "minilm-l6", method: str | None = None,
+DEFAULT_MODEL = "minilm-l6"
+
+
+def write_starter(output: Path, *, task: str, model: str | None = None, method: str | None = None,
                   train: Path | None = None, dev: Path | None = None, test: Path | None = None,
                   text_field: str | None = None, label_field: str | None = None, text_pair_field: str | None = None,
                   multi_label: bool | None = None, name: str | None = None, force: bool = False) -> list[str]:
     """Write a complete, commented starter config to `output`, with the data fields inferred from the
-    training file where it is given. Returns the notes on what was inferred (for the user to check)."""
+    training file where it is given. Returns the notes on what was inferred (for the user to check).
+    Without a model, an encoder task gets minilm-l6, or me5-small when the training text is mostly
+    not Latin script."""
     from .config import config_from_dict
     from .files import write_text_atomic
 
@@ -46,12 +51,36 @@ def write_starter(output: Path, *, task: str, model: str = "minilm-l6", method: 
     data: dict = {"train": rel(train) or spec.default_train_file, "dev": rel(dev), "test": rel(test)}
     extra, notes = spec.starter_data(train, {k: v for k, v in flags.items() if v is not None})
     data.update(extra)
-    raw = {"name": name or output.stem, "task": task, "model": model, "data": data}
+    raw = {"name": name or output.stem, "task": task, "model": model or DEFAULT_MODEL, "data": data}
     if method is not None:
         raw["method"] = method
     cfg = config_from_dict(raw, "init")
+    if model is None and train is not None and not spec.decoder:
+        from .data.language_fit import model_for_texts
+
+        picked, note = model_for_texts(_first_texts(cfg, train), DEFAULT_MODEL)
+        if note:
+            cfg = config_from_dict({**raw, "model": picked}, "init")
+            notes.append(note)
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}", notes))
     return notes
+
+
+def _first_texts(cfg, train: Path, limit: int = 1000) -> list[str]:
+    """The text of the first examples of the training file, read as training will read it (its
+    reader's notes were already given by the field inference: silenced here)."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    try:
+        examples, _ = get_task(cfg.task).read(cfg, train)
+    finally:
+        logging.disable(logging.NOTSET)
+    texts = []
+    for ex in examples[:limit]:
+        text = getattr(ex, "text", None)
+        texts.append(text if isinstance(text, str) else "".join(getattr(ex, "words", None) or []))
+    return texts
 
 
 def _relative(path: Path, base: Path) -> str:

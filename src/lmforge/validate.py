@@ -35,6 +35,11 @@ def validate_config(path: Path, overrides: list[str]) -> dict:
     }
     if p.splits.scheme:
         summary["tag scheme"] = p.splits.scheme
+    unknown, tokens = p.unknown_tokens
+    if tokens:
+        summary["unknown tokens"] = f"{unknown / tokens:.1%} of {tokens:,} training tokens"
+    for number, warning in enumerate(p.warnings, 1):
+        summary[f"warning {number}" if len(p.warnings) > 1 else "warning"] = warning
     if p.truncated_train:
         summary["truncated"] = f"{p.truncated_train} training texts longer than data.max_length={cfg.data.max_length}"
     return summary

@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..files import read_json, replace_dir, sha256_file, umask, write_json_atomic
 
 MANIFEST = "lmforge-manifest.json"
-FORMAT = 1  # bump when the layout of a converted folder changes: old folders are then converted again
+FORMAT = 2  # bump when the layout of a converted folder changes: old folders are then converted again
 
 
 def cache_root() -> Path:

@@ -188,7 +188,7 @@ def write_hf_folder(sources: list[Path], target: Path) -> None:
     tokenizer files."""
     import torch
     from safetensors.torch import save_file
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     binary, tokenizer_json = sources
     e5 = read_e5(binary)
@@ -196,5 +196,10 @@ def write_hf_folder(sources: list[Path], target: Path) -> None:
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict(e5).items()}
     save_file(tensors, str(target / "model.safetensors"), metadata={"format": "pt"})
     (target / "config.json").write_text(json.dumps(hf_config(e5), indent=2) + "\n", encoding="utf-8")
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=e5.header["positions"])
+    # the generic fast class keeps tokenizer.json's pipeline as shipped (the XLM-R class rebuilds its
+    # normaliser and pre-tokenizer, which then differ on trailing and repeated spaces)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_json), model_max_length=e5.header["positions"],
+        bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        mask_token="<mask>")
     tokenizer.save_pretrained(str(target))

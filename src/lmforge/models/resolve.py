@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,11 +88,33 @@ def resolve_model(name: str, base: Path | None = None, *, verify: str = "size") 
     if path.is_dir():
         check_model_folder(path)
         return path.resolve()
+    if HUB_ID.match(name):
+        return _from_hub_cache(name)
     names = ", ".join(available_models())
     raise UserError(
         f"unknown model '{name}': not a packaged model ({names}) and not a local folder. "
         "Give a short name or the path of a Hugging Face model folder (hub ids cannot be downloaded: lmforge runs offline)."
     )
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def _from_hub_cache(repo_id: str) -> Path:
+    """A hub id already in the local Hugging Face cache ($HF_HOME/hub, $HF_HUB_CACHE): its snapshot
+    folder, found without any network access. Anything that would need a download is an error."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise UserError(
+            f"model '{repo_id}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and lmforge never "
+            f"downloads: fetch it where the hub is reachable (huggingface-cli download {repo_id}) and copy the cache "
+            "folder here (HF_HOME or HF_HUB_CACHE), or give the path of a local model folder") from None
+    check_model_folder(folder)
+    return folder
 
 
 def installed(entry: PackagedModel) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from ..config import ProjectConfig, dump_config, is_builtin_dataset
 from ..errors import UserError
@@ -119,7 +120,8 @@ def _create_run_dir(run_dir: Path, overwrite: bool, p: Prepared, max_steps: int 
             "data": {"train_examples": len(p.splits.train), "train_sequences": len(p.train_features),
                      "dev_examples": len(p.splits.dev), "dev_is_holdout": p.splits.dev_is_holdout,
                      "test_examples": len(p.splits.test) if p.splits.test is not None else 0,
-                     "truncated_train": p.truncated_train, "scheme": p.splits.scheme}}
+                     "truncated_train": p.truncated_train, "scheme": p.splits.scheme,
+                     "unknown_tokens": p.unknown_tokens[0], "tokens": p.unknown_tokens[1]}}
     write_json_atomic(run_dir / RUN_INFO, info)
 
 
@@ -219,6 +221,8 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console) ->
                   f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps")
     if p.truncated_train:
         console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
+    for warning in p.warnings:
+        console.print(f"[bold yellow]warning: {escape(warning)}")
 
 
 def _train_until_done(training: _Training, state: TrainState, accumulation: int, save_every: int,

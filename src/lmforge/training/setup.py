@@ -25,6 +25,15 @@ class Prepared:
     train_features: list
     truncated_train: int
     metric: str
+    unknown_tokens: tuple[int, int] = (0, 0)  # (unknown, all) non-special tokens of the training features
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user must know before spending hours on training (the model cannot read the text)."""
+        from ..data.language_fit import unknown_warning
+
+        found = unknown_warning(*self.unknown_tokens, self.cfg.model)
+        return [found] if found else []
 
 
 def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
@@ -38,7 +47,10 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     if splits.test is not None:
         task.check_labels(splits.test, cfg.data.label_map, "test")
     features = task.encode_for_training(splits.train)
-    return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg))
+    from ..data.language_fit import unknown_rate
+
+    return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
+                    unknown_rate(features, tokenizer))
 
 
 def _metric(cfg: ProjectConfig) -> str:
