@@ -255,3 +255,19 @@ def test_cli_explain_errors(cls_run) -> None:
     assert r.returncode == 2 and "--text" in r.stderr
     r = run_cli("explain", cls_run, "--global")
     assert r.returncode == 2 and "--data" in r.stderr
+
+
+def test_a_token_over_several_characters_makes_one_row():
+    """SentencePiece pieces span characters ("这家" over 这, 家): the row joins them and keeps the
+    offsets, instead of giving 家 nothing (which the page drew as a word the model never saw)."""
+    from lmforge.explain.attributions import word_rows
+
+    text = "这家酒店 good"
+    words = [{"word": text[i], "start": i, "end": i + 1} for i in range(4)] + [{"word": "good", "start": 5, "end": 9}]
+    tokens = [{"token": "▁", "start": 0, "end": 1, "score": 0.1}, {"token": "这家", "start": 0, "end": 2, "score": 0.2},
+              {"token": "酒", "start": 2, "end": 3, "score": -0.5}, {"token": "店", "start": 3, "end": 4, "score": 0.25},
+              {"token": "▁good", "start": 5, "end": 9, "score": 1.0}]
+    rows = word_rows(words, tokens)
+    assert [(r["word"], r["start"], r["end"], r["score"]) for r in rows] == [
+        ("这家", 0, 2, 0.3), ("酒", 2, 3, -0.5), ("店", 3, 4, 0.25), ("good", 5, 9, 1.0)]
+    assert all(text[r["start"]:r["end"]] == r["word"] for r in rows)

@@ -115,8 +115,11 @@ def token_rows(tokens: list[str], offsets: list[tuple[int, int]], scores: list[f
 def word_rows(words: list[dict], tokens: list[dict]) -> list[dict]:
     """Sum token scores per word. `words` are {"word", "start", "end"[, "segment"]} sorted by start
     within each segment; a token goes to the word containing its start offset (else to the nearest
-    word before it, else the first). Words that received no token (cut off) are left out."""
+    word before it, else the first). A token that spans several words (SentencePiece pieces such as
+    "这家" over the characters 这, 家) joins them into one row: the attribution cannot split it.
+    Words that received no token (cut off) are left out."""
     sums: dict[int, float] = {}
+    head: dict[int, int] = {}  # word index -> the first word of the row it belongs to
     by_segment: dict[int, list[int]] = {}
     for i, w in enumerate(words):
         by_segment.setdefault(w.get("segment", 0), []).append(i)
@@ -126,9 +129,29 @@ def word_rows(words: list[dict], tokens: list[dict]) -> list[dict]:
         if seg not in by_segment:
             continue
         k = max(0, bisect_right(starts[seg], tok["start"]) - 1)
-        i = by_segment[seg][k]
-        sums[i] = sums.get(i, 0.0) + tok["score"]
-    return [{**words[i], "score": _round(sums[i])} for i in range(len(words)) if i in sums]
+        first = head.get(by_segment[seg][k], by_segment[seg][k])
+        while k + 1 < len(by_segment[seg]) and starts[seg][k + 1] < tok["end"]:  # the token covers the next word too
+            k += 1
+            following = by_segment[seg][k]
+            sums[first] = sums.get(first, 0.0) + sums.pop(head.get(following, following), 0.0)
+            for i, h in list(head.items()):
+                if h == following:
+                    head[i] = first
+            head[following] = first
+        sums[first] = sums.get(first, 0.0) + tok["score"]
+    rows = []
+    for i in sorted(sums):
+        members = [i] + [j for j, h in head.items() if h == i and j != i]
+        last = words[max(members)]
+        if len(members) == 1:
+            rows.append({**words[i], "score": _round(sums[i])})
+            continue
+        parts = sorted(members)
+        text = words[parts[0]]["word"]
+        for a, b in zip(parts, parts[1:]):
+            text += ("" if words[a]["end"] == words[b]["start"] else " ") + words[b]["word"]
+        rows.append({**words[i], "word": text, "end": last["end"], "score": _round(sums[i])})
+    return rows
 
 
 def _words(predictor, text: str, segment: int | None = None) -> list[dict]:
