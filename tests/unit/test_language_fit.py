@@ -53,7 +53,7 @@ def test_validate_and_train_warn_when_the_model_cannot_read_the_text(capsys, tmp
     assert "is valid, with warnings" in out and "of the training tokens" in out and "model: me5-small" in out
     assert main(["train", str(cfg), "--max-steps", "1"]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "warning:" in err and "are unknown to the tokenizer" in err
+    assert "warning:" in err and "are unknown to the tokenizer" in err and "% unknown tokens" in err
     info = json.loads((tmp_path / "runs" / "tex-full" / "run.json").read_text())
     assert info["data"]["unknown_tokens"] > 0.5 * info["data"]["tokens"]
 

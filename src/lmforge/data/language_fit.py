@@ -21,7 +21,8 @@ NON_LATIN_PICK = 0.5  # init picks MULTILINGUAL_MODEL when more than half of the
 def unknown_rate(features: Iterable[dict], tokenizer) -> tuple[int, int]:
     """(unknown tokens, tokens) over encoded features, special tokens ([CLS], <s>, ...) left out."""
     unk = tokenizer.unk_token_id
-    if unk is None:
+    others = {getattr(tokenizer, f"{name}_token_id", None) for name in ("bos", "eos", "pad", "cls", "sep", "mask")}
+    if unk is None or unk in others:  # byte-level BPE (GPT-2, SmolLM2): "unknown" is the end-of-text token, never a gap
         return 0, 0
     special = set(tokenizer.all_special_ids) - {unk}
     unknown = total = 0

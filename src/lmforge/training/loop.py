@@ -218,7 +218,8 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console) ->
     cfg = p.cfg
     console.print(f"[bold]{cfg.name}[/]: {cfg.task}, {cfg.method}, {training.trainable:,} of {training.total_params:,} "
                   f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
-                  f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps")
+                  f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps"
+                  + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
     if p.truncated_train:
         console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
     for warning in p.warnings:
