@@ -79,10 +79,12 @@ def write_e5(path: Path, *, pieces: list[str] = PIECES, seed: int = 0) -> dict[s
 
 
 def write_tokenizer(path: Path, pieces: list[str] = PIECES) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     tok = Tokenizer(models.Unigram([(p, -float(i)) for i, p in enumerate(pieces)], unk_id=3))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok.decoder = decoders.Metaspace()
     tok.save(str(path))
     return path
 

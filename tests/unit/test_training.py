@@ -5,6 +5,7 @@ trip in test_train_roundtrip.py.)"""
 from __future__ import annotations
 
 import json
+import pytest
 
 from conftest import make_config, run_cli
 
@@ -53,3 +54,17 @@ def test_log_truncation_survives_a_cut_line(tmp_path):
     tracker.close()
     steps = [json.loads(line)["step"] for line in (logs / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 3]
+
+
+def test_token_head_bias_starts_at_the_tag_prior(tiny_model):
+    """NER heads start predicting the tag frequencies (mostly O): counts + 1, ignored positions left out."""
+    import math
+
+    from transformers import AutoModelForTokenClassification
+
+    from lmforge.training.setup import init_tag_bias_to_prior
+
+    model = AutoModelForTokenClassification.from_pretrained(str(tiny_model), num_labels=3)
+    init_tag_bias_to_prior(model, [{"labels": [-100, 0, 0, 0, 1, -100]}, {"labels": [-100, 0, 0, -100]}], 3)
+    counts = [6, 2, 1]  # O x5 + 1, B x1 + 1, I x0 + 1
+    assert model.classifier.bias.tolist() == pytest.approx([math.log(c / 9) for c in counts], abs=1e-6)

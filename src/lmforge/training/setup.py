@@ -86,6 +86,8 @@ def build_model(p: Prepared):
                            ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
         if p.cfg.data.multi_label and fine_tuned_labels(p.model_path) != p.task.labels:  # a new head, not a trained one
             init_bias_to_prior(model, p.train_features)
+        elif p.task.token_level and p.task.labels:
+            init_tag_bias_to_prior(model, p.train_features, len(p.task.labels))
     if p.cfg.training.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
@@ -96,6 +98,30 @@ def build_model(p: Prepared):
     if p.cfg.training.freeze_embeddings:
         freeze_word_embeddings(model)
     return model
+
+
+def init_tag_bias_to_prior(model, features: list, num_labels: int) -> None:
+    """Token classification: start the softmax head's bias at the log share of each tag among the
+    labelled training tokens (add-one smoothed), so the untrained head already predicts the tag
+    frequencies (mostly O) and the first steps are spent on telling entities apart.
+
+    From a zero bias the head needs hundreds of steps at an encoder learning rate just to learn "mostly
+    O" (Adam moves a bias by about one learning rate per step): me5-small on Weibo NER (96% O, 17
+    tags) ended 3 epochs at a training loss above the all-O prior's and dev F1 0.00."""
+    import torch
+
+    counts = torch.ones(num_labels, dtype=torch.float64)
+    for f in features:
+        for label in f.get("labels", ()):
+            if 0 <= label < num_labels:
+                counts[label] += 1
+    modules = dict(model.named_modules())
+    head = next((modules[n] for n in HEAD_NAMES if isinstance(modules.get(n), torch.nn.Linear)
+                 and modules[n].out_features == num_labels and modules[n].bias is not None), None)
+    if head is None:
+        return
+    with torch.no_grad():
+        head.bias.copy_(torch.log(counts / counts.sum()).to(head.bias.dtype))
 
 
 def init_bias_to_prior(model, features: list) -> None:
