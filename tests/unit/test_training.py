@@ -68,3 +68,19 @@ def test_token_head_bias_starts_at_the_tag_prior(tiny_model):
     init_tag_bias_to_prior(model, [{"labels": [-100, 0, 0, 0, 1, -100]}, {"labels": [-100, 0, 0, -100]}], 3)
     counts = [6, 2, 1]  # O x5 + 1, B x1 + 1, I x0 + 1
     assert model.classifier.bias.tolist() == pytest.approx([math.log(c / 9) for c in counts], abs=1e-6)
+
+
+def test_a_trained_token_head_keeps_its_bias(tmp_path, ner_run):
+    """Training on from a fine-tuned NER model with the same tags starts from its trained head, not the prior."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import ner_sentences, write_conll
+    from lmforge.config import load_config
+    from lmforge.training.setup import build_model, prepare
+
+    data = {"train": write_conll(tmp_path / "train.txt", ner_sentences(12, 5)), "dev": write_conll(tmp_path / "dev.txt", ner_sentences(4, 6))}
+    cfg = load_config(make_config(tmp_path, ner_run / "model", data, task="token-classification"))
+    model = build_model(prepare(cfg, tmp_path))
+    saved = load_file(str(ner_run / "model" / "model.safetensors"))["classifier.bias"]
+    assert torch.equal(model.classifier.bias.detach(), saved)

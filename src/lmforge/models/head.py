@@ -21,14 +21,14 @@ HEAD_NAMES = ("classifier", "classifier.out_proj", "score", "classifier.dense_ou
 _DEFAULT_LABEL = re.compile(r"^LABEL_\d+$")
 
 
-def fine_tuned_labels(model_path: Path) -> list[str] | None:
-    """The labels of a sequence-classification head saved in `model_path` (None for a plain encoder
-    or a head with transformers' placeholder names LABEL_0, LABEL_1, ...)."""
+def fine_tuned_labels(model_path: Path, kind: str = "ForSequenceClassification") -> list[str] | None:
+    """The labels of a task head of `kind` (a sequence- or token-classification head) saved in
+    `model_path` (None for a plain encoder or a head with transformers' placeholder names LABEL_0, ...)."""
     config_file = Path(model_path) / "config.json"
     if not config_file.is_file():
         return None
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+    if not any(str(a).endswith(kind) for a in config.get("architectures") or []):
         return None
     id2label = config.get("id2label") or {}
     labels = [id2label[k] for k in sorted(id2label, key=int)]

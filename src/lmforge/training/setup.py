@@ -86,7 +86,7 @@ def build_model(p: Prepared):
                            ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
         if p.cfg.data.multi_label and fine_tuned_labels(p.model_path) != p.task.labels:  # a new head, not a trained one
             init_bias_to_prior(model, p.train_features)
-        elif p.task.token_level and p.task.labels:
+        elif p.task.token_level and fine_tuned_labels(p.model_path, "ForTokenClassification") != p.task.labels:
             init_tag_bias_to_prior(model, p.train_features, len(p.task.labels))
     if p.cfg.training.gradient_checkpointing:
         if not getattr(model, "supports_gradient_checkpointing", False):
@@ -115,13 +115,7 @@ def init_tag_bias_to_prior(model, features: list, num_labels: int) -> None:
         for label in f.get("labels", ()):
             if 0 <= label < num_labels:
                 counts[label] += 1
-    modules = dict(model.named_modules())
-    head = next((modules[n] for n in HEAD_NAMES if isinstance(modules.get(n), torch.nn.Linear)
-                 and modules[n].out_features == num_labels and modules[n].bias is not None), None)
-    if head is None:
-        return
-    with torch.no_grad():
-        head.bias.copy_(torch.log(counts / counts.sum()).to(head.bias.dtype))
+    _set_head_bias(model, torch.log(counts / counts.sum()))
 
 
 def init_bias_to_prior(model, features: list) -> None:
@@ -138,10 +132,17 @@ def init_bias_to_prior(model, features: list) -> None:
 
     targets = torch.tensor([f["labels"] for f in features], dtype=torch.float64)  # [N, C]
     prior = (targets.sum(dim=0) + 1) / (len(features) + 2)  # [C]
+    _set_head_bias(model, torch.log(prior / (1 - prior)))
+
+
+def _set_head_bias(model, bias) -> None:
+    """Copy `bias` ([C]) into the task head's bias; an architecture whose head lmforge does not know
+    keeps its own initialisation."""
+    import torch
+
     modules = dict(model.named_modules())
     head = next((modules[n] for n in HEAD_NAMES if isinstance(modules.get(n), torch.nn.Linear)
-                 and modules[n].out_features == targets.shape[1] and modules[n].bias is not None), None)
-    if head is None:  # an architecture whose head lmforge does not know: leave its initialisation alone
-        return
-    with torch.no_grad():
-        head.bias.copy_(torch.log(prior / (1 - prior)).to(head.bias.dtype))
+                 and modules[n].out_features == bias.shape[0] and modules[n].bias is not None), None)
+    if head is not None:
+        with torch.no_grad():
+            head.bias.copy_(bias.to(head.bias.dtype))
