@@ -103,7 +103,7 @@ def test_hub_ids_load_from_the_local_cache_only(tmp_path: Path, monkeypatch: pyt
     assert main(["validate", str(cfg), "model=acme/tiny-bert"]) == 0
 
 
-def test_chinese_characters_keep_offsets_through_predict(tmp_path: Path, tiny_model: Path) -> None:
+def test_text_without_spaces_is_one_word_per_character_with_offsets(tmp_path: Path, tiny_model: Path) -> None:
     """Text without spaces is split into one word per character, with offsets into the text."""
     from transformers import AutoTokenizer
 

@@ -29,7 +29,7 @@ def unknown_rate(features: Iterable[dict], tokenizer) -> tuple[int, int]:
     for feature in features:
         ids = feature["input_ids"]
         total += sum(1 for i in ids if i not in special)
-        unknown += ids.count(unk) if isinstance(ids, list) else sum(1 for i in ids if i == unk)
+        unknown += sum(1 for i in ids if i == unk)
     return unknown, total
 
 

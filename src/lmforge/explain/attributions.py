@@ -15,7 +15,7 @@ model that serves predictions.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import accumulate
@@ -118,40 +118,32 @@ def word_rows(words: list[dict], tokens: list[dict]) -> list[dict]:
     word before it, else the first). A token that spans several words (SentencePiece pieces such as
     "这家" over the characters 这, 家) joins them into one row: the attribution cannot split it.
     Words that received no token (cut off) are left out."""
-    sums: dict[int, float] = {}
-    head: dict[int, int] = {}  # word index -> the first word of the row it belongs to
     by_segment: dict[int, list[int]] = {}
     for i, w in enumerate(words):
         by_segment.setdefault(w.get("segment", 0), []).append(i)
     starts = {seg: [words[i]["start"] for i in idx] for seg, idx in by_segment.items()}
+    spans: list[tuple[int, int, float]] = []  # (first word, last word, score) of each token
     for tok in tokens:
         seg = tok.get("segment", 0)
         if seg not in by_segment:
             continue
-        k = max(0, bisect_right(starts[seg], tok["start"]) - 1)
-        first = head.get(by_segment[seg][k], by_segment[seg][k])
-        while k + 1 < len(by_segment[seg]) and starts[seg][k + 1] < tok["end"]:  # the token covers the next word too
-            k += 1
-            following = by_segment[seg][k]
-            sums[first] = sums.get(first, 0.0) + sums.pop(head.get(following, following), 0.0)
-            for i, h in list(head.items()):
-                if h == following:
-                    head[i] = first
-            head[following] = first
-        sums[first] = sums.get(first, 0.0) + tok["score"]
-    rows = []
-    for i in sorted(sums):
-        members = [i] + [j for j, h in head.items() if h == i and j != i]
-        last = words[max(members)]
-        if len(members) == 1:
-            rows.append({**words[i], "score": _round(sums[i])})
-            continue
-        parts = sorted(members)
-        text = words[parts[0]]["word"]
-        for a, b in zip(parts, parts[1:]):
-            text += ("" if words[a]["end"] == words[b]["start"] else " ") + words[b]["word"]
-        rows.append({**words[i], "word": text, "end": last["end"], "score": _round(sums[i])})
-    return rows
+        first = max(0, bisect_right(starts[seg], tok["start"]) - 1)
+        last = max(first, bisect_left(starts[seg], tok["end"]) - 1)  # the words starting inside the token
+        spans.append((by_segment[seg][first], by_segment[seg][last], tok["score"]))
+    rows: list[list] = []  # [first word, last word, score], merged where tokens share a word
+    for first, last, score in sorted(spans, key=lambda s: s[0]):
+        if rows and first <= rows[-1][1]:
+            rows[-1][1] = max(rows[-1][1], last)
+            rows[-1][2] += score
+        else:
+            rows.append([first, last, score])
+    out = []
+    for first, last, score in rows:
+        text = words[first]["word"]
+        for a in range(first + 1, last + 1):
+            text += ("" if words[a - 1]["end"] == words[a]["start"] else " ") + words[a]["word"]
+        out.append({**words[first], "word": text, "end": words[last]["end"], "score": _round(score)})
+    return out
 
 
 def _words(predictor, text: str, segment: int | None = None) -> list[dict]:

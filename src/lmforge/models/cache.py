@@ -123,7 +123,7 @@ def problems(folder: Path, *, full: bool = False) -> list[str]:
 
 def _convert(sources: list[Path], folder: Path, writer: Writer) -> None:
     """Source files -> Hugging Face folder written beside `folder`, checked, then renamed into place."""
-    print(f"lmforge: converting {sources[0].name} once into {folder} (about 20 s)", file=sys.stderr, flush=True)
+    print(f"lmforge: converting {sources[0].name} once into {folder} (5-20 s)", file=sys.stderr, flush=True)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:

@@ -45,9 +45,8 @@ FP32, Q4_0 = 0, 1
 class E5File:
     header: dict
     pieces: list[str]
-    scores: np.ndarray
     special: dict[str, int]  # bos, eos, pad, unk
-    tensors: dict[str, np.ndarray]  # fp32, de-quantized, in their model shapes
+    tensors: dict[str, np.ndarray]  # flat fp32, de-quantized (state_dict gives them their shapes)
 
 
 class _Reader:
@@ -97,7 +96,7 @@ def read_e5(path: Path) -> E5File:
     n, bos, eos, pad, unk = r.take("5i")
     blob_len = r.take("Q")
     offsets = r.array("<u4", n + 1)
-    scores = r.array("<f4", n).copy()
+    r.array("<f4", n)  # piece scores: tokenizer.json carries the same
     blob = bytes(r.array("u1", blob_len))
     pieces = [blob[offsets[i]:offsets[i + 1]].decode("utf-8") for i in range(n)]
     r.take("i")  # normalisation map: the tokenizer.json normaliser is used instead
@@ -115,7 +114,7 @@ def read_e5(path: Path) -> E5File:
         else:
             raise UserError(f"{path}: tensor {name} has an unknown dtype {dtype}")
         tensors[name] = values
-    return E5File(header, pieces, scores, {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, tensors)
+    return E5File(header, pieces, {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, tensors)
 
 
 def state_dict(e5: E5File) -> dict[str, np.ndarray]:
