@@ -51,7 +51,7 @@ def sst2_sample(tmp: Path, rows: int = 20_000) -> Path:
     return out
 
 
-def run_job(model: str, dataset: str, epochs: float, tmp: Path) -> dict:
+def run_job(model: str, dataset: str, epochs: float, tmp: Path, more: list[str] = ()) -> dict:
     task, train, dev, test, _, extra = DATASETS[dataset]
     data = shared_data()
     train_path = sst2_sample(tmp) if train is None else data / train
@@ -61,7 +61,7 @@ def run_job(model: str, dataset: str, epochs: float, tmp: Path) -> dict:
         init += ["--test", str(data / test)]
     subprocess.run(init, check=True)
     name = f"{model}-{dataset}"
-    overrides = [f"name={name}", f"output_dir={tmp / 'runs'}", f"training.epochs={epochs}", "training.tensorboard=false", *extra]
+    overrides = [f"name={name}", f"output_dir={tmp / 'runs'}", f"training.epochs={epochs}", "training.tensorboard=false", *extra, *more]
     start = time.perf_counter()
     proc = subprocess.run([LMFORGE, "train", str(cfg), *overrides], capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=None, help="jobs as MODEL/DATASET (default: all, in a fixed order)")
     parser.add_argument("--epochs", nargs="*", default=[], help="DATASET=EPOCHS overrides")
+    parser.add_argument("--set", nargs="*", default=[], help="more KEY=VALUE overrides for every job (e.g. training.freeze_embeddings=true)")
     parser.add_argument("--name", default="multilingual")
     args = parser.parse_args()
     epochs = {name: spec[4] for name, spec in DATASETS.items()}
@@ -98,7 +99,7 @@ def main() -> None:
         for job in args.only or ORDER:
             model, dataset = job.split("/")
             print(f"== {job} ({epochs[dataset]} epoch(s))", flush=True)
-            results[job] = run_job(model, dataset, epochs[dataset], tmp)
+            results[job] = run_job(model, dataset, epochs[dataset], tmp, args.set)
             print(job, json.dumps(results[job]), flush=True)
             RESULTS.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"machine": machine(), "references": REFERENCES, "goals": GOALS,

@@ -45,7 +45,9 @@ def init(
     task: str = typer.Option(..., help="text-classification, token-classification or generation"),
     model: Optional[str] = typer.Option(None, help="packaged model short name or a local Hugging Face folder "
                                         "(default: minilm-l6; me5-small when the training text is mostly not Latin script)"),
-    method: Optional[str] = typer.Option(None, help="full, lora, ia3 or prefix (default: full; lora for generation)"),
+    method: Optional[str] = typer.Option(None, help="full, lora, ia3 or prefix (default: full; lora for generation); "
+                                         "text-classification from few labels: fewshot (2-64 examples per class) or zeroshot (--labels only)"),
+    labels: Optional[str] = typer.Option(None, help="zeroshot: the labels, comma-separated, e.g. \"refund,card lost\""),
     train: Optional[Path] = typer.Option(None, help="training file"),
     dev: Optional[Path] = typer.Option(None, help="dev file (default: a hold-out of train)"),
     test: Optional[Path] = typer.Option(None, help="test file"),
@@ -62,10 +64,19 @@ def init(
 
     notes = write_starter(output, task=task, model=model, method=method, train=train, dev=dev, test=test,
                           text_field=text_field, label_field=label_field, text_pair_field=text_pair_field,
-                          multi_label=multi_label, name=name, force=force)
+                          multi_label=multi_label, name=name, force=force, labels=_label_list(labels))
     for note in notes:
         err.print(printable(f"inferred {note}"), markup=False, highlight=False, soft_wrap=True)
     err.print(printable(f"wrote {output}; check it with: lmforge validate {output}"), markup=False, highlight=False, soft_wrap=True)
+
+
+def _label_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    labels = [part.strip() for part in value.split(",")]
+    if any(not label for label in labels) or len(set(labels)) != len(labels):
+        raise UserError(f"--labels {value!r}: give each label once, comma-separated, none empty (e.g. --labels \"refund,card lost\")")
+    return labels
 
 
 @app.command()
@@ -234,6 +245,7 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 from .cli_lifecycle import monitor, registry_app, update  # noqa: E402
 from .cli_serving import export, generate, models, serve  # noqa: E402
+from .cli_suggest import suggest  # noqa: E402
 
 for command in (generate, serve):
     app.command()(command)
@@ -242,7 +254,7 @@ app.add_typer(registry_app, name="registry")
 app.command()(update)
 app.command(help="Drift, confidence, feedback and volume of recent traffic against the version's training-time reference. "
                  "Exit code 3 when a check warns.")(monitor)
-for command in (export, models):
+for command in (export, models, suggest):
     app.command()(command)
 
 

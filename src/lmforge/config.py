@@ -23,8 +23,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _train_files(value):
+    if isinstance(value, list):
+        if not value or not all(isinstance(x, str) and x.strip() for x in value):
+            raise ValueError("give a file name, or a non-empty list of file names")
+        if len(set(value)) != len(value):
+            raise ValueError("a file is listed twice: its examples would count twice")
+    return value
+
+
 class DataConfig(_Section):
-    train: str = Field("data/train.csv", description="training file (required); paths are relative to the config file")
+    train: str | list[str] | None = Field("data/train.csv", description="training file, or a list of files read one after the other (required, except for method: zeroshot); paths are relative to the config file; on the command line data.train=+FILE adds a file")
     dev: str | None = Field(None, description="dev file for evaluation during training; empty: a seeded, stratified hold-out of train")
     test: str | None = Field(None, description="test file, evaluated once after training; empty: none")
     format: Literal["auto", "csv", "tsv", "jsonl", "conll"] = Field("auto", description="file format; auto: from the file suffix")
@@ -41,6 +50,8 @@ class DataConfig(_Section):
     segment_positions: Literal["auto", "strip", "keep"] = Field("auto", description="NER column files whose tokens are a character plus its word position ('科0', Weibo NER): auto strips the digits when every token looks like that, strip always, keep never")
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
     labels: list[str] | None = Field(None, description="text-classification: the label set in this order (a model grown from a fine-tuned one keeps its labels first); empty: the train labels, sorted")
+    _check_train = field_validator("train")(_train_files)
+    label_descriptions: dict[str, str] = Field(default_factory=dict, description="zeroshot/fewshot: a short text per label that says what it means (e.g. {pos: a positive movie review}); the zero-shot head compares texts with these; empty: the label names")
     label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")
     max_length: int = Field(128, ge=8, le=8192, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows; generation: 512 unless set, prompts are cut from the left)")
     document_context: bool = Field(True, description="NER: pack neighbouring sentences of the same -DOCSTART- document into one sequence as context")
@@ -53,6 +64,17 @@ class PeftSettings(_Section):
     target_modules: list[str] | None = Field(None, description="module names to adapt; empty: the model's attention and feed-forward projections")
     num_virtual_tokens: int = Field(20, ge=1, description="prefix tuning: number of virtual tokens")
     merge: bool = Field(True, description="LoRA/IA3: also save a merged model that plain transformers loads (the adapter is always saved)")
+
+
+class FewShotSettings(_Section):
+    pairs_per_example: int = Field(20, ge=1, le=1000, description="fewshot: sentence pairs drawn per training example and pass (one same-label, one other-label pair per draw; SetFit's num_iterations)")
+    epochs: float = Field(1, gt=0, le=100, description="fewshot: passes over the drawn pairs in the contrastive stage")
+    batch_size: int = Field(16, ge=1, description="fewshot: pairs per contrastive step")
+    loss: Literal["cosine", "cosent"] = Field("cosine", description="fewshot: contrastive loss on the pairs (sentence-transformers' CosineSimilarityLoss, as SetFit, or CoSENTLoss)")
+    head_c: float = Field(1.0, gt=0, description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C)")
+
+
+SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 
 
 class TrainingConfig(_Section):
@@ -89,10 +111,11 @@ class ProjectConfig(_Section):
     name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
     task: str = Field("text-classification", description="a registered task: text-classification, token-classification (NER) or generation (decoder models: prompt -> completion); task plug-ins add more")
     model: str = Field("minilm-l6", description="packaged model short name (see `lmforge models`) or a local Hugging Face folder")
-    method: Literal["full", "lora", "ia3", "prefix"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix (generation: lora unless set)")
+    method: Literal["full", "lora", "ia3", "prefix", "fewshot", "zeroshot"] = Field("full", description="full fine-tuning or a peft method: lora, ia3, prefix (generation: lora unless set); text-classification from few labels: fewshot (contrastive sentence pairs, then a head; 2-64 examples per class), zeroshot (label names/descriptions only)")
     output_dir: str = Field("runs", description="where run folders are written; relative to the config file")
     data: DataConfig = Field(default_factory=DataConfig)
     peft: PeftSettings = Field(default_factory=PeftSettings)
+    fewshot: FewShotSettings = Field(default_factory=FewShotSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @field_validator("task")
@@ -112,6 +135,7 @@ class ProjectConfig(_Section):
         problems = []
         if self.data.label_delimiter and not self.data.multi_label:
             problems.append("data.label_delimiter: only meaningful with data.multi_label: true")
+        problems += _method_problems(self, spec)
         problems += spec.check_config(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -124,6 +148,11 @@ class ProjectConfig(_Section):
             self.training.learning_rate = spec.learning_rates[self.method]
         return self
 
+    def train_paths(self, base: Path) -> list[Path]:
+        """The training file(s), made absolute relative to `base` (none for a zero-shot config)."""
+        train = self.data.train
+        return [self.resolve_path(t, base) for t in ([train] if isinstance(train, str) else train or [])]
+
     def resolve_path(self, value: str | None, base: Path) -> Path | None:
         """A data/output path from the config, made absolute relative to the config's folder."""
         if value is None:
@@ -132,6 +161,25 @@ class ProjectConfig(_Section):
             return Path(value)
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base / path)
+
+
+def _method_problems(cfg: "ProjectConfig", spec) -> list[str]:
+    method = cfg.method if "method" in cfg.model_fields_set else spec.default_method
+    if method not in SENTENCE_METHODS:
+        return [] if cfg.data.train else ["data.train: a training file is needed (only method: zeroshot trains without one)"]
+    if not spec.sentence_methods:
+        return [f"method: {method} is for text-classification (a sentence-embedding classifier); {spec.name} trains with full, lora, ia3 or prefix"]
+    problems = []
+    if cfg.data.text_pair_field:
+        problems.append(f"data.text_pair_field: method {method} classifies single texts; use method: full for pairs")
+    if method == "zeroshot" and not (cfg.data.labels and len(cfg.data.labels) >= (1 if cfg.data.multi_label else 2)):
+        problems.append("data.labels: method zeroshot classifies into the labels given here (at least two); e.g. data.labels: [refund, card lost]")
+    if method == "fewshot" and not cfg.data.train:
+        problems.append("data.train: method fewshot learns from labelled examples (2-64 per class); without any, use method: zeroshot")
+    unknown = sorted(set(cfg.data.label_descriptions) - set(cfg.data.labels or cfg.data.label_descriptions))
+    if unknown:
+        problems.append(f"data.label_descriptions: {', '.join(map(repr, unknown))} not in data.labels")
+    return problems
 
 
 BUILTIN_DATASETS = ("mbpp:",)  # benchmark splits read from the shared data, e.g. mbpp:train
@@ -222,6 +270,9 @@ def apply_overrides(raw: dict, overrides: list[str] | dict[str, Any]) -> dict:
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {k} is not a section")
             node = child
+        if keys == ["data", "train"] and isinstance(value, str) and value.startswith("+"):  # data.train=+FILE adds a file
+            current = node.get("train")
+            value = ([current] if isinstance(current, str) else list(current or [])) + [value[1:]]
         node[keys[-1]] = value
     return raw
 

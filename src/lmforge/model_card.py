@@ -103,7 +103,15 @@ def _fmt(value) -> str:
 
 
 def _usage_section(cfg, info: dict) -> list[str]:
+    from .config import SENTENCE_METHODS
+
     spec = get_task(cfg.task)
+    if cfg.method in SENTENCE_METHODS:
+        from .models.pooled import usage_code
+
+        code = ["```python", *usage_code(cfg.data.multi_label), "```", "",
+                "With lmforge (the same inference path as its evaluation, server and explanations):", "", "```python"]
+        return ["## How to use", ""] + code + spec.lmforge_usage() + ["```", ""]
     cls = spec.auto_class
     code = ["```python", "import torch", f"from transformers import AutoTokenizer, {cls}", "",
             'tokenizer = AutoTokenizer.from_pretrained("path/to/run/model")',

@@ -29,7 +29,8 @@ DEFAULT_MODEL = "minilm-l6"
 def write_starter(output: Path, *, task: str, model: str | None = None, method: str | None = None,
                   train: Path | None = None, dev: Path | None = None, test: Path | None = None,
                   text_field: str | None = None, label_field: str | None = None, text_pair_field: str | None = None,
-                  multi_label: bool | None = None, name: str | None = None, force: bool = False) -> list[str]:
+                  multi_label: bool | None = None, name: str | None = None, force: bool = False,
+                  labels: list[str] | None = None) -> list[str]:
     """Write a complete, commented starter config to `output`, with the data fields inferred from the
     training file where it is given. Returns the notes on what was inferred (for the user to check).
     Without a model, an encoder task gets minilm-l6, or me5-small when the training text is mostly
@@ -40,16 +41,23 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
     if output.exists() and not force:
         raise UserError(f"{output} exists; use --force to overwrite it")
     spec = get_task(task)
-    flags = {"text_field": text_field, "label_field": label_field, "text_pair_field": text_pair_field, "multi_label": multi_label}
+    flags = {"text_field": text_field, "label_field": label_field, "text_pair_field": text_pair_field, "multi_label": multi_label,
+             "labels": labels}
     refused = [f"--{key.replace('_', '-')}" if key != "multi_label" else "--multi-label/--single-label"
                for key, value in flags.items() if value is not None and key not in spec.data_keys]
+    if labels is not None and method != "zeroshot" and train is not None:
+        refused.append("--labels (it fixes the label set; with --train the labels are read from the file, "
+                       "or set data.labels in the config)")
     if refused:
         users = [name for name in task_names() if all(k in get_task(name).data_keys for k in flags)]
         raise UserError(f"{', '.join(refused)}: only for --task {' / '.join(users) or 'another task'}")
     base = output.resolve().parent
     rel = lambda p: None if p is None else _relative(p, base)  # noqa: E731
-    data: dict = {"train": rel(train) or spec.default_train_file, "dev": rel(dev), "test": rel(test)}
-    extra, notes = spec.starter_data(train, {k: v for k, v in flags.items() if v is not None})
+    zeroshot_only = method == "zeroshot" and train is None
+    data: dict = {"train": None if zeroshot_only else rel(train) or spec.default_train_file, "dev": rel(dev), "test": rel(test)}
+    extra, notes = spec.starter_data(train, {k: v for k, v in flags.items() if v is not None and k != "labels"})
+    if labels is not None:
+        extra["labels"] = labels
     data.update(extra)
     raw = {"name": name or output.stem, "task": task, "model": model or DEFAULT_MODEL, "data": data}
     if method is not None:

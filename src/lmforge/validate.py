@@ -14,24 +14,31 @@ from .training.setup import build_model, prepare
 def validate_config(path: Path, overrides: list[str]) -> dict:
     cfg = load_config(path, overrides)
     p = prepare(cfg, path.resolve().parent)
+    if cfg.method == "fewshot":
+        from .training.sentence_methods import check_fewshot
+
+        check_fewshot(p)
     model = build_model(p)
     model.train()
-    batch = collate(p.train_features[: min(4, len(p.train_features))], p.tokenizer.pad_token_id)
-    labels = batch.pop("labels")
-    loss = p.task.loss_sum(model(**batch).logits, {"labels": labels})
-    loss.backward()
-    if not torch.isfinite(loss):
-        from .errors import UserError
+    first, trainable = "none (zero-shot: nothing is trained)", 0
+    if p.train_features:
+        batch = collate(p.train_features[: min(4, len(p.train_features))], p.tokenizer.pad_token_id)
+        labels = batch.pop("labels")
+        loss = p.task.loss_sum(model(**batch).logits, {"labels": labels})
+        loss.backward()
+        if not torch.isfinite(loss):
+            from .errors import UserError
 
-        raise UserError("the first batch gives a non-finite loss; check the data and model")
-    trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+            raise UserError("the first batch gives a non-finite loss; check the data and model")
+        trainable = sum(q.numel() for q in model.parameters() if q.requires_grad)
+        first = f"{loss.item() / max(1, sum(p.task.loss_units(f) for f in p.train_features[:4])):.4f}"
     summary = {
         "task": cfg.task, "model": str(p.model_path), "method": f"{cfg.method} ({trainable:,} trainable parameters)",
         "train examples": len(p.splits.train), "train sequences": len(p.train_features),
         "dev examples": f"{len(p.splits.dev)}" + (" (held out from train)" if p.splits.dev_is_holdout else ""),
         "test examples": len(p.splits.test) if p.splits.test is not None else "none",
         "labels": f"{len(p.task.labels)}: " + ", ".join(p.task.labels[:12]) + (" ..." if len(p.task.labels) > 12 else ""),
-        "dev metric": p.metric, "first batch loss": f"{loss.item() / max(1, sum(p.task.loss_units(f) for f in p.train_features[:4])):.4f}",
+        "dev metric": p.metric, "first batch loss": first,
     }
     if p.splits.scheme:
         summary["tag scheme"] = p.splits.scheme

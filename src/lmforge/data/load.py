@@ -28,13 +28,20 @@ def read_split(cfg: ProjectConfig, path: Path, *, scheme: str | None = None, req
 
 
 def load_splits(cfg: ProjectConfig, base: Path) -> Splits:
-    train, scheme = read_split(cfg, cfg.resolve_path(cfg.data.train, base))
+    from ..config import SENTENCE_METHODS
+
+    train, scheme = [], None
+    for path in cfg.train_paths(base):  # several files: read one after the other, in the scheme of the first
+        examples, scheme = read_split(cfg, path, scheme=scheme)
+        train += examples
     test = None
     if cfg.data.test:
         test, _ = read_split(cfg, cfg.resolve_path(cfg.data.test, base), scheme=scheme)
     if cfg.data.dev:
         dev, _ = read_split(cfg, cfg.resolve_path(cfg.data.dev, base), scheme=scheme)
         return Splits(train, dev, test, False, scheme)
+    if cfg.method in SENTENCE_METHODS:  # a few examples per class are all there is to learn from: no hold-out
+        return Splits(train, [], test, False, scheme)
     from ..tasks import get_task
 
     by_document = get_task(cfg.task).holdout_by_document

@@ -145,11 +145,14 @@ def _parity_examples(predictor, run_dir: Path, data: Path | None) -> tuple[list,
             raise UserError(f"{path}: the run's dev file (data.dev in {run_dir / CONFIG}) is missing; "
                             "give a file for the parity check with --data FILE")
     else:
-        path = cfg.resolve_path(cfg.data.train, run_dir)
-        if not path.is_file():
-            raise UserError(f"{path}: the run's train file (its dev set is a hold-out of it) is missing; "
-                            "give a file for the parity check with --data FILE")
-        train, _ = read_split(cfg, path)
+        paths = cfg.train_paths(run_dir)
+        missing = [path for path in paths if not path.is_file()]
+        if missing or not paths:
+            raise UserError(f"{missing[0] if missing else 'data.train'}: the run's train file (its dev set is a hold-out of it) is "
+                            "missing; give a file for the parity check with --data FILE")
+        train, path = [], paths[0]
+        for each in paths:
+            train += read_split(cfg, each)[0]
         _, dev = holdout(train, cfg.data.dev_fraction, cfg.training.seed, by_document=predictor.spec.holdout_by_document)
         return dev, f"hold-out of {path}"
     examples, _ = read_split(cfg, path, require_labels=False)

@@ -75,11 +75,14 @@ def _own_data(run_dir: Path) -> tuple[list[TextExample], dict[str, list[TextExam
     except UserError as err:
         raise UserError(f"registering {run_dir} needs its training data (for replay and the gate's evaluation sets): "
                         f"{err}") from None
-    sets = {"dev": splits.dev}
+    sets = {"dev": splits.dev} if splits.dev else {}  # a few-shot run has no dev set
     if splits.test:
         sets["test"] = splits.test
-    fingerprints = {split: file_fingerprint(Path(getattr(cfg.data, split))) for split in ("train", "dev", "test")
+    fingerprints = {split: file_fingerprint(Path(getattr(cfg.data, split))) for split in ("dev", "test")
                     if getattr(cfg.data, split) and Path(getattr(cfg.data, split)).is_file()}
+    trained_on = [file_fingerprint(path) for path in cfg.train_paths(run_dir) if path.is_file()]
+    if trained_on:
+        fingerprints["train"] = trained_on[0] if isinstance(cfg.data.train, str) else trained_on
     return splits.train, sets, fingerprints
 
 

@@ -77,6 +77,8 @@ class TaskBase:
     token_level = False
     truncated = 0
 
+    suggest_strategies: tuple[str, ...] = ()  # active learning measures (lmforge suggest); none: not offered
+
     def adjust_for_prior(self, features: list[Feature], tau: float) -> None:
         raise ValueError(f"logit adjustment is not defined for {self.name}")
 

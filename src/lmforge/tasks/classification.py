@@ -22,7 +22,7 @@ class ClassificationTask(TaskBase):
     name = "text-classification"
 
     def __init__(self, labels: list[str], tokenizer, max_length: int, multi_label: bool = False,
-                 threshold: float = MULTI_LABEL_THRESHOLD):
+                 threshold: float = MULTI_LABEL_THRESHOLD, pooling: str = "model"):
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = tokenizer
@@ -31,6 +31,9 @@ class ClassificationTask(TaskBase):
         self.threshold = threshold  # multi-label: a label is predicted when its probability >= this
         self.truncated = 0  # texts cut to max_length by the last encode call
         self.loss_offset: torch.Tensor | None = None  # [C] added to the logits in the loss (logit adjustment)
+        # "model": the architecture's own sequence-classification head; "mean": a sentence-embedding
+        # classifier (models/pooled.py: mean pooling, normalisation, linear head; fewshot/zeroshot)
+        self.pooling = pooling
 
     # -- construction ----------------------------------------------------------------------
     @staticmethod
@@ -38,6 +41,10 @@ class ClassificationTask(TaskBase):
         return sorted({label for ex in examples for label in ex.labels})
 
     def model_class(self) -> type:
+        if self.pooling == "mean":
+            from ..models.pooled import SentenceClassifier
+
+            return SentenceClassifier
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification
@@ -52,6 +59,8 @@ class ClassificationTask(TaskBase):
 
     def to_json(self) -> dict:
         out = {"task": self.name, "labels": self.labels, "multi_label": self.multi_label}
+        if self.pooling != "model":
+            out["pooling"] = self.pooling
         if self.multi_label:
             out["threshold"] = self.threshold
         return out
@@ -159,6 +168,39 @@ class ClassificationTask(TaskBase):
                 results.append({"label": self.labels[best], "score": float(probs[best]), "probabilities": scores})
         return results
 
+    # -- active learning (lmforge suggest) ----------------------------------------------------
+    @property
+    def suggest_strategies(self) -> tuple[str, ...]:
+        from ..active.scoring import CLASSIFICATION_STRATEGIES
+
+        return CLASSIFICATION_STRATEGIES
+
+    def informativeness(self, prediction: dict, strategy: str) -> tuple[float, str]:
+        """How much labelling this example would teach the model, and why, in words."""
+        from ..active.scoring import label_uncertainty, multilabel_uncertainty
+
+        probs = prediction["probabilities"]
+        ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+        values = np.array([probs[label] for label in self.labels])
+        if self.multi_label:
+            near = min(ranked, key=lambda kv: abs(kv[1] - self.threshold))
+            return (multilabel_uncertainty(values, self.threshold, strategy),
+                    f"{strategy}: label {near[0]!r} at {near[1]:.2f}, threshold {self.threshold:.2f}")
+        top = ", ".join(f"{label!r} {p:.2f}" for label, p in ranked[:2])
+        return label_uncertainty(values, strategy), f"{strategy}: {top}"
+
+    def suggestion(self, example: TextExample, prediction: dict | None, data) -> dict:
+        """A record in the JSONL format the reader accepts (the config's field names), pre-filled
+        with the predicted label(s) to confirm or correct (None without a model)."""
+        record = {data.text_field: example.text}
+        if data.text_pair_field:
+            record[data.text_pair_field] = example.text_pair
+        if prediction is None:
+            record[data.label_field] = [] if self.multi_label else None
+        else:
+            record[data.label_field] = list(prediction["labels"]) if self.multi_label else prediction["label"]
+        return record
+
     # -- metrics ---------------------------------------------------------------------------
     def metrics(self, examples: list[TextExample], predictions: list[dict]) -> dict:
         from ..evaluation.classification_metrics import classification_report, multilabel_report
@@ -213,8 +255,9 @@ class ClassificationSpec(TaskSpec):
     auto_class = "AutoModelForSequenceClassification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
-    data_keys = ("text_field", "text_pair_field", "label_field", "multi_label", "label_delimiter", "labels")
+    data_keys = ("text_field", "text_pair_field", "label_field", "multi_label", "label_delimiter", "labels", "label_descriptions")
     supports_lifecycle = True
+    sentence_methods = True
 
     def check_config(self, cfg) -> list[str]:
         problems = []
@@ -254,7 +297,7 @@ class ClassificationSpec(TaskSpec):
 
     def for_training(self, cfg, tokenizer, splits) -> ClassificationTask:
         labels = cfg.data.labels or ClassificationTask.discover_labels(splits.train)
-        task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label)
+        task = ClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.multi_label, pooling=_pooling(cfg))
         if cfg.data.labels:
             task.check_labels(splits.train, cfg.data.label_map, "train")
         if len(task.labels) < (1 if cfg.data.multi_label else 2):
@@ -265,7 +308,7 @@ class ClassificationSpec(TaskSpec):
         multi_label = labels.get("multi_label", False)
         if threshold is not None:
             check_threshold(threshold, multi_label)
-        return ClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, multi_label,
+        return ClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, multi_label, pooling=labels.get("pooling", "model"),
                                   threshold=next(t for t in (threshold, labels.get("threshold"), MULTI_LABEL_THRESHOLD) if t is not None))
 
     def report_style(self, cfg) -> ReportStyle:
@@ -279,6 +322,19 @@ class ClassificationSpec(TaskSpec):
             return code + ["probs = logits.sigmoid()[0]  # multi-label: compare each with the threshold above",
                            "labels = [model.config.id2label[i] for i, p in enumerate(probs) if p >= THRESHOLD]"]
         return code + ["probs = logits.softmax(-1)[0]", "label = model.config.id2label[int(probs.argmax())]"]
+
+
+def _pooling(cfg) -> str:
+    """Mean pooling (a sentence-embedding classifier) for the few-/zero-shot methods, and for full
+    fine-tuning that starts from a saved sentence classifier (e.g. a continual update of one)."""
+    from pathlib import Path
+
+    from ..config import SENTENCE_METHODS
+    from ..models.pooled import is_sentence_classifier
+
+    if cfg.method in SENTENCE_METHODS or (cfg.method == "full" and is_sentence_classifier(Path(cfg.model))):
+        return "mean"
+    return "model"
 
 
 def check_threshold(threshold: float, multi_label: bool) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.report import ReportStyle
     from .base import Task
 
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2}
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
 
 
 class TaskSpec:
@@ -42,6 +42,7 @@ class TaskSpec:
     default_max_length: int | None = None  # None: DataConfig's default
     learning_rates = DEFAULT_LEARNING_RATES
     supports_lifecycle = False  # registry `update` (continual learning) and drift monitoring
+    sentence_methods = False  # method fewshot / zeroshot (a sentence-embedding classifier) apply
 
     # -- config --------------------------------------------------------------------------------
     def check_config(self, cfg: "ProjectConfig") -> list[str]:

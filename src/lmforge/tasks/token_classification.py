@@ -202,7 +202,7 @@ class TokenClassificationTask(TaskBase):
             start, end = offsets[s][0], offsets[e - 1][1]
             entities.append({"type": etype, "text": text[start:end], "start": start, "end": end,
                              "score": round(float(np.mean(word_scores[s:e])), 6)})
-        return {"tags": tags, "entities": entities}
+        return {"tags": tags, "entities": entities, "word_scores": [round(float(s), 6) for s in word_scores]}
 
     def metrics(self, examples: list[TokenExample], predictions: list[dict]) -> dict:
         from ..evaluation.ner_metrics import entity_report
@@ -212,7 +212,25 @@ class TokenClassificationTask(TaskBase):
     answer_unit = "word tags"
 
     def response(self, prediction: dict) -> dict:
-        return {"entities": prediction["entities"]}  # the per-word tags are an internal detail
+        return {"entities": prediction["entities"]}  # the per-word tags and scores are an internal detail
+
+    # -- active learning (lmforge suggest) ----------------------------------------------------
+    suggest_strategies = ("mnlp",)
+
+    def informativeness(self, prediction: dict, strategy: str) -> tuple[float, str]:
+        from ..active.scoring import mnlp
+
+        scores = prediction["word_scores"]
+        if not scores:
+            return 0.0, "no words"
+        return mnlp(scores), (f"mnlp: mean tag probability {float(np.exp(-mnlp(scores))):.2f} over {len(scores)} words, "
+                              f"lowest {min(scores):.2f}")
+
+    def suggestion(self, example: TokenExample, prediction: dict | None, data) -> dict:
+        """A record the JSONL reader accepts: the words and their IOB2 tags (predicted, to confirm or
+        correct; all O without a model)."""
+        tags = prediction["tags"] if prediction is not None else ["O"] * len(example.words)
+        return {"tokens": list(example.words), "tags": list(tags)}
 
     def answers(self, prediction: dict) -> list:
         return list(prediction["tags"])

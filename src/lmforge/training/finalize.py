@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..config import SENTENCE_METHODS
 from ..models.build import load_model
 from ..runs import METRICS, RUN_INFO, RunFolder
 from ..tasks import get_task
@@ -20,7 +21,7 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
     best = ckpt.load_best(ckpt_root, raw_model, state.get("best_step"))
     info = read_json(run_dir / RUN_INFO)
     # recorded before model/ is written, so that a reader never applies an adapter to a merged model
-    info["merged"] = p.cfg.method == "full" or (p.cfg.method in ("lora", "ia3") and p.cfg.peft.merge)
+    info["merged"] = p.cfg.method in ("full", *SENTENCE_METHODS) or (p.cfg.method in ("lora", "ia3") and p.cfg.peft.merge)
     write_json_atomic(run_dir / RUN_INFO, info)
     save_artefacts(run_dir, p, raw_model, info["merged"])
     info.update(best_step=best["step"] if best else state["step"], steps=state["step"],
@@ -50,7 +51,7 @@ def save_artefacts(run_dir: Path, p, raw_model, merged: bool) -> None:
     method = p.cfg.method
     model_tmp = run_dir / ".model.tmp"
     shutil.rmtree(model_tmp, ignore_errors=True)
-    if method == "full":
+    if method in ("full", *SENTENCE_METHODS):
         raw_model.save_pretrained(str(model_tmp))
     else:
         adapter_tmp = run_dir / ".adapter.tmp"

@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from ..config import ProjectConfig, dump_config, is_builtin_dataset
+from ..config import SENTENCE_METHODS, ProjectConfig, dump_config, is_builtin_dataset
 from ..errors import UserError
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import bf16_supported, count_parameters
@@ -40,8 +40,11 @@ from .tracking import Tracker
 
 def resolved_config(cfg: ProjectConfig, base: Path) -> ProjectConfig:
     """The config with every path made absolute, as saved in the run folder."""
-    data = cfg.data.model_copy(update={k: str(cfg.resolve_path(getattr(cfg.data, k), base).resolve())
-                                       for k in ("train", "dev", "test") if getattr(cfg.data, k) and not is_builtin_dataset(getattr(cfg.data, k))})
+    update = {k: str(cfg.resolve_path(getattr(cfg.data, k), base).resolve())
+              for k in ("train", "dev", "test") if isinstance(getattr(cfg.data, k), str) and not is_builtin_dataset(getattr(cfg.data, k))}
+    if isinstance(cfg.data.train, list):
+        update["train"] = [str(path.resolve()) for path in cfg.train_paths(base)]
+    data = cfg.data.model_copy(update=update)
     model = cfg.model
     if (base / model).is_dir():
         model = str((base / model).resolve())
@@ -54,6 +57,8 @@ def train(cfg: ProjectConfig, base: Path, *, output: Path | None = None, max_ste
     """Train from a config whose relative paths are relative to `base`. Returns the run folder
     (`output`, or <output_dir>/<name>)."""
     accelerator = _accelerator()
+    if cfg.method in SENTENCE_METHODS and accelerator.num_processes > 1:
+        raise UserError(f"method {cfg.method} runs in one process (minutes on a CPU); start it without --nproc/torchrun")
     _set_threads(cfg.training.num_threads, accelerator.num_processes)
     cfg = resolved_config(cfg, base)
     run_dir = Path(output) if output else Path(cfg.output_dir) / cfg.name
@@ -64,6 +69,10 @@ def train(cfg: ProjectConfig, base: Path, *, output: Path | None = None, max_ste
     if accelerator.process_index == 0:
         _create_run_dir(run_dir, overwrite, p, max_steps)
     accelerator.wait_for_everyone()
+    if cfg.method in SENTENCE_METHODS:
+        from .sentence_methods import run_sentence_method
+
+        return run_sentence_method(p, run_dir, console or Console(stderr=True), max_steps)
     return _run(p, run_dir, accelerator, max_steps, False, console or Console(stderr=True))
 
 
@@ -76,6 +85,9 @@ def resume(run_dir: Path, *, console: Console | None = None) -> Path:
     info = read_json(run_dir / RUN_INFO)
     if info.get("status") == "complete":
         raise UserError(f"{run_dir} finished training already; nothing to resume")
+    if cfg.method in SENTENCE_METHODS:
+        raise UserError(f"{run_dir}: a {cfg.method} run is not checkpointed (it takes minutes); start it again with "
+                        f"`lmforge train CONFIG --overwrite`")
     _set_threads(cfg.training.num_threads, accelerator.num_processes)
     max_steps = info.get("max_steps_override") or cfg.training.max_steps
     p = prepare(cfg, run_dir)  # every data problem is reported before training continues

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ProjectConfig
+from ..config import SENTENCE_METHODS, ProjectConfig
 from ..data.load import Splits, load_splits
 from ..errors import UserError
 from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, wrap_peft
@@ -46,7 +46,7 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     task.check_labels(splits.dev, cfg.data.label_map, "dev")
     if splits.test is not None:
         task.check_labels(splits.test, cfg.data.label_map, "test")
-    features = task.encode_for_training(splits.train)
+    features = task.encode_for_training(splits.train) if splits.train else []
     from ..data.language_fit import unknown_rate
 
     return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
@@ -93,7 +93,7 @@ def build_model(p: Prepared):
             raise UserError(f"training.gradient_checkpointing: {type(model).__name__} does not support it; set it to false")
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if p.cfg.method != "full":
+    if p.cfg.method not in ("full", *SENTENCE_METHODS):
         return wrap_peft(model, p.cfg.method, get_task(p.cfg.task).peft_task_type, p.cfg.peft)
     if p.cfg.training.freeze_embeddings:
         freeze_word_embeddings(model)

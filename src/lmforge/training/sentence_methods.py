@@ -1,0 +1,253 @@
+"""Text classification from few labels: `method: fewshot` and `method: zeroshot`.
+
+Both build a sentence-embedding classifier (models/pooled.py: the encoder, mean pooling,
+normalisation, a linear head) and end like every run (`finalize_run`: model/, dev and test
+evaluated through the Predictor, model card), so evaluate, predict, explain, serve, export, the
+registry and update treat the run like any other.
+
+- **fewshot** (the SetFit recipe, Tunstall et al. 2022): sentence pairs are drawn from the few
+  labelled examples (per example and draw, one pair with an example of the same label, target 1,
+  and one with another label, target 0); the encoder is fine-tuned on them with a
+  sentence-transformers contrastive loss (CosineSimilarityLoss as SetFit, or CoSENTLoss), and a
+  logistic-regression head (scikit-learn) is fitted on the tuned embeddings and copied into the
+  linear head: no pickle.
+- **zeroshot**: no training. The head's rows are the normalised embeddings of the label texts
+  (`data.label_descriptions`, else the label names) times a fixed scale, so a text goes to the label
+  whose text it is most similar to (cosine), and the softmax gives probabilities.
+
+A few-shot run takes minutes, so it is not checkpointed: an interrupted one is started again.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ..errors import UserError
+from ..runs import RunFolder
+from ..tasks.base import collate
+from .finalize import finalize_run
+from .progress import TrainProgress
+from .setup import Prepared, build_model
+from .tracking import Tracker
+
+ZERO_SHOT_SCALE = 20.0  # logits = scale x cosine (sentence-transformers' MultipleNegativesRankingLoss scale)
+EMBED_BATCH = 64
+
+
+def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps: int | None = None) -> Path:
+    from transformers import set_seed
+
+    cfg = p.cfg
+    set_seed(cfg.training.seed)
+    start = time.perf_counter()
+    model = build_model(p)
+    examples = f"{len(p.splits.train)} train examples" if p.splits.train else "no training examples (label texts only)"
+    console.print(f"[bold]{cfg.name}[/]: {cfg.task}, {cfg.method}, {len(p.task.labels)} labels, {examples}, "
+                  f"{len(p.splits.dev)} dev examples")
+    for warning in p.warnings:
+        console.print(f"[bold yellow]warning: {warning}")
+    steps, tokens = 0, 0
+    if cfg.method == "fewshot":
+        check_fewshot(p)
+        tracker = Tracker(RunFolder(run_dir).logs_dir, cfg.training.tensorboard)
+        try:
+            steps, tokens = contrastive_stage(model, p, console, tracker, max_steps)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted: a few-shot run is not checkpointed; start it again with --overwrite")
+            raise SystemExit(130)
+        finally:
+            tracker.close()
+        fit_logistic_head(model, p)
+    else:
+        set_label_text_head(model, p)
+    seconds = time.perf_counter() - start
+    console.print(f"{cfg.method}: {steps} contrastive steps, head ready in {seconds:.1f} s")
+    trainable = sum(x.numel() for x in model.parameters() if x.requires_grad) if steps else 0
+    total = sum(x.numel() for x in model.parameters())
+    state = {"step": steps, "best_step": None, "train_seconds": seconds, "real_tokens": tokens}
+    model.eval()
+    finalize_run(run_dir, p, model, RunFolder(run_dir).checkpoints_dir, state, False, console, trainable, total)
+    return run_dir
+
+
+def check_fewshot(p: Prepared) -> None:
+    """Every label needs examples to learn from, and the pairs need a same-label and a
+    different-label partner somewhere; say what is missing (validate runs this too)."""
+    counts = {label: 0 for label in p.task.labels}
+    for ex in p.splits.train:
+        for label in ex.labels:
+            counts[label] = counts.get(label, 0) + 1
+    empty = [label for label, n in counts.items() if n == 0]
+    if empty:
+        raise UserError(f"{p.cfg.data.train}: label(s) {', '.join(map(repr, empty[:10]))} have no training examples; method fewshot "
+                        "needs at least one (2-64 work best) per label. Add examples, or leave the label out of data.labels")
+    sets = [frozenset(ex.labels) for ex in p.splits.train]
+    shared = any(n > 1 for n in counts.values())
+    unrelated = any(not a & b for a in set(sets) for b in set(sets))
+    if not shared or not unrelated:
+        raise UserError(f"{p.cfg.data.train}: method fewshot learns from pairs of examples with the same label and with "
+                        "different labels; give at least two examples of a label and examples of two labels (2-64 per label work best)")
+
+
+# -- the contrastive stage ---------------------------------------------------------------------
+
+def draw_pairs(label_sets: list[frozenset], per_example: int, seed: int) -> list[tuple[int, int, float]]:
+    """SetFit's oversampling: for each draw and example, one partner sharing a label with it (target
+    1.0) and one sharing none (target 0.0), where such partners exist. Deterministic for a seed;
+    linear in the number of examples (partners are drawn, not searched)."""
+    rng = random.Random(seed)
+    members: dict[str, list[int]] = {}
+    for i, labels in enumerate(label_sets):
+        for label in sorted(labels):
+            members.setdefault(label, []).append(i)
+    everyone = range(len(label_sets))
+    pairs = []
+    for _ in range(per_example):
+        for i, labels in enumerate(label_sets):
+            label = rng.choice(sorted(labels)) if labels else None
+            if label is not None and len(members[label]) > 1:
+                j = rng.choice(members[label])
+                while j == i:
+                    j = rng.choice(members[label])
+                pairs.append((i, j, 1.0))
+            other = _unrelated(rng, everyone, label_sets, labels)
+            if other is not None:
+                pairs.append((i, other, 0.0))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _unrelated(rng: random.Random, everyone: range, label_sets: list[frozenset], labels: frozenset) -> int | None:
+    for _ in range(64):  # rejection sampling: nearly always quick
+        j = rng.choice(everyone)
+        if not labels & label_sets[j]:
+            return j
+    others = [j for j in everyone if not labels & label_sets[j]]
+    return rng.choice(others) if others else None
+
+
+def _loss(name: str, model):
+    from sentence_transformers import losses
+
+    return losses.CoSENTLoss(model) if name == "cosent" else losses.CosineSimilarityLoss(model)
+
+
+def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | None = None,
+                      max_steps: int | None = None) -> tuple[int, int]:
+    """Fine-tune the encoder on drawn pairs. Returns (optimizer steps, real tokens seen)."""
+    fs, t = p.cfg.fewshot, p.cfg.training
+    pairs = draw_pairs([frozenset(ex.labels) for ex in p.splits.train], fs.pairs_per_example, t.seed)
+    per_pass = math.ceil(len(pairs) / fs.batch_size)
+    total = max(1, round(per_pass * fs.epochs))
+    if max_steps:
+        total = min(total, max_steps)
+    params = [x for x in model.body.parameters() if x.requires_grad]
+    opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    warmup = int(t.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    loss_fn = _loss(fs.loss, model)
+    feats, pad = p.train_features, p.tokenizer.pad_token_id
+    model.train()
+    progress = TrainProgress(total, 0, enabled=True, console=console)
+    tokens, started = 0, time.perf_counter()
+    try:
+        for step in range(total):
+            offset = (step % per_pass) * fs.batch_size
+            batch = pairs[offset:offset + fs.batch_size]
+            left = collate([_inputs(feats[i]) for i, _, _ in batch], pad)
+            right = collate([_inputs(feats[j]) for _, j, _ in batch], pad)
+            targets = torch.tensor([target for _, _, target in batch])
+            loss = loss_fn.compute_loss_from_embeddings([model.embed(**left), model.embed(**right)], targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
+            opt.step()
+            sched.step()
+            tokens += int(left["attention_mask"].sum() + right["attention_mask"].sum())
+            rate = tokens / max(time.perf_counter() - started, 1e-9)
+            value = loss.item()
+            progress.update(step + 1, value, rate)
+            if tracker is not None and ((step + 1) % t.log_every_steps == 0 or step + 1 == total):
+                tracker.log(step + 1, {"loss": value, "learning_rate": sched.get_last_lr()[0], "tokens_per_second": rate})
+    finally:
+        progress.close()
+    model.eval()
+    return total, tokens
+
+
+def _inputs(feature: dict) -> dict:
+    return {k: v for k, v in feature.items() if k != "labels"}
+
+
+# -- heads ---------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def embed_features(model, features: list[dict], pad_id: int) -> np.ndarray:
+    """Normalised sentence embeddings [N, H] of encoded features, in order (length-sorted batches)."""
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    out = np.zeros((len(features), model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), EMBED_BATCH):
+        chunk = order[start:start + EMBED_BATCH]
+        batch = collate([_inputs(features[i]) for i in chunk], pad_id)
+        out[chunk] = model.embed(**batch).float().numpy()
+    return out
+
+
+def fit_logistic_head(model, p: Prepared) -> None:
+    """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples and
+    copy it into the linear head (one multinomial model; multi-label: one binary model per label)."""
+    from sklearn.linear_model import LogisticRegression
+
+    task, c = p.task, p.cfg.fewshot.head_c
+    x = embed_features(model, p.train_features, p.tokenizer.pad_token_id)
+    n_labels, hidden = len(task.labels), x.shape[1]
+    weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
+    if task.multi_label:
+        y = np.array([f["labels"] for f in p.train_features], dtype=np.float64)  # [N, C]
+        for k in range(n_labels):
+            column = y[:, k]
+            if column.min() == column.max():  # every example has it, or none: a constant at its smoothed log-odds
+                share = (column.sum() + 1) / (len(column) + 2)
+                bias[k] = math.log(share / (1 - share))
+                continue
+            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int))
+            weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
+    else:
+        y = np.array([f["labels"] for f in p.train_features])
+        clf = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        if len(clf.classes_) == 2:  # one logit z for classes_[1]: softmax([-z/2, z/2]) = sigmoid(z)
+            weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
+            bias[clf.classes_] = [-clf.intercept_[0] / 2, clf.intercept_[0] / 2]
+        else:
+            weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    _set_head(model, weight, bias)
+
+
+def label_texts(p: Prepared) -> list[str]:
+    descriptions = p.cfg.data.label_descriptions
+    return [descriptions.get(label) or label for label in p.task.labels]
+
+
+def set_label_text_head(model, p: Prepared) -> None:
+    """Zero-shot: each label's row is ZERO_SHOT_SCALE x the normalised embedding of its text."""
+    texts = label_texts(p)
+    features, _ = p.task.encode_for_inference(p.task.examples_from_texts(texts))
+    rows = embed_features(model, features, p.tokenizer.pad_token_id).astype(np.float64) * ZERO_SHOT_SCALE
+    # multi-label: a label is as likely as not at cosine 0.5 (the threshold is then tuned on dev, when there is one)
+    bias = np.full(len(texts), -0.5 * ZERO_SHOT_SCALE if p.task.multi_label else 0.0)
+    _set_head(model, rows, bias)
+
+
+def _set_head(model, weight: np.ndarray, bias: np.ndarray) -> None:
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight).to(model.classifier.weight.dtype))
+        model.classifier.bias.copy_(torch.from_numpy(bias).to(model.classifier.bias.dtype))
