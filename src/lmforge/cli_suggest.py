@@ -18,7 +18,7 @@ def suggest(
     strategy: str = typer.Option("auto", help="margin, entropy or least-confidence (classification), mnlp (NER), random; auto: margin / mnlp"),
     diversity: bool = typer.Option(True, "--diversity/--no-diversity", help="cluster the top candidates so the batch is not near-duplicates"),
     exclude: Optional[List[Path]] = typer.Option(None, help="a file of texts already labelled (repeat for several); the run's data files are always left out"),
-    seed: int = typer.Option(0, help="seed of the clustering and of random picks"),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="seed of the clustering and of random picks"),
     model: str = typer.Option("minilm-l6", help="cold start only: the encoder that embeds the pool"),
     task: str = typer.Option("text-classification", help="cold start only: text-classification or token-classification (the record format)"),
     backend: str = typer.Option("torch", help="torch, or onnx (the run's exported graph, `lmforge export`)"),

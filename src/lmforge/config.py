@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .tasks.registry import SENTENCE_METHODS  # noqa: F401 - re-exported: methods that build a sentence-embedding classifier
 
 MAX_CONFIG_BYTES = 1_000_000  # a config is a page of YAML; anything this big is a mistake (or a YAML bomb)
 
@@ -72,9 +73,6 @@ class FewShotSettings(_Section):
     batch_size: int = Field(16, ge=1, description="fewshot: pairs per contrastive step")
     loss: Literal["cosine", "cosent"] = Field("cosine", description="fewshot: contrastive loss on the pairs (sentence-transformers' CosineSimilarityLoss, as SetFit, or CoSENTLoss)")
     head_c: float = Field(1.0, gt=0, description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C)")
-
-
-SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 
 
 class TrainingConfig(_Section):

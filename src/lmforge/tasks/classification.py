@@ -329,8 +329,8 @@ def _pooling(cfg) -> str:
     fine-tuning that starts from a saved sentence classifier (e.g. a continual update of one)."""
     from pathlib import Path
 
-    from ..config import SENTENCE_METHODS
     from ..models.pooled import is_sentence_classifier
+    from .registry import SENTENCE_METHODS
 
     if cfg.method in SENTENCE_METHODS or (cfg.method == "full" and is_sentence_classifier(Path(cfg.model))):
         return "mean"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.report import ReportStyle
     from .base import Task
 
+SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
 
 

@@ -60,7 +60,7 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
         try:
             steps, tokens = contrastive_stage(model, p, console, tracker, max_steps)
         except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted: a few-shot run is not checkpointed; start it again with --overwrite")
+            console.print("[yellow]interrupted: a few-shot run is not checkpointed; start it again with --overwrite")
             raise SystemExit(130)
         finally:
             tracker.close()
