@@ -12,7 +12,7 @@ from .cli_common import err, printable
 
 def suggest(
     run: Optional[Path] = typer.Argument(None, help="a classification or NER run folder; leave out for a cold start (no model yet: diverse texts)"),
-    pool: Path = typer.Option(..., help="unlabelled texts: .txt (one per line), or the text column/key of a .csv/.tsv/.jsonl"),
+    pool: Path = typer.Option(..., help="unlabelled texts: .txt (one per line), or the text column/key of a .csv/.tsv/.jsonl; NER: .txt sentences, or words already split in the training format (CoNLL/JSONL; tags ignored)"),
     n: int = typer.Option(50, "-n", min=1, max=1_000_000, help="how many texts to suggest"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL to write (default: stdout); the readers accept it once labelled"),
     strategy: str = typer.Option("auto", help="margin, entropy or least-confidence (classification), mnlp (NER), random; auto: margin / mnlp"),

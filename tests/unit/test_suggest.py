@@ -106,6 +106,11 @@ def test_ner_suggestions_are_pre_annotated_and_read_back(ner_run, tmp_path):
     examples, scheme = read_ner(out)
     assert [ex.words for ex in examples] == [r["tokens"] for r in result.records]
     assert [ex.tags for ex in examples] == [r["tags"] for r in result.records]
+    # a pool already split into words (the training format): the words are kept as given, the tags unused
+    conll = tmp_path / "pool.conll"
+    conll.write_text("U.S. B-LOC\nvisited O\nparis B-LOC\n\nacme O\nglobex O\n\n")
+    split = suggest(ner_run, conll, 5)
+    assert sorted(r["tokens"] for r in split.records) == [["U.S.", "visited", "paris"], ["acme", "globex"]]
 
 
 def test_cold_start_picks_diverse_unlabelled_texts(tiny_model, tmp_path):

@@ -69,7 +69,13 @@ def read_pool(predictor, pool: Path, known: set[str]) -> tuple[list, list[str]]:
 
     if not Path(pool).is_file():
         raise UserError(f"--pool {pool}: file not found")
-    examples = read_inputs(predictor, Path(pool))
+    if predictor.task.token_level and Path(pool).suffix.lower() != ".txt":
+        from ..data.load import read_split
+
+        # NER sentences already split into words (the training format, CoNLL or JSONL): its tags are not used
+        examples = read_split(predictor.config, Path(pool), require_labels=False)[0]
+    else:
+        examples = read_inputs(predictor, Path(pool))
     seen: set[str] = set()
     kept, repeated, labelled = [], 0, 0
     for ex in examples:
@@ -216,7 +222,8 @@ def sentence_embeddings(predictor, examples: list) -> np.ndarray:
     encoder = model.body if hasattr(model, "embed") else getattr(model, getattr(model, "base_model_prefix", ""), model)
     device = next(encoder.parameters()).device
     max_length = predictor.config.data.max_length
-    enc = tok([ex.text for ex in examples], truncation=True, max_length=max_length)  # pairs: the first text
+    texts = [ex.text if ex.text is not None else " ".join(ex.words) for ex in examples]  # pairs: the first text
+    enc = tok(texts, truncation=True, max_length=max_length)
     features = [{k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc} for i in range(len(examples))]
 
     @torch.inference_mode()
