@@ -4,10 +4,10 @@
 #     bash bench/setfit_env.sh            # SETFIT_VERSION=1.2.0 by default
 #
 # SetFit and the packages it needs that lmforge's venv lacks (datasets, evaluate, pyarrow, pandas,
-# aiohttp, ...) go into bench/.setfit-env/site (gitignored) with `pip install --target --no-deps`.
+# aiohttp, ...) go into bench/.setfit-env/site-packages (gitignored) with `pip install --target --no-deps`.
 # torch, transformers, sentence-transformers, scikit-learn, numpy, accelerate, huggingface_hub are NOT
 # installed there: bench/setfit_child.py runs on lmforge's own interpreter with
-# PYTHONPATH=bench/.setfit-env/site, so SetFit trains on exactly the same torch / transformers /
+# PYTHONPATH=bench/.setfit-env/site-packages, so SetFit trains on exactly the same torch / transformers /
 # sentence-transformers builds as lmforge, and nothing in .venv is added, upgraded or downgraded.
 #
 # The set to install is what pip would add to .venv for setfit (`pip install --dry-run --report`,
@@ -19,7 +19,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
 SETFIT_VERSION="${SETFIT_VERSION:-1.2.0}"
 ENV_DIR="$ROOT/bench/.setfit-env"
-SITE="$ENV_DIR/site"
+# the folder name matters: datasets fingerprints data with dill, which pickles a module whose file is
+# neither under sys.prefix nor in a "site-packages" path by value (pyarrow then fails: "Can't pickle
+# <class 'MonthDayNano'>"); named site-packages, pyarrow & co. are pickled by reference
+SITE="$ENV_DIR/site-packages"
 
 mkdir -p "$ENV_DIR"
 REPORT="$ENV_DIR/resolve-report.json"

@@ -196,3 +196,26 @@ def test_pairs_are_seeded_balanced_and_respect_labels():
     multi = [frozenset("ab"), frozenset("b"), frozenset("c"), frozenset("ac")]
     for i, j, target in draw_pairs(multi, 3, seed=0):
         assert bool(multi[i] & multi[j]) == (target == 1.0)
+
+
+def test_multi_label_fewshot_and_zeroshot(tmp_path, tiny_model):
+    """No dev set: the decision threshold stays at 0.5 (nothing to tune it on, no bogus warning);
+    a zero-shot multi-label head needs no training examples for its bias."""
+    import random
+
+    rng = random.Random(0)
+    words = {"a": "good", "b": "bad", "c": "plot"}
+    rows = []
+    for _ in range(24):
+        labels = rng.sample("abc", rng.choice([1, 2]))
+        rows.append((" ".join(words[x] for x in labels) + " movie", "|".join(labels)))
+    data = {"train": str(write_csv(tmp_path / "train.csv", rows)), "test": str(write_csv(tmp_path / "test.csv", rows[:8])),
+            "multi_label": True, "label_delimiter": "|"}
+    run = train(load_config(_config(tmp_path, tiny_model, "fewshot", data)), tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "threshold" not in metrics and metrics["test"]["micro_f1"] > 0.6
+    assert Predictor.from_run(run).task.threshold == 0.5
+    zero = {**data, "train": None, "labels": ["a", "b", "c"], "label_descriptions": {"a": "good", "b": "bad", "c": "plot"}}
+    run = train(load_config(_config(tmp_path, tiny_model, "zeroshot", zero)), tmp_path)
+    predicted = Predictor.from_run(run).predict(["good"])[0]
+    assert max(predicted["probabilities"], key=predicted["probabilities"].get) == "a"

@@ -89,7 +89,7 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
         return _evaluate_generation(run_dir, p, device)
     predictor = Predictor.from_run(run_dir, device=device)
     metrics: dict = {}
-    if p.cfg.data.multi_label:  # before any report: dev and test are scored at the tuned threshold
+    if p.cfg.data.multi_label and p.splits.dev:  # before any report: dev and test are scored at the tuned threshold
         metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:

@@ -35,6 +35,7 @@ from ..tasks.base import collate
 from .finalize import finalize_run
 from .progress import TrainProgress
 from .setup import Prepared, build_model
+from .steps import optimizer, schedule
 from .tracking import Tracker
 
 ZERO_SHOT_SCALE = 20.0  # logits = scale x cosine (sentence-transformers' MultipleNegativesRankingLoss scale)
@@ -149,9 +150,8 @@ def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | N
     if max_steps:
         total = min(total, max_steps)
     params = [x for x in model.body.parameters() if x.requires_grad]
-    opt = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
-    warmup = int(t.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    opt = optimizer(model.body, p.cfg)  # AdamW as full fine-tuning: no decay on biases and norms
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(t.scheduler, int(t.warmup_ratio * total), total))
     loss_fn = _loss(fs.loss, model)
     feats, pad = p.train_features, p.tokenizer.pad_token_id
     model.train()
@@ -159,6 +159,8 @@ def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | N
     tokens, started = 0, time.perf_counter()
     try:
         for step in range(total):
+            if step and step % per_pass == 0:  # a new pass over the pairs, in a new (seeded) order
+                random.Random(t.seed + step // per_pass).shuffle(pairs)
             offset = (step % per_pass) * fs.batch_size
             batch = pairs[offset:offset + fs.batch_size]
             left = collate([_inputs(feats[i]) for i, _, _ in batch], pad)

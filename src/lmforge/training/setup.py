@@ -84,7 +84,9 @@ def build_model(p: Prepared):
     else:
         model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
                            ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
-        if p.cfg.data.multi_label and fine_tuned_labels(p.model_path) != p.task.labels:  # a new head, not a trained one
+        if not p.train_features:  # zero-shot: the head is built from the label texts
+            pass
+        elif p.cfg.data.multi_label and fine_tuned_labels(p.model_path) != p.task.labels:  # a new head, not a trained one
             init_bias_to_prior(model, p.train_features)
         elif p.task.token_level and fine_tuned_labels(p.model_path, "ForTokenClassification") != p.task.labels:
             init_tag_bias_to_prior(model, p.train_features, len(p.task.labels))

@@ -1,0 +1,248 @@
+"""Active-learning learning curves with a simulated annotator (the gold labels), through the same
+library functions `lmforge suggest` and `lmforge train` call.
+
+    python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity]
+                                    [--seeds 3] [--rounds 8] [--name active_learning]
+
+Per dataset, strategy and seed: the first batch is the cold start (`suggest` without a run: cluster
+medoids of MiniLM-L6 embeddings; `random`: a seeded random sample), then each round trains a fresh
+model on everything labelled so far (minilm-l6, full fine-tuning, lmforge defaults except the epochs
+below), scores it on the test set, and asks `suggest(run, pool, step, strategy=...)` for the next
+batch, whose gold labels are looked up (the simulated annotator). Already-labelled texts are passed
+as `exclude`, as a user would pass their labelled file. A full-data run per dataset gives the target:
+the table reports the labels (NER: labelled tokens) needed to reach 95% and 98% (NER: 99%) of the
+full-data score, read off each curve by linear interpolation.
+
+Pools are subsampled to fit the machine (SST-2: 4,000 training sentences; Banking77: the 10,003
+training texts; CoNLL-2003: 4,000 training sentences) and the test sets are official (SST-2: GLUE
+dev). Results go to bench/results/<name>.json after every round and the curves to <name>.png.
+Issue 14's goals: classification reaches 98% of the full-data accuracy with <= 20% of the labels and
+>= 2x fewer labels than random; NER reaches 99% of the full-data F1 with <= 30% of the tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, machine, shared_data  # noqa: E402
+
+DATASETS = {  # name: (task, pool size, first batch, batch per round, epochs)
+    "sst2": ("text-classification", 4000, 50, 50, 5),
+    "banking77": ("text-classification", 10003, 154, 154, 5),
+    "conll": ("token-classification", 4000, 100, 100, 5),
+}
+
+
+def _key(text: str) -> str:
+    return "".join(text.split())
+
+
+def load(dataset: str, pool_size: int, tmp: Path):
+    """(pool file, test file, gold: key -> record) for a dataset; the pool file is what suggest reads."""
+    data = shared_data()
+    rng = random.Random(0)
+    if dataset == "conll":
+        from lmforge.data.ner_readers import read_ner
+
+        sentences, _ = read_ner(data / "conll2003" / "train.iob2.txt")
+        sentences = [s for s in sentences if s.words and s.words[0] != "-DOCSTART-"]
+        rng.shuffle(sentences)
+        gold = {}
+        rows = []
+        for s in sentences:
+            key = _key("".join(s.words))
+            if key not in gold and len(rows) < pool_size:
+                gold[key] = {"tokens": s.words, "tags": s.tags}
+                rows.append(gold[key])
+        pool = tmp / f"{dataset}-pool.jsonl"
+        pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return pool, data / "conll2003" / "test.iob2.txt", gold
+    if dataset == "sst2":
+        path, text_col, label_col, test = data / "sst2" / "glue" / "train.tsv", "sentence", "label", data / "sst2" / "glue" / "dev.tsv"
+        delimiter = "\t"
+    else:
+        path, text_col, label_col, test = data / "banking77" / "train.csv", "text", "category", data / "banking77" / "test.csv"
+        delimiter = ","
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
+    rng.shuffle(rows)
+    gold = {}
+    for row in rows:
+        key = _key(row[text_col])
+        if key not in gold and len(gold) < pool_size:
+            gold[key] = {"text": row[text_col].strip(), "label": row[label_col]}
+    pool = tmp / f"{dataset}-pool.txt"
+    pool.write_text("".join(r["text"] + "\n" for r in gold.values()), encoding="utf-8")
+    test_copy = tmp / f"{dataset}-test.jsonl"
+    with test.open(encoding="utf-8", newline="") as fh:
+        test_rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
+    test_copy.write_text("".join(json.dumps({"text": r[text_col].strip(), "label": r[label_col]}) + "\n" for r in test_rows))
+    return pool, test_copy, gold
+
+
+def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int) -> tuple[Path, float, float]:
+    """A fresh minilm-l6 run on the labelled file; (run, test score, seconds)."""
+    from rich.console import Console
+
+    from lmforge.config import config_from_dict
+    from lmforge.training.loop import train
+
+    data = {"train": str(labelled), "test": str(test), "format": "auto"}
+    raw = {"name": out.name, "task": task, "model": "minilm-l6", "output_dir": str(out.parent), "data": data,
+           "training": {"epochs": epochs, "seed": seed, "tensorboard": False}}
+    start = time.perf_counter()
+    run = train(config_from_dict(raw), out.parent, overwrite=True, console=Console(file=open("/dev/null", "w")))
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    return run, metrics["f1" if task == "token-classification" else "accuracy"], time.perf_counter() - start
+
+
+def size_of(records: list[dict]) -> int:
+    """Labels used: examples, or labelled tokens for NER."""
+    return sum(len(r["tokens"]) for r in records) if records and "tokens" in records[0] else len(records)
+
+
+def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save) -> list[tuple[int, float]]:
+    from lmforge.active.suggest import suggest
+
+    task, pool_size, first, step, epochs = DATASETS[dataset]
+    pool, test, gold = load(dataset, pool_size, tmp)
+    labelled_file = tmp / f"{dataset}-{strategy}-{seed}-labelled.jsonl"
+    if strategy == "random":
+        keys = random.Random(seed).sample(sorted(gold), first)
+        chosen = [gold[k] for k in keys]
+    else:
+        picks = suggest(None, pool, first, seed=seed, task=task).records
+        chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
+    points = []
+    for round_no in range(rounds):
+        labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
+        run, score, seconds = train_on(task, labelled_file, test, tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}", epochs, seed)
+        points.append((size_of(chosen), score))
+        print(f"{dataset} {strategy} seed {seed} round {round_no}: {len(chosen)} labelled ({size_of(chosen)}), "
+              f"test {score:.4f}, {seconds:.0f} s", flush=True)
+        results.setdefault(dataset, {}).setdefault(strategy, {})[str(seed)] = points
+        save()
+        if round_no == rounds - 1:
+            break
+        if strategy == "random":
+            taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
+            rest = [k for k in sorted(gold) if k not in taken]
+            chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(step, len(rest)))]
+            continue
+        base, _, diverse = strategy.partition("+")
+        picks = suggest(run, pool, step, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed).records
+        chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
+    return points
+
+
+def full_score(dataset: str, tmp: Path) -> float:
+    task, pool_size, *_, epochs = DATASETS[dataset]
+    pool, test, gold = load(dataset, pool_size, tmp)
+    everything = tmp / f"{dataset}-all.jsonl"
+    everything.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in gold.values()), encoding="utf-8")
+    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, 0)
+    print(f"{dataset} full data ({len(gold)}): test {score:.4f}, {seconds:.0f} s", flush=True)
+    return score
+
+
+def needed(points: list[tuple[int, float]], target: float) -> float | None:
+    """Labels at which the curve first reaches `target` (linear interpolation); None if never."""
+    previous = None
+    for size, score in points:
+        if score >= target:
+            if previous is None:
+                return float(size)
+            (s0, v0) = previous
+            return s0 + (size - s0) * (target - v0) / max(score - v0, 1e-12)
+        previous = (size, score)
+    return None
+
+
+def plot(results: dict, full: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = [d for d in results if results[d]]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for strategy, seeds in results[dataset].items():
+            curves = [np.array(points) for points in seeds.values()]
+            length = min(len(c) for c in curves)
+            xs = np.mean([c[:length, 0] for c in curves], axis=0)
+            ys = np.array([c[:length, 1] for c in curves])
+            ax.errorbar(xs, ys.mean(axis=0), yerr=ys.std(axis=0), label=strategy, capsize=2)
+        if dataset in full:
+            ax.axhline(full[dataset], color="grey", linestyle="--", label="full data")
+        ax.set_title(dataset)
+        ax.set_xlabel("labelled tokens" if DATASETS[dataset][0] == "token-classification" else "labelled examples")
+        ax.set_ylabel("test F1" if DATASETS[dataset][0] == "token-classification" else "test accuracy")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--strategies", nargs="*", default=["random", "margin", "margin+diversity"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--name", default="active_learning")
+    parser.add_argument("--pool-size", type=int, default=None, help="smaller pools (a quick check)")
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="first batch and batch per round")
+    args = parser.parse_args()
+    for name, (task, size, first, step, epochs) in list(DATASETS.items()):
+        DATASETS[name] = (task, args.pool_size or size, args.batch or first, args.batch or step, args.epochs or epochs)
+    path = RESULTS / f"{args.name}.json"
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    results, full = state.get("results", {}), state.get("full_data", {})
+
+    def save() -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"machine": machine(), "settings": {k: DATASETS[k] for k in args.datasets},
+                                    "full_data": full, "results": results, "table": table()}, indent=2) + "\n")
+
+    def table() -> dict:
+        out = {}
+        for dataset, strategies in results.items():
+            if dataset not in full:
+                continue
+            levels = (0.99,) if DATASETS[dataset][0] == "token-classification" else (0.95, 0.98)
+            for strategy, seeds in strategies.items():
+                for level in levels:
+                    values = [needed(points, level * full[dataset]) for points in seeds.values()]
+                    out.setdefault(dataset, {}).setdefault(strategy, {})[f"{int(level * 100)}%"] = values
+        return out
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for dataset in args.datasets:
+            if dataset not in full:
+                full[dataset] = full_score(dataset, tmp)
+                save()
+            for strategy in args.strategies:
+                for seed in range(args.seeds):
+                    if str(seed) in results.get(dataset, {}).get(strategy, {}):
+                        continue
+                    curve(dataset, strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp"),
+                          seed, args.rounds, tmp, results, save)
+    plot(results, full, RESULTS / f"{args.name}.png")
+    save()
+    print(json.dumps(table(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
