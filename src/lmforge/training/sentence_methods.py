@@ -163,17 +163,18 @@ def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | N
                 random.Random(t.seed + step // per_pass).shuffle(pairs)
             offset = (step % per_pass) * fs.batch_size
             batch = pairs[offset:offset + fs.batch_size]
-            left = collate([_inputs(feats[i]) for i, _, _ in batch], pad)
-            right = collate([_inputs(feats[j]) for _, j, _ in batch], pad)
+            # both sides of the pairs in one forward pass: one larger matrix product per layer
+            both = collate([_inputs(feats[i]) for i, _, _ in batch] + [_inputs(feats[j]) for _, j, _ in batch], pad)
             targets = torch.tensor([target for _, _, target in batch])
-            loss = loss_fn.compute_loss_from_embeddings([model.embed(**left), model.embed(**right)], targets)
+            left, right = model.embed(**both).split(len(batch))
+            loss = loss_fn.compute_loss_from_embeddings([left, right], targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm)
             opt.step()
             sched.step()
-            tokens += int(left["attention_mask"].sum() + right["attention_mask"].sum())
+            tokens += int(both["attention_mask"].sum())
             rate = tokens / max(time.perf_counter() - started, 1e-9)
             value = loss.item()
             progress.update(step + 1, value, rate)
