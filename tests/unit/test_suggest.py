@@ -64,6 +64,7 @@ def test_classification_suggestions_round_trip_and_skip_what_is_labelled(cls_run
     texts = [r["text"] for r in result.records]
     assert len(texts) == 5 == len(set(texts)) and first_train not in texts
     assert any("repeated" in note for note in result.notes) and any("already labelled" in note for note in result.notes)
+    assert any("2 blank line(s) skipped" in note for note in result.notes)
     scores = [r[SUGGESTION_KEY]["score"] for r in result.records]
     assert scores == sorted(scores, reverse=True)
     assert all(r["label"] in ("negative", "neutral", "positive") and r[SUGGESTION_KEY]["why"] for r in result.records)

@@ -87,10 +87,17 @@ def read_pool(predictor, pool: Path, known: set[str]) -> tuple[list, list[str]]:
         else:
             seen.add(key)
             kept.append(ex)
+    blank = _blank_lines(Path(pool)) if Path(pool).suffix.lower() == ".txt" else 0
     notes = [f"{pool}: {len(examples):,} texts read"
+             + (f", {blank:,} blank line(s) skipped" if blank else "")
              + (f", {repeated:,} repeated text(s) skipped" if repeated else "")
              + (f", {labelled:,} already labelled left out" if labelled else "")]
     return kept, notes
+
+
+def _blank_lines(path: Path) -> int:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return sum(1 for line in fh if not line.strip())
 
 
 def suggest(run_dir: Path | None, pool: Path, n: int, *, strategy: str = "auto", diversity: bool = True,
