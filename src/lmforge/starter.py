@@ -109,7 +109,10 @@ def render(cfg: ProjectConfig, command: str, notes: list[str] | tuple[str, ...] 
         lines.append("# Inferred from the training data (check these):")
         lines += [f"#   - {shown(note, 300)}" for note in notes]
     lines.append("")
-    _render_model(cfg, lines, indent="", hide={"data": hidden_data_keys(cfg.task)})
+    hide = {"data": hidden_data_keys(cfg.task)}
+    if cfg.method != "fewshot" and cfg.fewshot == type(cfg.fewshot)():
+        hide[""] = {"fewshot"}  # the few-shot recipe's settings mean nothing to other methods
+    _render_model(cfg, lines, indent="", hide=hide)
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +122,8 @@ def _render_model(model: BaseModel, lines: list[str], indent: str, hide: dict[st
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         if isinstance(value, BaseModel):
+            if name in hidden:
+                continue
             lines.append("")
             lines.append(f"{indent}{name}:")
             _render_model(value, lines, indent + "  ", hide, section=name)
