@@ -52,7 +52,7 @@ class DataConfig(_Section):
     dev_fraction: float = Field(0.1, gt=0.0, lt=0.9, description="fraction of train held out as dev when no dev file is given")
     labels: list[str] | None = Field(None, description="text-classification: the label set in this order (a model grown from a fine-tuned one keeps its labels first); empty: the train labels, sorted")
     _check_train = field_validator("train")(_train_files)
-    label_descriptions: dict[str, str] = Field(default_factory=dict, description="zeroshot: a short text per label that says what it means (e.g. {pos: a positive movie review}); the zero-shot head compares texts with these; empty: the label names")
+    label_descriptions: dict[str, str] = Field(default_factory=dict, description="zeroshot (and fewshot with fewshot.label_texts): a short text per label that says what it means (e.g. {pos: a positive movie review}); the zero-shot head compares texts with these; empty: the label names")
     label_map: dict[str, str] = Field(default_factory=dict, description="map dev/test labels unseen in train onto train labels, e.g. {old_name: new_name}")
     max_length: int = Field(128, ge=8, le=8192, description="max sub-word tokens per sequence (classification truncates and reports; NER uses sliding windows; generation: 512 unless set, prompts are cut from the left)")
     document_context: bool = Field(True, description="NER: pack neighbouring sentences of the same -DOCSTART- document into one sequence as context")
@@ -72,6 +72,7 @@ class FewShotSettings(_Section):
     epochs: float = Field(1, gt=0, le=100, description="fewshot: passes over the drawn pairs in the contrastive stage")
     batch_size: int = Field(16, ge=1, description="fewshot: pairs per contrastive step")
     loss: Literal["cosine", "cosent"] = Field("cosine", description="fewshot: contrastive loss on the pairs (sentence-transformers' CosineSimilarityLoss, as SetFit, or CoSENTLoss)")
+    label_texts: bool = Field(False, description="fewshot: add each label's text (data.label_descriptions, else the label name) as one more example of it")
     head_c: float = Field(1.0, gt=0, description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C)")
 
 

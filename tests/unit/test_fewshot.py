@@ -219,3 +219,18 @@ def test_multi_label_fewshot_and_zeroshot(tmp_path, tiny_model):
     run = train(load_config(_config(tmp_path, tiny_model, "zeroshot", zero)), tmp_path)
     predicted = Predictor.from_run(run).predict(["good"])[0]
     assert max(predicted["probabilities"], key=predicted["probabilities"].get) == "a"
+
+
+def test_label_texts_join_the_examples(tmp_path, tiny_model):
+    from lmforge.training.sentence_methods import training_examples
+    from lmforge.training.setup import prepare
+
+    data = {"train": str(write_csv(tmp_path / "train.csv", sentiment_rows(6, 1))),
+            "label_descriptions": {"positive": "a great movie"}}
+    cfg = load_config(_config(tmp_path, tiny_model, "fewshot", data, fewshot__label_texts=True))
+    p = prepare(cfg, tmp_path)
+    examples, features = training_examples(p)
+    assert len(examples) == len(features) == 6 + 3
+    assert [(ex.text, ex.labels) for ex in examples[6:]] == [("negative", ["negative"]), ("neutral", ["neutral"]),
+                                                              ("a great movie", ["positive"])]
+    assert len(p.splits.train) == 6  # the run's own example count is unchanged

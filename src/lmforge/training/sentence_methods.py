@@ -59,13 +59,14 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
         check_fewshot(p)
         tracker = Tracker(RunFolder(run_dir).logs_dir, cfg.training.tensorboard)
         try:
-            steps, tokens = contrastive_stage(model, p, console, tracker, max_steps)
+            examples, features = training_examples(p)
+            steps, tokens = contrastive_stage(model, p, console, tracker, max_steps, examples, features)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: a few-shot run is not checkpointed; start it again with --overwrite")
             raise SystemExit(130)
         finally:
             tracker.close()
-        fit_logistic_head(model, p)
+        fit_logistic_head(model, p, features)
     else:
         set_label_text_head(model, p)
     seconds = time.perf_counter() - start
@@ -140,11 +141,25 @@ def _loss(name: str, model):
     return losses.CoSENTLoss(model) if name == "cosent" else losses.CosineSimilarityLoss(model)
 
 
+def training_examples(p: Prepared) -> tuple[list, list]:
+    """The labelled examples and their features; with fewshot.label_texts, each label's text
+    (data.label_descriptions, else its name) joins them as one more example of that label."""
+    examples, features = list(p.splits.train), list(p.train_features)
+    if p.cfg.fewshot.label_texts:
+        extra = p.task.examples_from_texts(label_texts(p))
+        for ex, label in zip(extra, p.task.labels):
+            ex.labels = [label]
+        examples += extra
+        features += p.task.encode_for_training(extra)
+    return examples, features
+
+
 def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | None = None,
-                      max_steps: int | None = None) -> tuple[int, int]:
+                      max_steps: int | None = None, examples: list | None = None, features: list | None = None) -> tuple[int, int]:
     """Fine-tune the encoder on drawn pairs. Returns (optimizer steps, real tokens seen)."""
     fs, t = p.cfg.fewshot, p.cfg.training
-    pairs = draw_pairs([frozenset(ex.labels) for ex in p.splits.train], fs.pairs_per_example, t.seed)
+    examples = p.splits.train if examples is None else examples
+    pairs = draw_pairs([frozenset(ex.labels) for ex in examples], fs.pairs_per_example, t.seed)
     per_pass = math.ceil(len(pairs) / fs.batch_size)
     total = max(1, round(per_pass * fs.epochs))
     if max_steps:
@@ -153,7 +168,7 @@ def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | N
     opt = optimizer(model.body, p.cfg)  # AdamW as full fine-tuning: no decay on biases and norms
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(t.scheduler, int(t.warmup_ratio * total), total))
     loss_fn = _loss(fs.loss, model)
-    feats, pad = p.train_features, p.tokenizer.pad_token_id
+    feats, pad = (p.train_features if features is None else features), p.tokenizer.pad_token_id
     model.train()
     progress = TrainProgress(total, 0, enabled=True, console=console)
     tokens, started = 0, time.perf_counter()
@@ -205,17 +220,18 @@ def embed_features(model, features: list[dict], pad_id: int) -> np.ndarray:
     return out
 
 
-def fit_logistic_head(model, p: Prepared) -> None:
+def fit_logistic_head(model, p: Prepared, features: list | None = None) -> None:
     """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples and
     copy it into the linear head (one multinomial model; multi-label: one binary model per label)."""
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
-    x = embed_features(model, p.train_features, p.tokenizer.pad_token_id)
+    features = p.train_features if features is None else features
+    x = embed_features(model, features, p.tokenizer.pad_token_id)
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
     if task.multi_label:
-        y = np.array([f["labels"] for f in p.train_features], dtype=np.float64)  # [N, C]
+        y = np.array([f["labels"] for f in features], dtype=np.float64)  # [N, C]
         for k in range(n_labels):
             column = y[:, k]
             if column.min() == column.max():  # every example has it, or none: a constant at its smoothed log-odds
@@ -225,7 +241,7 @@ def fit_logistic_head(model, p: Prepared) -> None:
             clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int))
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
     else:
-        y = np.array([f["labels"] for f in p.train_features])
+        y = np.array([f["labels"] for f in features])
         clf = LogisticRegression(C=c, max_iter=2000).fit(x, y)
         if len(clf.classes_) == 2:  # one logit z for classes_[1]: softmax([-z/2, z/2]) = sigmoid(z)
             weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
