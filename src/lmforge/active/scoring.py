@@ -18,6 +18,7 @@ the member nearest each centroid.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -65,14 +66,15 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(_normalised(x))
 
 
-def diverse_top(scores: np.ndarray, embeddings: np.ndarray, n: int, seed: int) -> tuple[list[int], list[int]]:
+def diverse_top(scores: np.ndarray, embed: Callable[[np.ndarray], np.ndarray], n: int, seed: int) -> tuple[list[int], list[int]]:
     """Indices (into `scores`) of n picks: the most informative member of each of n clusters of the
-    top candidates, most informative first; and each pick's cluster number."""
+    top candidates, most informative first; and each pick's cluster number. `embed(indices)` gives the
+    embeddings [len(indices), H] of those examples (only the candidates are embedded)."""
     order = np.argsort(-scores, kind="stable")
     if n >= len(order):
         return [int(i) for i in order], list(range(len(order)))
     candidates = order[:min(len(order), n * CANDIDATES_PER_PICK)]
-    labels = _kmeans(embeddings[candidates], n, seed)
+    labels = _kmeans(embed(candidates), n, seed)
     picks: dict[int, int] = {}
     for i, cluster in zip(candidates, labels):  # candidates are in informativeness order: the first seen is the best
         picks.setdefault(int(cluster), int(i))

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..files import write_text_atomic
-from .scoring import CANDIDATES_PER_PICK, cluster_medoids, diverse_top
+from .scoring import cluster_medoids, diverse_top
 
 SUGGESTION_KEY = "suggest"
 
@@ -53,14 +53,8 @@ def _text_of(example) -> str:
 def labelled_keys(cfg, base: Path, exclude: list[Path]) -> set[str]:
     """Whitespace-free texts of the run's data files and of the `exclude` files (read by the task's reader;
     unlabelled records, e.g. suggestions not yet filled in, count too)."""
-    from ..data.load import read_split
-
-    keys: set[str] = set()
     paths = [*cfg.train_paths(base), *(cfg.resolve_path(p, base) for p in (cfg.data.dev, cfg.data.test) if p)]
-    for path in paths:
-        if path is not None and path.is_file():
-            keys.update(_key(_text_of(ex)) for ex in read_split(cfg, path, require_labels=False)[0])
-    return keys | _exclude_keys(cfg, exclude)
+    return _keys_of(cfg, [path for path in paths if path.is_file()]) | _exclude_keys(cfg, exclude)
 
 
 def read_pool(predictor, pool: Path, known: set[str]) -> tuple[list, list[str]]:
@@ -144,11 +138,8 @@ def _from_run(run_dir: Path, pool: Path, n: int, strategy: str, diversity: bool,
         rated = [task.informativeness(p, strategy) for p in predictions]
         scores = np.array([s for s, _ in rated])
         if diversity and n < len(examples):
-            candidates = np.argsort(-scores, kind="stable")[:n * CANDIDATES_PER_PICK]
-            emb_c = sentence_embeddings(predictor, [examples[i] for i in candidates])
-            emb = np.zeros((len(examples), emb_c.shape[1]), dtype=np.float32)
-            emb[candidates] = emb_c
-            order, clusters = diverse_top(scores, emb, n, seed)
+            embed = lambda idx: sentence_embeddings(predictor, [examples[i] for i in idx])  # noqa: E731
+            order, clusters = diverse_top(scores, embed, n, seed)
             reasons = [f"{rated[i][1]}; most uncertain of cluster {c + 1} of {n}" for i, c in zip(order, clusters)]
         else:
             order = [int(i) for i in np.argsort(-scores, kind="stable")[:n]]
@@ -205,14 +196,17 @@ def _cold_start(pool: Path, n: int, exclude: list[Path], seed: int, model: str, 
 
 
 def _exclude_keys(cfg, exclude: list[Path]) -> set[str]:
+    missing = [path for path in exclude if not Path(path).is_file()]
+    if missing:
+        raise UserError(f"--exclude {missing[0]}: file not found")
+    return _keys_of(cfg, [Path(path) for path in exclude])
+
+
+def _keys_of(cfg, paths: list[Path]) -> set[str]:
+    """Whitespace-free texts of labelled (or not yet labelled) files, read by the task's reader."""
     from ..data.load import read_split
 
-    keys: set[str] = set()
-    for path in exclude:
-        if not Path(path).is_file():
-            raise UserError(f"--exclude {path}: file not found")
-        keys.update(_key(_text_of(ex)) for ex in read_split(cfg, Path(path), require_labels=False)[0])
-    return keys
+    return {_key(_text_of(ex)) for path in paths for ex in read_split(cfg, path, require_labels=False)[0]}
 
 
 def sentence_embeddings(predictor, examples: list) -> np.ndarray:

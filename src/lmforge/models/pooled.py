@@ -22,11 +22,11 @@ from torch import nn
 
 HEAD_FILE = "classifier.safetensors"
 HEAD_INFO = "classifier.json"
-ST_FILES = {  # sentence-transformers' module layout: encoder, mean pooling, normalisation
-    "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                     {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                     {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}],
-}
+ST_MODULES = [  # sentence-transformers' module layout (modules.json): encoder, mean pooling, normalisation
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
 _LOAD_ONLY = ("num_labels", "id2label", "label2id", "problem_type", "ignore_mismatched_sizes")
 
 
@@ -149,7 +149,7 @@ def usage_code(multi_label: bool) -> list[str]:
 
 def _write_sentence_transformers_files(path: Path, config) -> None:
     hidden = config.hidden_size
-    (path / "modules.json").write_text(json.dumps(ST_FILES["modules.json"], indent=2) + "\n")
+    (path / "modules.json").write_text(json.dumps(ST_MODULES, indent=2) + "\n")
     longest = min(512, int(getattr(config, "max_position_embeddings", 512)))
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": longest, "do_lower_case": False}) + "\n")
     pooling = path / "1_Pooling"

@@ -60,7 +60,7 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
         tracker = Tracker(RunFolder(run_dir).logs_dir, cfg.training.tensorboard)
         try:
             examples, features = training_examples(p)
-            steps, tokens = contrastive_stage(model, p, console, tracker, max_steps, examples, features)
+            steps, tokens = contrastive_stage(model, p, examples, features, console, tracker, max_steps)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: a few-shot run is not checkpointed; start it again with --overwrite")
             raise SystemExit(130)
@@ -154,11 +154,11 @@ def training_examples(p: Prepared) -> tuple[list, list]:
     return examples, features
 
 
-def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | None = None,
-                      max_steps: int | None = None, examples: list | None = None, features: list | None = None) -> tuple[int, int]:
-    """Fine-tune the encoder on drawn pairs. Returns (optimizer steps, real tokens seen)."""
+def contrastive_stage(model, p: Prepared, examples: list, features: list, console: Console, tracker: Tracker | None = None,
+                      max_steps: int | None = None) -> tuple[int, int]:
+    """Fine-tune the encoder on pairs drawn from `examples` (encoded as `features`). Returns
+    (optimizer steps, real tokens seen)."""
     fs, t = p.cfg.fewshot, p.cfg.training
-    examples = p.splits.train if examples is None else examples
     pairs = draw_pairs([frozenset(ex.labels) for ex in examples], fs.pairs_per_example, t.seed)
     per_pass = math.ceil(len(pairs) / fs.batch_size)
     total = max(1, round(per_pass * fs.epochs))
@@ -168,7 +168,7 @@ def contrastive_stage(model, p: Prepared, console: Console, tracker: Tracker | N
     opt = optimizer(model.body, p.cfg)  # AdamW as full fine-tuning: no decay on biases and norms
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(t.scheduler, int(t.warmup_ratio * total), total))
     loss_fn = _loss(fs.loss, model)
-    feats, pad = (p.train_features if features is None else features), p.tokenizer.pad_token_id
+    feats, pad = features, p.tokenizer.pad_token_id
     model.train()
     progress = TrainProgress(total, 0, enabled=True, console=console)
     tokens, started = 0, time.perf_counter()
@@ -220,13 +220,12 @@ def embed_features(model, features: list[dict], pad_id: int) -> np.ndarray:
     return out
 
 
-def fit_logistic_head(model, p: Prepared, features: list | None = None) -> None:
+def fit_logistic_head(model, p: Prepared, features: list) -> None:
     """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples and
     copy it into the linear head (one multinomial model; multi-label: one binary model per label)."""
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
-    features = p.train_features if features is None else features
     x = embed_features(model, features, p.tokenizer.pad_token_id)
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
