@@ -66,7 +66,8 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
             raise SystemExit(130)
         finally:
             tracker.close()
-        fit_logistic_head(model, p, features)
+        weights = [1.0] * len(p.train_features) + [cfg.fewshot.label_text_weight] * (len(features) - len(p.train_features))
+        fit_logistic_head(model, p, features, weights)
     else:
         set_label_text_head(model, p)
     seconds = time.perf_counter() - start
@@ -220,13 +221,15 @@ def embed_features(model, features: list[dict], pad_id: int) -> np.ndarray:
     return out
 
 
-def fit_logistic_head(model, p: Prepared, features: list) -> None:
-    """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples and
-    copy it into the linear head (one multinomial model; multi-label: one binary model per label)."""
+def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] | None = None) -> None:
+    """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples (each
+    with its sample weight, default 1) and copy it into the linear head (one multinomial model;
+    multi-label: one binary model per label)."""
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
     x = embed_features(model, features, p.tokenizer.pad_token_id)
+    w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
     if task.multi_label:
@@ -237,11 +240,11 @@ def fit_logistic_head(model, p: Prepared, features: list) -> None:
                 share = (column.sum() + 1) / (len(column) + 2)
                 bias[k] = math.log(share / (1 - share))
                 continue
-            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int))
+            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
     else:
         y = np.array([f["labels"] for f in features])
-        clf = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        clf = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=w)
         if len(clf.classes_) == 2:  # one logit z for classes_[1]: softmax([-z/2, z/2]) = sigmoid(z)
             weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
             bias[clf.classes_] = [-clf.intercept_[0] / 2, clf.intercept_[0] / 2]
