@@ -245,6 +245,7 @@ def without_option(argv: list[str], option: str) -> list[str]:
 
 from .cli_lifecycle import monitor, registry_app, update  # noqa: E402
 from .cli_serving import export, generate, models, serve  # noqa: E402
+from .cli_studio import studio  # noqa: E402
 from .cli_suggest import suggest  # noqa: E402
 
 for command in (generate, serve):
@@ -254,7 +255,7 @@ app.add_typer(registry_app, name="registry")
 app.command()(update)
 app.command(help="Drift, confidence, feedback and volume of recent traffic against the version's training-time reference. "
                  "Exit code 3 when a check warns.")(monitor)
-for command in (export, models, suggest):
+for command in (export, models, suggest, studio):
     app.command()(command)
 
 

@@ -47,7 +47,11 @@ class RunInfo(BaseModel):
     """run.json: written when training starts, completed when it ends."""
 
     model_config = ConfigDict(extra="allow")
-    status: str = "training"  # training | complete
+    status: str = "training"  # training | complete | interrupted (Ctrl-C) | failed (with `error`)
+    pid: int | None = None  # the training process and its host: a `training` run whose process is gone was killed
+    host: str | None = None
+    started: float | None = None  # unix time training (or its latest resume) started
+    total_steps: int | None = None
     # model/ alone reproduces predictions (full fine-tuning, or a LoRA/IA3 adapter merged in). Runs written
     # before the key existed: False, so their adapter is applied (correct either way for an unmerged one)
     merged: bool = False
@@ -65,6 +69,25 @@ class RunLabels(BaseModel):
     multi_label: bool = False
     threshold: float | None = None  # multi-label: tuned on dev
     document_context: bool = True  # NER
+
+
+def process_fields() -> dict:
+    """The training process as run.json records it (see RunInfo)."""
+    import os
+    import socket
+    import time
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": round(time.time(), 3)}
+
+
+def mark_run(run_dir: Path, **fields: Any) -> None:
+    """Set keys of a run's run.json (read, update, atomic write)."""
+    from .files import write_json_atomic
+
+    path = Path(run_dir) / RUN_INFO
+    info = read_json(path) if path.is_file() else {}
+    info.update(fields)
+    write_json_atomic(path, info)
 
 
 @dataclass(frozen=True)

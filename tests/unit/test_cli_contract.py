@@ -156,6 +156,9 @@ def test_typos_get_a_did_you_mean_hint(argv, hint, capsys):
     ["monitor", "m", "--since", "yesterday", "--registry", "{tmp}/reg"],
     ["registry", "show", "nobody", "--registry", "{tmp}/reg"],
     ["update", "nobody", "--data", "x.csv", "--registry", "{tmp}/reg"],
+    ["studio", "--runs", "{tmp}/nope"],
+    ["studio", "--runs", "{tmp}", "--api-key-env", "LMFORGE_TEST_UNSET_KEY"],
+    ["studio", "--runs", "{tmp}", "--host", "256.0.0.1"],
 ])
 def test_semantic_mistakes_exit_2_in_one_line(argv, tmp_path, capsys):
     code, _, err = run([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)

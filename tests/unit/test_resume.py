@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import build_tiny_model, make_config, run_cli, sentiment_rows, write_csv
+from lmforge.studio.catalog import status_of
 from lmforge.training.state import TrainState
 from lmforge.training.steps import train_steps
 
@@ -46,6 +47,9 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "training", "the run finished before it could be killed; make it longer"
     assert not (run / "model").exists()
+    # the studio tells the killed run from a live one: its recorded process is gone
+    assert info["pid"] == proc.pid and info["total_steps"] > 50
+    assert status_of(info) == "interrupted"
 
     resumed = run_cli("train", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr
@@ -61,6 +65,36 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model):
     steps = [json.loads(l)["step"] for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()
              if json.loads(l)["split"] == "train"]
     assert steps == sorted(set(steps)), "log has duplicated steps after resume"
+
+
+def test_run_json_records_how_training_ended(tmp_path, tiny_model, cls_data, monkeypatch):
+    """Ctrl-C writes `interrupted`, an error `failed` with its message; resume marks it `training` again."""
+    from lmforge.config import load_config
+    from lmforge.training import loop
+
+    cfg = load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1))
+
+    def ctrl_c(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_train_until_done", ctrl_c)
+    with pytest.raises(SystemExit):
+        loop.train(cfg, tmp_path, output=tmp_path / "stopped")
+    assert json.loads((tmp_path / "stopped" / "run.json").read_text())["status"] == "interrupted"
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("disk <full>")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(loop, "finalize_run", broken)
+    with pytest.raises(RuntimeError):
+        loop.train(cfg, tmp_path, output=tmp_path / "failed")
+    info = json.loads((tmp_path / "failed" / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"] == "disk <full>" and status_of(info) == "failed"
+    monkeypatch.undo()
+    loop.resume(tmp_path / "stopped")
+    info = json.loads((tmp_path / "stopped" / "run.json").read_text())
+    assert info["status"] == "complete" and status_of(info) == "finished"
 
 
 def test_resume_of_finished_run_is_refused(tmp_path, tiny_model, cls_data):

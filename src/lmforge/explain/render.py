@@ -112,10 +112,10 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;p
 .pos{background:rgb(22,163,74);color:#fff;padding:0 .3em}.neg{background:rgb(220,38,38);color:#fff;padding:0 .3em}"""
 
 
-def render_html(result: dict, title: str | None = None) -> str:
-    """A self-contained HTML page (inline CSS, no scripts or external resources; all text escaped)."""
+def render_fragment(result: dict) -> str:
+    """The shaded text and its legend as an HTML fragment (inline styles, no scripts; all text escaped).
+    The page `render_html` writes and the studio's playground both show this."""
     esc = html.escape
-    title = title or "lmforge explanation"
     blocks = []
     for i, (text, words) in enumerate(_segments(result)):
         parts = []
@@ -131,13 +131,19 @@ def render_html(result: dict, title: str | None = None) -> str:
     truncated = "<p>The model saw only part of the text.</p>" if result.get("truncated") else ""
     hint = convergence_note(result)
     truncated += f"<p><strong>{esc(hint.capitalize())}.</strong></p>" if hint else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{_CSS}</style></head>
-<body><h1>{esc(title)}</h1>
-{''.join(blocks)}
+    return f"""{''.join(blocks)}
 <div class="meta"><p>{esc(target_line(result))}</p>{truncated}
 <p class="legend"><span class="pos">supports</span> <span class="neg">against</span> the target; {esc(SCALE_NOTE)}.
-Hover a word for its score (integrated gradients, summed over its sub-word tokens).</p></div>
+Hover a word for its score (integrated gradients, summed over its sub-word tokens).</p></div>"""
+
+
+def render_html(result: dict, title: str | None = None) -> str:
+    """A self-contained HTML page (inline CSS, no scripts or external resources; all text escaped)."""
+    title = html.escape(title or "lmforge explanation")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_CSS}</style></head>
+<body><h1>{title}</h1>
+{render_fragment(result)}
 </body></html>
 """
 

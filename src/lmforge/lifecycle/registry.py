@@ -337,18 +337,28 @@ class Registry:
                 stack.pop()
         return stack
 
+    def _rollback_pair(self, conn: sqlite3.Connection, name: str) -> tuple[int, int]:
+        """(current production version, the version a rollback makes production); UserError when none."""
+        stack = self._production_stack(conn, name)
+        if len(stack) < 2:
+            if conn.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone() is None:
+                raise UserError(self._missing(conn, name, None))
+            current = f"v{stack[-1]} is the first production version" if stack else "no version was ever promoted"
+            raise UserError(f"{name}: nothing to roll back to ({current}); promote another version instead")
+        return stack[-1], stack[-2]
+
+    def rollback_plan(self, name: str) -> tuple[int, int]:
+        """What `rollback` would do now: (version archived, version made production again)."""
+        check_name(name)
+        with closing(self.connect()) as conn:
+            return self._rollback_pair(conn, name)
+
     def rollback(self, name: str, *, actor: str | None = None) -> Version:
         """Back to the version that was production before the current one; returns it."""
         check_name(name)
         with closing(self.connect()) as conn:
             with db.transaction(conn):
-                stack = self._production_stack(conn, name)
-                if len(stack) < 2:
-                    if conn.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone() is None:
-                        raise UserError(self._missing(conn, name, None))
-                    current = f"v{stack[-1]} is the first production version" if stack else "no version was ever promoted"
-                    raise UserError(f"{name}: nothing to roll back to ({current}); promote another version instead")
-                current, target = stack[-1], stack[-2]
+                current, target = self._rollback_pair(conn, name)
                 self._archive_production(conn, name)
                 conn.execute("UPDATE versions SET stage = 'production', promoted_at = ?, promoted_by = ? "
                              "WHERE name = ? AND version = ?", (now(), actor or default_actor(), name, target))

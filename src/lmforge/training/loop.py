@@ -27,7 +27,7 @@ from ..config import SENTENCE_METHODS, ProjectConfig, dump_config, is_builtin_da
 from ..errors import UserError
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import bf16_supported, count_parameters
-from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config
+from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
 from . import checkpoint as ckpt
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .finalize import finalize_run
@@ -72,8 +72,8 @@ def train(cfg: ProjectConfig, base: Path, *, output: Path | None = None, max_ste
     if cfg.method in SENTENCE_METHODS:
         from .sentence_methods import run_sentence_method
 
-        return run_sentence_method(p, run_dir, console or Console(stderr=True), max_steps)
-    return _run(p, run_dir, accelerator, max_steps, False, console or Console(stderr=True))
+        return _watched(run_dir, accelerator, lambda: run_sentence_method(p, run_dir, console or Console(stderr=True), max_steps))
+    return _watched(run_dir, accelerator, lambda: _run(p, run_dir, accelerator, max_steps, False, console or Console(stderr=True)))
 
 
 def resume(run_dir: Path, *, console: Console | None = None) -> Path:
@@ -91,7 +91,24 @@ def resume(run_dir: Path, *, console: Console | None = None) -> Path:
     _set_threads(cfg.training.num_threads, accelerator.num_processes)
     max_steps = info.get("max_steps_override") or cfg.training.max_steps
     p = prepare(cfg, run_dir)  # every data problem is reported before training continues
-    return _run(p, run_dir, accelerator, max_steps, True, console or Console(stderr=True))
+    if accelerator.process_index == 0:
+        mark_run(run_dir, status="training", **process_fields())
+    return _watched(run_dir, accelerator, lambda: _run(p, run_dir, accelerator, max_steps, True, console or Console(stderr=True)))
+
+
+def _watched(run_dir: Path, accelerator, work):
+    """Run `work`, recording in run.json how it ended when it did not complete: `interrupted` (Ctrl-C)
+    or `failed` (with the error), so that the studio and `lmforge runs` tell them from a live run."""
+    try:
+        return work()
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if accelerator.process_index == 0 and not (isinstance(stop, SystemExit) and stop.code in (0, None)):
+            mark_run(run_dir, status="interrupted")
+        raise
+    except BaseException as error:
+        if accelerator.process_index == 0:
+            mark_run(run_dir, status="failed", error=str(error)[:500] or type(error).__name__)
+        raise
 
 
 def _accelerator():
@@ -133,7 +150,8 @@ def _create_run_dir(run_dir: Path, overwrite: bool, p: Prepared, max_steps: int 
                      "dev_examples": len(p.splits.dev), "dev_is_holdout": p.splits.dev_is_holdout,
                      "test_examples": len(p.splits.test) if p.splits.test is not None else 0,
                      "truncated_train": p.truncated_train, "scheme": p.splits.scheme,
-                     "unknown_tokens": p.unknown_tokens[0], "tokens": p.unknown_tokens[1]}}
+                     "unknown_tokens": p.unknown_tokens[0], "tokens": p.unknown_tokens[1]},
+            **process_fields()}
     write_json_atomic(run_dir / RUN_INFO, info)
 
 
@@ -178,6 +196,8 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
 def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resuming: bool, console: Console) -> Path:
     t, rank = p.cfg.training, accelerator.process_index
     training = _build(p, accelerator, max_steps)
+    if rank == 0:
+        mark_run(run_dir, total_steps=training.total_steps)
     ckpt_root = RunFolder(run_dir).checkpoints_dir
     state = _restore(run_dir, ckpt_root, training, rank, console) if resuming else TrainState()
     tracker = Tracker(RunFolder(run_dir).logs_dir, t.tensorboard, state.step if resuming else None) if rank == 0 else None
