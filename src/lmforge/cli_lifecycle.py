@@ -4,8 +4,6 @@ lmforge.lifecycle)."""
 from __future__ import annotations
 
 import json
-import re
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -192,20 +190,6 @@ def update(
     out.print(f"promote with: {hint}")
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
-def parse_since(text: str) -> float:
-    """'24h' / '30m' / '7d' / '90s' / 'all' -> unix time of the window's start."""
-    if text == "all":
-        return 0.0
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise UserError(f"--since {text!r}: give a duration like 90s, 30m, 24h or 7d, or 'all'")
-    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-    return time.time() - seconds
-
-
 def monitor(
     name: str = typer.Argument(..., callback=_checked_name, help="registered model"),
     since: str = typer.Option("24h", help="window of recent traffic: 90s, 30m, 24h, 7d or all"),
@@ -215,19 +199,10 @@ def monitor(
     registry: Optional[Path] = typer.Option(None, help=REGISTRY_HELP),
 ):
     """Drift, confidence, feedback and volume of recent traffic against the version's training-time reference."""
-    from .lifecycle import build_report, render_table, write_html
-    from .lifecycle.predlog import feedback_since, predictions_since
-    from .lifecycle.reference import load_reference
+    from .lifecycle import render_table, write_html
+    from .lifecycle.monitoring import monitor_report
 
-    reg = _registry(registry)
-    v = reg.get(name, version)
-    reference = load_reference(v.path)
-    if reference is None:
-        raise UserError(f"{v.ref} has no monitoring reference (only text-classification versions have one)")
-    start = parse_since(since)
-    rows = predictions_since(reg.db_path, name, start, version=v.version)
-    feedback = feedback_since(reg.db_path, name, start, version=v.version)
-    report = build_report(reference, rows, feedback, model=name, version=v.ref, window=since)
+    v, report = monitor_report(_registry(registry), name, version, since)
     if as_json:
         out.print_json(json.dumps({k: val for k, val in report.items() if k != "samples"}))
     else:

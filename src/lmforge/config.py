@@ -72,8 +72,8 @@ class FewShotSettings(_Section):
     epochs: float = Field(1, gt=0, le=100, description="fewshot: passes over the drawn pairs in the contrastive stage")
     batch_size: int = Field(16, ge=1, description="fewshot: pairs per contrastive step")
     loss: Literal["cosine", "cosent"] = Field("cosine", description="fewshot: contrastive loss on the pairs (sentence-transformers' CosineSimilarityLoss, as SetFit, or CoSENTLoss)")
-    label_texts: bool = Field(False, description="fewshot: add each label's text (data.label_descriptions, else the label name) as one more example of it")
-    label_text_weight: float = Field(1.0, gt=0, description="fewshot, with label_texts: weight of each label's text in the head fit, in examples (N: as much say as its N examples)")
+    label_texts: bool = Field(True, description="fewshot: add each label's text (data.label_descriptions, else the label name) as one more example of it")
+    label_text_weight: float | None = Field(None, gt=0, description="fewshot, with label_texts: weight of each label's text in the head fit, in examples; empty: as many as the label has examples (its text and its examples have equal say)")
     head_c: float = Field(1.0, gt=0, description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C)")
 
 

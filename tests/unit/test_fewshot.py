@@ -234,3 +234,15 @@ def test_label_texts_join_the_examples(tmp_path, tiny_model):
     assert [(ex.text, ex.labels) for ex in examples[6:]] == [("negative", ["negative"]), ("neutral", ["neutral"]),
                                                               ("a great movie", ["positive"])]
     assert len(p.splits.train) == 6  # the run's own example count is unchanged
+    # head weights: 1 per example; a label text as many as its label's examples, or fewshot.label_text_weight
+    from collections import Counter
+
+    from lmforge.training.sentence_methods import head_weights
+
+    counts = Counter(ex.labels[0] for ex in p.splits.train)
+    assert head_weights(p, examples) == [1.0] * 6 + [float(max(1, counts[label])) for label in ("negative", "neutral", "positive")]
+    fixed = prepare(load_config(_config(tmp_path, tiny_model, "fewshot", data, fewshot__label_texts=True,
+                                        fewshot__label_text_weight=2.5)), tmp_path)
+    assert head_weights(fixed, training_examples(fixed)[0])[6:] == [2.5, 2.5, 2.5]
+    off = prepare(load_config(_config(tmp_path, tiny_model, "fewshot", data, fewshot__label_texts=False)), tmp_path)
+    assert len(training_examples(off)[0]) == 6 and head_weights(off, training_examples(off)[0]) == [1.0] * 6

@@ -183,6 +183,13 @@ def test_report_shape(stable_report):
     assert starts[0] == int(T0 // 3600) * 3600 and all(b - a == 3600 for a, b in zip(starts, starts[1:]))
     assert len(r["samples"]["confidences"]["recent"]) == 2000
     assert len(r["samples"]["lengths"]["reference"]) == 1000
+    # over time: the hours with traffic, their mean confidence and the top labels' shares
+    over = r["over_time"]
+    assert over["hours"] == [h for h, c in volume["per_hour"] if c]
+    assert len(over["confidence"]) == len(over["hours"]) and all(0 <= c <= 1 for c in over["confidence"])
+    assert 1 <= len(over["label_share"]) <= 5
+    for i in range(len(over["hours"])):
+        assert sum(shares[i] for shares in over["label_share"].values()) <= 1 + 1e-9
 
 
 def test_samples_are_capped(reference):

@@ -121,7 +121,6 @@ def test_no_path_reaches_the_file_system(client, studio_dirs):
 
 
 def test_weights_are_not_served(client, studio_dirs):
-    from lmforge.studio.catalog import RunEntry  # noqa: F401 - the listing order is the served order
     from lmforge.studio.pages_runs import run_files
     from lmforge.studio.catalog import read_entry
 
@@ -246,3 +245,46 @@ def test_curves_and_chart_escape(cls_run):
     svg = line_chart({HOSTILE: [(0, 1.0), (1, float("nan")), (2, 0.5)]}, "<b>t</b>")
     assert "<script>" not in svg and "<b>" not in svg and svg.count("<polyline") == 1
     assert "no data" in line_chart({}, "empty")
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, cls_run):
+    """A registered model serving traffic that drifted (only negative texts), logged to its registry."""
+    from conftest import sentiment_rows
+    from lmforge.lifecycle.predlog import PredictionLog
+    from lmforge.lifecycle.register import register_run
+    from lmforge.serve.app import create_app as serve_app
+    from lmforge.serve.settings import ServeSettings
+    from lmforge.serve.slots import RegistrySlot
+
+    root = tmp_path_factory.mktemp("monitored")
+    registry = Registry(root / "reg")
+    register_run(registry, "senti", cls_run)
+    registry.promote("senti", 1)
+    log = PredictionLog(registry.db_path, "senti")
+    negative = [t for t, label in sentiment_rows(240, 11) if label == "negative"][:80]
+    with TestClient(serve_app(RegistrySlot(registry, "senti", poll_s=3600), ServeSettings(), prediction_log=log)) as served:
+        for i in range(0, len(negative), 4):
+            assert served.post("/v1/predict", json={"texts": negative[i:i + 4]}).status_code == 200
+    (root / "runs").mkdir()
+    return root
+
+
+def test_monitor_shows_the_cli_report(monitored, capsys):
+    from lmforge.cli import main
+
+    app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg"))
+    with TestClient(app) as c:
+        assert 'value="senti"' in c.get("/monitor").text
+        page = c.get("/monitor?model=senti&since=1h")
+        assert page.status_code == 200
+        assert re.search(r'id="overall">warn<', page.text)
+        assert "label_shift" in page.text and page.text.count('<svg class="chart"') == 3
+        assert "senti:v1: 80 predictions" in page.text
+        assert c.get("/monitor?model=nobody").status_code == 404
+        assert c.get("/monitor?model=senti&since=yesterday").status_code == 422
+    # the same numbers as `lmforge monitor --json`
+    assert main(["monitor", "senti", "--since", "1h", "--registry", str(monitored / "reg"), "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    psi = next(c for c in report["checks"] if c["name"] == "label_shift")["detail"]
+    assert psi.split(":")[0] in page.text and f"PSI {next(c for c in report['checks'] if c['name'] == 'label_shift')['psi']:.3f}" in page.text

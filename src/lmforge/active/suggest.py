@@ -150,7 +150,7 @@ def _from_run(run_dir: Path, pool: Path, n: int, strategy: str, diversity: bool,
     for rank, (i, score, why, prediction) in enumerate(picked, 1):
         record = task.suggestion(examples[i], prediction, predictor.config.data)
         record[SUGGESTION_KEY] = {"rank": rank, "score": round(score, 6), "strategy": label, "why": why,
-                                  "source": examples[i].source, **_shown(prediction)}
+                                  "source": examples[i].source, "run": str(run_dir.resolve()), **_shown(prediction)}
         records.append(record)
     return Suggestions(records, len(examples), notes)
 

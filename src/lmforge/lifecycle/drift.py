@@ -255,6 +255,25 @@ def _volume(times: list[float]) -> dict:
     return {"first": min(times), "last": max(times), "per_hour": [[h, buckets.get(h, 0)] for h in hours]}
 
 
+def _over_time(predictions: list[Mapping], top: int = 5) -> dict:
+    """Per hour with traffic: mean confidence and the share of each of the `top` most frequent labels."""
+    hours: dict[int, list[Mapping]] = {}
+    for row in predictions:
+        t = _number_or_none(row.get("time"))
+        if t is not None and math.isfinite(t):
+            hours.setdefault(int(math.floor(t / 3600.0)) * 3600, []).append(row)
+    labels = [label for label, _ in Counter(str(r["label"]) for r in predictions if r.get("label") is not None).most_common(top)]
+    out: dict = {"hours": sorted(hours), "confidence": [], "label_share": {label: [] for label in labels}}
+    for hour in out["hours"]:
+        rows = hours[hour]
+        conf = _finite(r.get("confidence") for r in rows)
+        out["confidence"].append(float(np.mean(conf)) if conf else None)
+        counts = Counter(str(r.get("label")) for r in rows)
+        for label in labels:
+            out["label_share"][label].append(counts.get(label, 0) / len(rows))
+    return out
+
+
 def _latency(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
@@ -316,6 +335,7 @@ def build_report(reference: dict, predictions: list[dict], feedback: list[dict],
         "feedback": len(rows),
         "versions": dict(Counter(str(p.get("version")) for p in predictions)),
         "volume": _volume(_finite(p.get("time") for p in predictions)),
+        "over_time": _over_time(predictions),
         "checks": checks,
         "warnings": [c["detail"] for c in checks if c["status"] == WARN],
         "label_distribution": {"reference": _distribution(ref_counts), "recent": _distribution(recent_counts)},

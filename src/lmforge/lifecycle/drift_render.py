@@ -225,6 +225,13 @@ def _labels_html(distribution: dict) -> str:
             + "\n</table>")
 
 
+def tables_html(report: dict) -> str:
+    """The report's summary, checks (with thresholds) and label distribution as HTML tables (escaped);
+    the studio's Monitor page shows these beside its own charts."""
+    return "\n".join([_summary_html(report), "<h2>Checks</h2>", _checks_html(report), "<h2>Labels</h2>",
+                      _labels_html(report.get("label_distribution") or {})])
+
+
 def render_html(report: dict) -> str:
     """The report as one self-contained HTML page (plots inline, every text HTML-escaped)."""
     samples = report.get("samples") or {}

@@ -31,6 +31,7 @@ class StudioSettings:
     runs: list[Path] = field(default_factory=lambda: [Path("runs")])
     registry: Path | None = None  # None: $LMFORGE_REGISTRY or ./registry, when it exists
     api_key: str | None = None
+    label_files: list[Path] = field(default_factory=list)  # queues written by `lmforge suggest`
     predictors_cached: int = 2  # playground models kept loaded
 
 
@@ -88,19 +89,15 @@ class Studio:
         from ..serve.settings import ServeSettings
 
         self.explain_steps = ServeSettings().explain_steps  # the playground explains as `serve` does
+        from .labelling import FileQueue
+
+        self.queues = {q.id: q for q in (FileQueue(path) for path in settings.label_files)}
 
     def page(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
-        nonce = self.guard.session(request)
-        new_cookie = None
-        if nonce is None and self.guard.api_key is None:  # open studio: every visitor gets a session for CSRF
-            new_cookie = self.guard.new_session()
-            nonce = new_cookie.partition(".")[0]
+        nonce = session_of(request)
         html = self.env.get_template(template).render(request_path=request.url.path, csrf=self.guard.csrf_token(nonce),
                                                   locked=self.guard.api_key is not None, **context)
-        response = HTMLResponse(html, status_code=status)
-        if new_cookie:
-            set_session_cookie(response, new_cookie)
-        return response
+        return HTMLResponse(html, status_code=status)
 
     def registry(self):
         """The registry, or None when its folder does not exist (the studio never creates one)."""
@@ -109,6 +106,11 @@ class Studio:
         if not (self.registry_root / DB_NAME).is_file():
             return None
         return Registry(self.registry_root)
+
+
+def session_of(request: Request) -> str | None:
+    """The request's session nonce (set by the middleware: the cookie's, or a new one in an open studio)."""
+    return getattr(request.state, "session", None)
 
 
 def set_session_cookie(response: Response, token: str) -> None:
@@ -125,6 +127,11 @@ def create_app(settings: StudioSettings) -> FastAPI:
     async def guard_and_headers(request: Request, call_next):
         path = request.url.path
         open_paths = path in ("/login", "/favicon.ico") or path.startswith("/static/")
+        request.state.session = studio.guard.session(request)
+        new_cookie = None
+        if request.state.session is None and studio.guard.api_key is None:  # open studio: every visitor gets a session (CSRF, labeller)
+            new_cookie = studio.guard.new_session()
+            request.state.session = new_cookie.partition(".")[0]
         if not open_paths and not studio.guard.allowed(request):
             if path.startswith("/api/") or request.headers.get("authorization"):
                 response = JSONResponse({"error": {"code": "unauthorized", "message": "log in or send Authorization: Bearer <key>"}},
@@ -133,6 +140,8 @@ def create_app(settings: StudioSettings) -> FastAPI:
                 response = RedirectResponse(f"/login?next={quote(path, safe='/')}", status_code=303)
         else:
             response = await call_next(request)
+        if new_cookie:
+            set_session_cookie(response, new_cookie)
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
@@ -189,11 +198,10 @@ def create_app(settings: StudioSettings) -> FastAPI:
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    from . import pages_playground, pages_registry, pages_runs
+    from . import pages_label, pages_monitor, pages_playground, pages_registry, pages_runs
 
-    pages_runs.add_routes(app, studio)
-    pages_registry.add_routes(app, studio)
-    pages_playground.add_routes(app, studio)
+    for pages in (pages_runs, pages_registry, pages_playground, pages_monitor, pages_label):
+        pages.add_routes(app, studio)
     return app
 
 

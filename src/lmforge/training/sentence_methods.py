@@ -20,6 +20,8 @@ A few-shot run takes minutes, so it is not checkpointed: an interrupted one is s
 
 from __future__ import annotations
 
+from collections import Counter
+
 import math
 import random
 import time
@@ -66,8 +68,7 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
             raise SystemExit(130)
         finally:
             tracker.close()
-        weights = [1.0] * len(p.train_features) + [cfg.fewshot.label_text_weight] * (len(features) - len(p.train_features))
-        fit_logistic_head(model, p, features, weights)
+        fit_logistic_head(model, p, features, head_weights(p, examples))
     else:
         set_label_text_head(model, p)
     seconds = time.perf_counter() - start
@@ -153,6 +154,15 @@ def training_examples(p: Prepared) -> tuple[list, list]:
         examples += extra
         features += p.task.encode_for_training(extra)
     return examples, features
+
+
+def head_weights(p: Prepared, examples: list) -> list[float]:
+    """Sample weights of the head fit: 1 per labelled example; each label text (the examples after the
+    training split's) fewshot.label_text_weight, or as many as its label has examples."""
+    given = p.cfg.fewshot.label_text_weight
+    counts = Counter(label for ex in p.splits.train for label in ex.labels)
+    extra = examples[len(p.splits.train):]
+    return [1.0] * len(p.splits.train) + [given if given is not None else float(max(1, counts[ex.labels[0]])) for ex in extra]
 
 
 def contrastive_stage(model, p: Prepared, examples: list, features: list, console: Console, tracker: Tracker | None = None,

@@ -1,0 +1,65 @@
+"""Monitor page: the traffic of a registered model against its training-time reference, the same
+report `lmforge monitor` prints (lifecycle.monitoring.monitor_report), with charts over time."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from markupsafe import Markup
+
+from ..errors import UserError
+from ..lifecycle.versions import MAX_VERSION, NAME_RE
+from .charts import line_chart
+
+WINDOWS = ("1h", "24h", "7d", "30d", "all")
+
+
+def report_charts(report: dict) -> list[Markup]:
+    volume = (report.get("volume") or {}).get("per_hour") or []
+    over = report.get("over_time") or {}
+    hours = over.get("hours") or []
+    first = hours[0] if hours else 0
+
+    def rel(h: float) -> float:  # hours since the first hour with traffic
+        return (h - first) / 3600.0
+
+    charts = [line_chart({"predictions": [(rel(h), float(c)) for h, c in volume]}, "predictions per hour", x_label="hours")]
+    charts.append(line_chart({"mean confidence": [(rel(h), c) for h, c in zip(hours, over.get("confidence") or []) if c is not None]},
+                             "confidence over time", x_label="hours"))
+    shares = over.get("label_share") or {}
+    charts.append(line_chart({label: [(rel(h), s) for h, s in zip(hours, values)] for label, values in shares.items()},
+                             "label share over time", x_label="hours"))
+    return [Markup(chart) for chart in charts]
+
+
+def add_routes(app: FastAPI, studio) -> None:
+    from ..lifecycle.drift_render import tables_html
+    from ..lifecycle.monitoring import monitor_report
+    from .app import StudioError
+
+    @app.get("/monitor")
+    async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = "24h"):
+        registry = studio.registry()
+        names = registry.names() if registry is not None else []
+        context = {"names": names, "model": model, "version": version, "since": since, "windows": WINDOWS,
+                   "report": None, "tables": "", "charts": [], "error": ""}
+        if registry is None:
+            context["error"] = f"no registry at {studio.registry_root}; serve a registered model (lmforge serve registry:NAME) to monitor it"
+            return studio.page(request, "monitor.html", **context)
+        if not model:
+            if not names:
+                context["error"] = "the registry holds no models yet"
+            return studio.page(request, "monitor.html", **context)
+        if not NAME_RE.fullmatch(model) or model not in names:
+            raise StudioError(404, "no such model in the registry")
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise StudioError(404, "no such version")
+        if since not in WINDOWS:
+            raise StudioError(422, f"since: choose one of {', '.join(WINDOWS)}")
+        try:
+            v, report = monitor_report(registry, model, version, since)
+        except UserError as err:
+            context["error"] = str(err)
+            return studio.page(request, "monitor.html", 409, **context)
+        context.update(report=report, version=v.version, tables=Markup(tables_html(report)), charts=report_charts(report),
+                       ref=v.ref)
+        return studio.page(request, "monitor.html", **context)
