@@ -7,6 +7,10 @@ matter here, its size does), then `lmforge suggest RUN --pool POOL -n 50` is tim
 user runs, with the default margin + diversity, without diversity, and on the exported ONNX int8
 graph (`--backend onnx`); and, for NER, MNLP over 10,000 CoNLL-2003 sentences with a one-epoch run.
 Each command is timed whole (process start, model load, reading, scoring, clustering, writing).
+
+The floor beside it, in the same run: the bare forward pass of the same classifier over the same pool
+(transformers, fp32, length-sorted batches of 128, no lmforge code), its achieved GFLOP/s, and this
+machine's fp32 matmul peak (torch.mm, 2048x1536x384): how much of the suggest time is the model itself.
 """
 
 from __future__ import annotations
@@ -34,6 +38,33 @@ def timed(args: list[str]) -> float:
     return round(time.perf_counter() - start, 1)
 
 
+def forward_floor(run: Path, pool: Path) -> dict:
+    """Seconds of the bare model forward over the pool, and the GFLOP/s it and a plain matmul reach."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts = [line.strip() for line in pool.read_text(encoding="utf-8").splitlines() if line.strip()]
+    tok = AutoTokenizer.from_pretrained(str(run / "model"))
+    model = AutoModelForSequenceClassification.from_pretrained(str(run / "model")).eval()
+    enc = sorted(tok(texts, truncation=True, max_length=128)["input_ids"], key=len)
+    tokens = sum(len(ids) for ids in enc)
+    per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(enc), 128):
+            batch = tok.pad({"input_ids": enc[i:i + 128]}, return_tensors="pt")
+            model(**batch)
+    seconds = time.perf_counter() - start
+    a, b = torch.randn(2048, 1536), torch.randn(1536, 384)
+    torch.mm(a, b)
+    mm_start = time.perf_counter()
+    for _ in range(20):
+        torch.mm(a, b)
+    peak = 20 * 2 * 2048 * 1536 * 384 / (time.perf_counter() - mm_start) / 1e9
+    return {"forward_floor_s": round(seconds, 1), "pool_tokens": tokens, "forward_gflops": round(per_token * tokens / seconds / 1e9, 1),
+            "matmul_peak_gflops": round(peak, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool-size", type=int, default=10_000)
@@ -57,6 +88,8 @@ def main() -> None:
         run = tmp / "runs" / "cls"
         results["classification_margin_diversity_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n)])
         results["classification_margin_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n), "--no-diversity"])
+        results.update(forward_floor(run, pool))
+        results["suggest_over_floor"] = round(results["classification_margin_diversity_s"] / results["forward_floor_s"], 2)
         subprocess.run([LMFORGE, "export", str(run)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["classification_onnx_int8_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n), "--backend", "onnx"])
         results["cold_start_s"] = timed(["suggest", "--pool", str(pool), "-n", str(args.n)])

@@ -14,7 +14,8 @@ def studio(
     host: str = typer.Option("127.0.0.1", help="interface to bind (loopback by default)"),
     port: int = typer.Option(8080, min=0, max=65535, help="TCP port"),
     api_key_env: Optional[str] = typer.Option(None, help="require the key held by this environment variable (login form or bearer header)"),
-    label: Optional[List[Path]] = typer.Option(None, help="a file written by `lmforge suggest` to label on the Label page (repeatable)"),
+    label: Optional[List[str]] = typer.Option(None, help="a queue for the Label page: a file written by `lmforge suggest`, or registry:NAME "
+                                                         "(the served model's least confident predictions, stored as feedback); repeatable"),
 ):
     """A web page over runs, the registry and a playground: open http://127.0.0.1:8080."""
     from .serve.server import api_key_from_env

@@ -107,6 +107,12 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory for long sequences, about 30% slower")
 
 
+class TrackingSettings(_Section):
+    mlflow: bool = Field(False, description="also log to MLflow (pip install 'lmforge[mlflow]'): parameters, metrics, the run's artefacts")
+    experiment: str = Field("lmforge", min_length=1, description="MLflow experiment name")
+    uri: str | None = Field(None, description="MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, else a local file store <output_dir>/mlruns")
+
+
 class ProjectConfig(_Section):
     name: str = Field("my-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="run name: the run folder is <output_dir>/<name>")
     task: str = Field("text-classification", description="a registered task: text-classification, token-classification (NER) or generation (decoder models: prompt -> completion); task plug-ins add more")
@@ -117,6 +123,7 @@ class ProjectConfig(_Section):
     peft: PeftSettings = Field(default_factory=PeftSettings)
     fewshot: FewShotSettings = Field(default_factory=FewShotSettings)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
 
     @field_validator("task")
     @classmethod

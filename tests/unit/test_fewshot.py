@@ -246,3 +246,13 @@ def test_label_texts_join_the_examples(tmp_path, tiny_model):
     assert head_weights(fixed, training_examples(fixed)[0])[6:] == [2.5, 2.5, 2.5]
     off = prepare(load_config(_config(tmp_path, tiny_model, "fewshot", data, fewshot__label_texts=False)), tmp_path)
     assert len(training_examples(off)[0]) == 6 and head_weights(off, training_examples(off)[0]) == [1.0] * 6
+
+
+def test_label_text_reads_underscores_as_spaces():
+    from types import SimpleNamespace
+
+    from lmforge.training.sentence_methods import label_texts
+
+    p = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(label_descriptions={"b": "a described label"})),
+                        task=SimpleNamespace(labels=["card_arrival", "b", "__", "top_up_by_card"]))
+    assert label_texts(p) == ["card arrival", "a described label", "__", "top up by card"]

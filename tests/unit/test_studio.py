@@ -189,7 +189,7 @@ def test_registry_errors_are_pages_not_tracebacks(client):
 def test_playground_predicts_and_explains(client, studio_dirs):
     rid = run_id(studio_dirs["runs"] / "cls")
     page = client.get(f"/playground?source=run:{rid}")
-    assert f'value="run:{rid}" selected' in page.text
+    assert f'value="run:{rid}" data-generation="no" selected' in page.text
     result = client.post("/playground", data={"csrf": _csrf(page.text), "source": f"run:{rid}", "text": "great " + HOSTILE, "explain": "on"})
     assert result.status_code == 200
     assert 'id="label"' in result.text and 'id="heatmap"' in result.text
@@ -198,6 +198,8 @@ def test_playground_predicts_and_explains(client, studio_dirs):
     assert empty.status_code == 422 and "type a text" in empty.text
     unknown = client.post("/playground", data={"csrf": _csrf(page.text), "source": "run:ffffffffffff", "text": "x"})
     assert unknown.status_code == 404
+    registered = client.post("/playground", data={"csrf": _csrf(page.text), "source": "reg:sentiment:1", "text": "great", "explain": "off"})
+    assert registered.status_code == 200 and 'id="label"' in registered.text  # a registered version predicts too
 
 
 def test_playground_marks_entities(client, studio_dirs):
@@ -272,6 +274,7 @@ def monitored(tmp_path_factory, cls_run):
 
 def test_monitor_shows_the_cli_report(monitored, capsys):
     from lmforge.cli import main
+    from lmforge.lifecycle.predlog import PredictionLog
 
     app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg"))
     with TestClient(app) as c:
@@ -281,10 +284,52 @@ def test_monitor_shows_the_cli_report(monitored, capsys):
         assert re.search(r'id="overall">warn<', page.text)
         assert "label_shift" in page.text and page.text.count('<svg class="chart"') == 3
         assert "senti:v1: 80 predictions" in page.text
+        # the same numbers as `lmforge monitor --json`
+        capsys.readouterr()
+        assert main(["monitor", "senti", "--since", "1h", "--registry", str(monitored / "reg"), "--json"]) == 3
+        report = json.loads(capsys.readouterr().out)
+        label = next(check for check in report["checks"] if check["name"] == "label_shift")
+        assert f"PSI {label['psi']:.3f}" in page.text and label["detail"].split(":")[0] in page.text
+        # the page keeps its report until the log changes: one more prediction shows at once
+        log = PredictionLog(Registry(monitored / "reg").db_path, "senti")
+        log.start()
+        log.record({"id": "extra-1", "version": 1, "version_tag": "senti:v1", "label": "negative", "confidence": 0.9,
+                    "latency_ms": 3.0, "length": 4, "oov": 0.0})
+        log.flush()
+        log.stop()
+        assert "senti:v1: 81 predictions" in c.get("/monitor?model=senti&since=1h").text
         assert c.get("/monitor?model=nobody").status_code == 404
         assert c.get("/monitor?model=senti&since=yesterday").status_code == 422
-    # the same numbers as `lmforge monitor --json`
-    assert main(["monitor", "senti", "--since", "1h", "--registry", str(monitored / "reg"), "--json"]) == 3
-    report = json.loads(capsys.readouterr().out)
-    psi = next(c for c in report["checks"] if c["name"] == "label_shift")["detail"]
-    assert psi.split(":")[0] in page.text and f"PSI {next(c for c in report['checks'] if c['name'] == 'label_shift')['psi']:.3f}" in page.text
+
+
+def test_playground_generates_whole_and_streamed(tmp_path, tiny_decoder):
+    """A generation run in the playground: the form's completion equals the streamed pieces joined."""
+    import yaml
+
+    from conftest import jsonl
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    rows = [{"prompt": "say hi", "completion": "hello there"}, {"prompt": "how are you", "completion": "fine thanks"}]
+    cfg = {"name": "gen", "task": "generation", "model": str(tiny_decoder), "method": "full", "output_dir": str(tmp_path / "runs"),
+           "data": {"train": str(jsonl(tmp_path / "train.jsonl", rows * 4)), "dev": str(jsonl(tmp_path / "dev.jsonl", rows))},
+           "training": {"epochs": 2, "batch_size": 4, "tensorboard": False, "precision": "fp32"}}
+    (tmp_path / "gen.yaml").write_text(yaml.safe_dump(cfg))
+    run = train(load_config(tmp_path / "gen.yaml"), tmp_path)
+    app = create_app(StudioSettings(runs=[tmp_path / "runs"], registry=tmp_path / "none"))
+    with TestClient(app) as c:
+        page = c.get("/playground")
+        source = f"run:{run_id(run)}"
+        assert f'value="{source}" data-generation="yes"' in page.text
+        whole = c.post("/playground", data={"csrf": _csrf(page.text), "source": source, "text": "say <hi>", "max_new_tokens": "6"})
+        assert whole.status_code == 200 and 'id="completion"' in whole.text
+        completion = re.search(r'<pre class="completion" id="completion">(.*?)</pre>', whole.text, re.S).group(1)
+        streamed = c.post("/api/generate", json={"source": source, "prompt": "say <hi>", "max_new_tokens": 6},
+                          headers={"X-CSRF-Token": _csrf(page.text)})
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in streamed.text.split("\n\n") if line.startswith("data: ")]
+        import html
+
+        assert events[-1]["done"] and "".join(e.get("text", "") for e in events) == html.unescape(completion)
+        assert c.post("/api/generate", json={"source": source, "prompt": "x"}).status_code == 403  # no CSRF token
+        assert c.post("/api/generate", json={"source": source, "prompt": ""}, headers={"X-CSRF-Token": _csrf(page.text)}).status_code == 422

@@ -54,8 +54,17 @@ def studio_url(tmp_path_factory, cls_run, ner_run):
     registry.promote("sentiment", 1)
     registry.add("sentiment", runs / "sentiment-a", parent=1, gate={"passed": True, "checks": []})
     registry.add("sentiment", runs / "sentiment-a", parent=1, gate=FAILED_GATE)
+    from lmforge.active.suggest import suggest, write_suggestions
+
+    pool = root / "pool.txt"
+    pool.write_text("what a lovely film\nawful, just awful\nit was fine\nbest day ever\nthe worst queue\n")
+    write_suggestions(suggest(cls_run, pool, 4, seed=0), root / "to_label.jsonl")
+    ner_pool = root / "ner_pool.txt"
+    ner_pool.write_text("alice visited paris today\nacme opened an office in berlin\n")
+    write_suggestions(suggest(ner_run, ner_pool, 2, seed=0), root / "ner_label.jsonl")
     port = free_port()
-    app = create_app(StudioSettings(runs=[runs], registry=root / "registry"))
+    app = create_app(StudioSettings(runs=[runs], registry=root / "registry",
+                                    label_files=[root / "to_label.jsonl", root / "ner_label.jsonl"]))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -63,7 +72,7 @@ def studio_url(tmp_path_factory, cls_run, ner_run):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "the studio did not start"
-    yield {"url": f"http://127.0.0.1:{port}", "registry": root / "registry"}
+    yield {"url": f"http://127.0.0.1:{port}", "registry": root / "registry", "root": root}
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -163,3 +172,48 @@ def test_promote_with_confirmation_and_failed_gate(page, studio_url):
     assert page.locator("tr[data-version='2']").get_attribute("data-stage") == "production"
     assert page.locator("tr[data-version='1']").get_attribute("data-stage") == "archived"
     assert registry.production("sentiment").version == 2
+
+
+def test_label_three_by_keyboard(page, studio_url):
+    from lmforge.data.classification_readers import read_classification
+
+    page.goto(studio_url["url"] + "/label")
+    _shot(page, "label-queues")
+    page.click("text=to_label.jsonl")
+    page.wait_for_selector("#item-text")
+    _shot(page, "label")
+    seen = []
+    for key in ("3", "1", "2"):
+        seen.append(page.locator("#item-text").inner_text())
+        with page.expect_navigation():
+            page.keyboard.press(key)
+        page.wait_for_load_state()
+    assert len(set(seen)) == 3
+    page.keyboard.press("u")  # back to the last one labelled
+    page.wait_for_selector("#current")
+    assert seen[-1] == page.locator("#item-text").inner_text()
+    stored = {ex.text: ex.labels[0] for ex in read_classification(studio_url["root"] / "to_label.labelled.jsonl")}
+    choices = ["negative", "neutral", "positive"]
+    assert stored == {seen[0]: choices[2], seen[1]: choices[0], seen[2]: choices[1]}
+
+
+def test_label_an_entity_span(page, studio_url):
+    from lmforge.data.ner_readers import read_ner
+
+    page.goto(studio_url["url"] + "/label")
+    page.click("text=ner_label.jsonl")
+    page.wait_for_selector("#tokens")
+    tokens = page.locator("#tokens .tok")
+    words = tokens.all_inner_texts()
+    tokens.nth(0).click()
+    tokens.nth(1).click(modifiers=["Shift"])
+    types = page.locator("button.type").all_inner_texts()
+    per = next(t.split(" ", 1)[0] for t in types if t.endswith("PER"))
+    page.keyboard.press(per)
+    assert tokens.nth(0).get_attribute("title") == "B-PER" and tokens.nth(1).get_attribute("title") == "I-PER"
+    _shot(page, "label-ner")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    examples, _ = read_ner(studio_url["root"] / "ner_label.labelled.jsonl")
+    labelled = next(ex for ex in examples if ex.words == words)
+    assert labelled.tags[:2] == ["B-PER", "I-PER"]

@@ -147,3 +147,40 @@ def test_unknown_queue_and_item(queue_file, tmp_path):
     with _client(tmp_path, queue_file) as c:
         assert c.get("/label/ffffffffffff").status_code == 404
         assert c.get(f"/label/{FileQueue(queue_file).id}/999").status_code == 404
+
+
+def test_feedback_queue_labels_the_served_models_unconfident_predictions(cls_run, tmp_path):
+    from conftest import sentiment_rows
+    from lmforge.lifecycle import Registry
+    from lmforge.lifecycle.predlog import PredictionLog, feedback_since
+    from lmforge.lifecycle.register import register_run
+    from lmforge.lifecycle.update import feedback_examples
+    from lmforge.serve.app import create_app as serve_app
+    from lmforge.serve.settings import ServeSettings
+    from lmforge.serve.slots import RegistrySlot
+    from lmforge.studio.labelling import FeedbackQueue
+
+    registry = Registry(tmp_path / "reg")
+    register_run(registry, "senti", cls_run)
+    registry.promote("senti", 1)
+    log = PredictionLog(registry.db_path, "senti", store_texts=True)
+    texts = [t for t, _ in sentiment_rows(20, 13)][:6]
+    with TestClient(serve_app(RegistrySlot(registry, "senti", poll_s=3600), ServeSettings(), prediction_log=log)) as served:
+        assert served.post("/v1/predict", json={"texts": texts}).status_code == 200
+    queue = FeedbackQueue(registry, "senti", below=1.01)  # every prediction counts as unconfident here
+    assert queue.progress() == (0, 6) and queue.choices == ["negative", "neutral", "positive"]
+    (tmp_path / "runs").mkdir()
+    app = create_app(StudioSettings(runs=[tmp_path / "runs"], registry=tmp_path / "reg", label_files=["registry:senti"]))
+    qid = next(iter(app.state.studio.queues))
+    with TestClient(app) as c:
+        page = c.get(f"/label/{qid}")
+        key = re.search(rf'/label/{qid}/([0-9a-f]+)" id="label-form"', page.text).group(1)
+        assert "the served model said" in page.text
+        c.post(f"/label/{qid}/{key}", data={"csrf": _csrf(page.text), "label": "neutral"})
+        listing = c.get("/label")
+        assert re.search(r">1 / [1-6]<", listing.text)  # the studio's queue: confidence below 0.7
+    stored = feedback_since(registry.db_path, "senti", 0.0)
+    assert [(r["prediction_id"], r["label"]) for r in stored] == [(key, "neutral")]
+    assert [ex.labels for ex in feedback_examples(registry, "senti")] == [["neutral"]]  # what update --from-feedback trains on
+    with pytest.raises(UserError, match="no registry"):
+        create_app(StudioSettings(runs=[tmp_path / "runs"], registry=tmp_path / "none", label_files=["registry:senti"]))

@@ -255,23 +255,30 @@ def _volume(times: list[float]) -> dict:
     return {"first": min(times), "last": max(times), "per_hour": [[h, buckets.get(h, 0)] for h in hours]}
 
 
+def _numbers(values: Iterable[Any]) -> np.ndarray:
+    """Values as floats, NaN where a value is not a finite number (vectorised: one pass, no per-value calls)."""
+    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], dtype=np.float64)
+
+
 def _over_time(predictions: list[Mapping], top: int = 5) -> dict:
     """Per hour with traffic: mean confidence and the share of each of the `top` most frequent labels."""
-    hours: dict[int, list[Mapping]] = {}
-    for row in predictions:
-        t = _number_or_none(row.get("time"))
-        if t is not None and math.isfinite(t):
-            hours.setdefault(int(math.floor(t / 3600.0)) * 3600, []).append(row)
-    labels = [label for label, _ in Counter(str(r["label"]) for r in predictions if r.get("label") is not None).most_common(top)]
-    out: dict = {"hours": sorted(hours), "confidence": [], "label_share": {label: [] for label in labels}}
-    for hour in out["hours"]:
-        rows = hours[hour]
-        conf = _finite(r.get("confidence") for r in rows)
-        out["confidence"].append(float(np.mean(conf)) if conf else None)
-        counts = Counter(str(r.get("label")) for r in rows)
-        for label in labels:
-            out["label_share"][label].append(counts.get(label, 0) / len(rows))
-    return out
+    times = _numbers(r.get("time") for r in predictions)
+    keep = np.isfinite(times)
+    if not keep.any():
+        return {"hours": [], "confidence": [], "label_share": {}}
+    hours, slot = np.unique((np.floor(times[keep] / 3600.0) * 3600).astype(np.int64), return_inverse=True)
+    counts = np.bincount(slot, minlength=len(hours)).astype(np.float64)
+    conf = _numbers(r.get("confidence") for r in predictions)[keep]
+    has = np.isfinite(conf)
+    conf_sum = np.bincount(slot[has], weights=conf[has], minlength=len(hours))
+    conf_n = np.bincount(slot[has], minlength=len(hours))
+    labels = np.array([str(r.get("label")) for r in predictions], dtype=object)[keep]
+    named = [r.get("label") for r in predictions if r.get("label") is not None]
+    top_labels = [label for label, _ in Counter(map(str, named)).most_common(top)]
+    return {"hours": [int(h) for h in hours],
+            "confidence": [float(s / n) if n else None for s, n in zip(conf_sum, conf_n)],
+            "label_share": {label: (np.bincount(slot, weights=(labels == label).astype(np.float64), minlength=len(hours)) / counts).tolist()
+                            for label in top_labels}}
 
 
 def _latency(values: list[float]) -> dict[str, float | None]:

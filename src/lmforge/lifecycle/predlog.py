@@ -172,6 +172,7 @@ def predictions_since(db_path: Path, model: str, since: float, *, version: int |
                       limit: int | None = None) -> list[dict]:
     """Logged predictions of `model` after `since` (unix seconds), oldest first (the newest `limit`)."""
     conn = _connect(db_path)
+    conn.row_factory = None  # plain tuples: building 100k sqlite3.Row objects took most of the time
     try:
         sql = f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE model = ? AND time >= ?"
         args: list = [model, since]
@@ -186,6 +187,29 @@ def predictions_since(db_path: Path, model: str, since: float, *, version: int |
         conn.close()
     rows.reverse()
     return rows
+
+
+def log_marker(db_path: Path) -> tuple[int, int]:
+    """(largest prediction rowid, feedback rows): changes whenever a prediction or feedback is logged."""
+    conn = _connect(db_path)
+    try:
+        return tuple(conn.execute("SELECT (SELECT COALESCE(MAX(rowid), 0) FROM predictions), "
+                                  "(SELECT COUNT(*) FROM feedback)").fetchone())  # type: ignore[return-value]
+    finally:
+        conn.close()
+
+
+def unconfident(db_path: Path, model: str, below: float, *, limit: int = 500) -> list[dict]:
+    """Logged predictions of `model` with a stored text, confidence below `below` and no feedback yet,
+    least confident first (what is most worth a person's label)."""
+    conn = _connect(db_path)
+    try:
+        sql = (f"SELECT {', '.join('p.' + c for c in COLUMNS)} FROM predictions p LEFT JOIN feedback f ON f.prediction_id = p.id "
+               "WHERE p.model = ? AND p.text IS NOT NULL AND p.confidence < ? AND f.prediction_id IS NULL "
+               f"ORDER BY p.confidence, p.time DESC LIMIT {int(limit)}")
+        return [dict(zip(COLUMNS, r)) for r in conn.execute(sql, (model, below))]
+    finally:
+        conn.close()
 
 
 def feedback_since(db_path: Path, model: str, since: float, *, version: int | None = None) -> list[dict]:

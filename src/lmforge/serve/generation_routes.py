@@ -18,7 +18,6 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..errors import UserError
-from .batcher import MicroBatcher
 from .model_api import ApiError, Server
 from .schemas import ERROR_RESPONSES, STREAM_EVENT, GenerateRequest, GenerateResponse, GeneratorInfo
 from .settings import ServeSettings
@@ -74,7 +73,7 @@ class GenerationApi:
         async def generate(body: GenerateRequest):
             params = decode_request(body)
             if body.stream:
-                return StreamingResponse(_stream(generator, server.batcher, body.prompt, params), media_type="text/event-stream",
+                return StreamingResponse(sse_events(generator, server.batcher.run_exclusive, body.prompt, params), media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             try:
                 [result] = await server.submit([(body.prompt, params)])
@@ -117,8 +116,10 @@ def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
     return results  # type: ignore[return-value]
 
 
-async def _stream(generator, batcher: MicroBatcher, prompt: str, params: dict):
-    """Server-sent events from a generation that runs on the model thread."""
+async def sse_events(generator, run_exclusive, prompt: str, params: dict):
+    """Server-sent events (`{"text"}` pieces, then `{"done"}` or `{"error"}`) of one streamed generation;
+    `run_exclusive(fn)` runs the blocking generation where the model may run (the server's model
+    thread, the studio's lock)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -134,7 +135,7 @@ async def _stream(generator, batcher: MicroBatcher, prompt: str, params: dict):
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-    job = asyncio.ensure_future(batcher.run_exclusive(produce))
+    job = asyncio.ensure_future(run_exclusive(produce))
     pieces = 0
     try:
         while True:

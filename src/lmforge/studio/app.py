@@ -31,7 +31,7 @@ class StudioSettings:
     runs: list[Path] = field(default_factory=lambda: [Path("runs")])
     registry: Path | None = None  # None: $LMFORGE_REGISTRY or ./registry, when it exists
     api_key: str | None = None
-    label_files: list[Path] = field(default_factory=list)  # queues written by `lmforge suggest`
+    label_files: list[Path | str] = field(default_factory=list)  # suggest files, or registry:NAME (unconfident served predictions)
     predictors_cached: int = 2  # playground models kept loaded
 
 
@@ -86,12 +86,23 @@ class Studio:
         registry = settings.registry or Path(os.environ.get(DEFAULT_ROOT_ENV) or "registry")
         self.registry_root = Path(registry).expanduser().absolute()
         self.catalog = Catalog(settings.runs, exclude=[self.registry_root])
+        self._registry = None
         from ..serve.settings import ServeSettings
 
         self.explain_steps = ServeSettings().explain_steps  # the playground explains as `serve` does
-        from .labelling import FileQueue
+        self.queues = {q.id: q for q in (self._queue(str(source)) for source in settings.label_files)}
 
-        self.queues = {q.id: q for q in (FileQueue(path) for path in settings.label_files)}
+    def _queue(self, source: str):
+        """A labelling queue: `registry:NAME` (the served model's unconfident predictions) or a suggest file."""
+        from ..errors import UserError
+        from .labelling import FeedbackQueue, FileQueue
+
+        if source.startswith("registry:"):
+            registry = self.registry()
+            if registry is None:
+                raise UserError(f"--label {source}: no registry at {self.registry_root}; give --registry FOLDER")
+            return FeedbackQueue(registry, source.split(":", 1)[1])
+        return FileQueue(Path(source))
 
     def page(self, request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
         nonce = session_of(request)
@@ -105,7 +116,9 @@ class Studio:
 
         if not (self.registry_root / DB_NAME).is_file():
             return None
-        return Registry(self.registry_root)
+        if self._registry is None:  # opened once: opening checks the tables in a write transaction
+            self._registry = Registry(self.registry_root)
+        return self._registry
 
 
 def session_of(request: Request) -> str | None:

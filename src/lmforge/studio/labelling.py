@@ -35,6 +35,14 @@ class Item:
 class FileQueue:
     """A JSONL file of records to label (classification: text + label field; NER: tokens + tags)."""
 
+    @property
+    def saved_to(self) -> str:
+        return str(self.output)
+
+    @property
+    def next_steps(self) -> list[str]:
+        return [f"lmforge train CONFIG data.train=+{self.output}", f"lmforge update NAME --data {self.output}"]
+
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
         self.id = hashlib.sha256(str(self.path).encode()).hexdigest()[:12]
@@ -203,3 +211,79 @@ class FileQueue:
 
     def label_of(self, key: str):
         return self.store.latest().get(key)
+
+    def mine(self, labeller: str) -> list[str]:
+        return self.store.mine(labeller)
+
+
+class FeedbackQueue:
+    """The served model's least confident logged predictions (served with --log-texts) that have no
+    feedback yet; a label is stored as feedback on the prediction, where `lmforge update NAME
+    --from-feedback` picks it up (and in a LabelStore beside the registry, for leases and history)."""
+
+    ner = False
+    multi_label = False
+
+    def __init__(self, registry, name: str, below: float = 0.7, limit: int = 500):
+        from ..lifecycle.versions import check_name
+
+        self.registry, self.model, self.below, self.limit = registry, check_name(name), below, limit
+        self.id = hashlib.sha256(f"registry:{name}".encode()).hexdigest()[:12]
+        self.name = f"registry:{name} (confidence < {below:g})"
+        version = registry.get(name)  # the production version: UserError when there is none
+        self.choices = [str(x) for x in read_json(Path(version.run_dir) / "labels.json").get("labels", [])]
+        self.store = LabelStore(Path(registry.root) / "studio-labels.db")
+        self.prefix = f"{name}:"
+        self._items: dict[str, Item] = {}
+
+    @property
+    def saved_to(self) -> str:
+        return f"feedback of {self.model} in {self.registry.db_path}"
+
+    @property
+    def next_steps(self) -> list[str]:
+        return [f"lmforge update {self.model} --from-feedback"]
+
+    def _refresh(self) -> list[str]:
+        from ..lifecycle.predlog import unconfident
+
+        rows = unconfident(self.registry.db_path, self.model, self.below, limit=self.limit)
+        for row in rows:
+            key = str(row["id"])
+            self._items[key] = Item(key, row, text=str(row["text"]), suggested=row["label"],
+                                    why=f"the served model said {row['label']!r} with confidence {row['confidence']:.2f}")
+        return [str(r["id"]) for r in rows]
+
+    def next(self, labeller: str) -> Item | None:
+        order = self._refresh()
+        key = self.store.next_item([self.prefix + k for k in order], labeller)
+        return None if key is None else self._items[key[len(self.prefix):]]
+
+    def item(self, key: str) -> Item | None:
+        if key not in self._items:
+            self._refresh()
+        return self._items.get(key)
+
+    check = FileQueue.check
+
+    def submit(self, key: str, value, labeller: str) -> dict:
+        from ..lifecycle.predlog import add_feedback
+
+        if self.item(key) is None:
+            raise UserError("no such prediction to label")
+        label = self.check(value)
+        add_feedback(self.registry.db_path, self.model, key, label)
+        return self.store.submit(self.prefix + key, label, labeller)
+
+    def skip(self, key: str, labeller: str) -> None:
+        self.store.skip(self.prefix + key, labeller)
+
+    def progress(self) -> tuple[int, int]:
+        done = sum(1 for k in self.store.latest() if k.startswith(self.prefix))
+        return done, done + len(self._refresh())
+
+    def label_of(self, key: str):
+        return self.store.latest().get(self.prefix + key)
+
+    def mine(self, labeller: str) -> list[str]:
+        return [k[len(self.prefix):] for k in self.store.mine(labeller) if k.startswith(self.prefix)]

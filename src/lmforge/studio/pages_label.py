@@ -59,7 +59,7 @@ def add_routes(app: FastAPI, studio) -> None:
         if item is None:
             raise StudioError(404, "no such item in this queue")
         me = labeller(request)
-        mine = queue.store.mine(me)
+        mine = queue.mine(me)
         previous = next((k for k in mine if k != key), None)
         current = queue.label_of(key)
         done, total = queue.progress()

@@ -31,10 +31,33 @@ def report_charts(report: dict) -> list[Markup]:
     return [Markup(chart) for chart in charts]
 
 
+class ReportCache:
+    """Monitoring reports kept until the prediction log changes (a new prediction or feedback) or, for
+    a sliding window, the minute turns: re-reading 100k logged predictions takes over a second."""
+
+    def __init__(self, size: int = 16):
+        self.size, self.reports = size, {}
+
+    def get(self, registry, model: str, version: int | None, since: str):
+        import time
+
+        from ..lifecycle.monitoring import monitor_report
+        from ..lifecycle.predlog import log_marker
+
+        key = (model, version, since, log_marker(registry.db_path), 0 if since == "all" else int(time.time() // 60))
+        if key not in self.reports:
+            if len(self.reports) >= self.size:
+                self.reports.pop(next(iter(self.reports)))
+            self.reports[key] = monitor_report(registry, model, version, since)
+        return self.reports[key]
+
+
 def add_routes(app: FastAPI, studio) -> None:
     from ..lifecycle.drift_render import tables_html
-    from ..lifecycle.monitoring import monitor_report
     from .app import StudioError
+
+    cache = ReportCache()
+    studio.report_cache = cache
 
     @app.get("/monitor")
     async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = "24h"):
@@ -56,7 +79,7 @@ def add_routes(app: FastAPI, studio) -> None:
         if since not in WINDOWS:
             raise StudioError(422, f"since: choose one of {', '.join(WINDOWS)}")
         try:
-            v, report = monitor_report(registry, model, version, since)
+            v, report = cache.get(registry, model, version, since)
         except UserError as err:
             context["error"] = str(err)
             return studio.page(request, "monitor.html", 409, **context)

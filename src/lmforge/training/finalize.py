@@ -40,6 +40,10 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
                      {"train": len(p.splits.train), "dev": len(p.splits.dev or []), "test": len(p.splits.test or [])})
     info["status"] = "complete"
     write_json_atomic(run_dir / RUN_INFO, info)
+    if p.cfg.tracking.mlflow:
+        from .mlflow_log import finish_mlflow
+
+        finish_mlflow(run_dir)
     shutil.rmtree(ckpt_root, ignore_errors=True)
     console.print(f"[green]done[/]: {run_dir}  " + "  ".join(f"{split} {k}={v:.4f}" for split, vals in metrics.items()
                                                           if split in ("dev", "test") for k, v in vals.items()))

@@ -35,7 +35,7 @@ from .progress import TrainProgress
 from .setup import Prepared, build_model, prepare
 from .state import TrainState
 from .steps import Stepper, anchor, optimizer, schedule, total_steps, train_steps
-from .tracking import Tracker
+from .tracking import Tracker, mlflow_for
 
 
 def resolved_config(cfg: ProjectConfig, base: Path) -> ProjectConfig:
@@ -104,11 +104,23 @@ def _watched(run_dir: Path, accelerator, work):
     except (KeyboardInterrupt, SystemExit) as stop:
         if accelerator.process_index == 0 and not (isinstance(stop, SystemExit) and stop.code in (0, None)):
             mark_run(run_dir, status="interrupted")
+            _close_mlflow(run_dir, "KILLED")
         raise
     except BaseException as error:
         if accelerator.process_index == 0:
             mark_run(run_dir, status="failed", error=str(error)[:500] or type(error).__name__)
+            _close_mlflow(run_dir, "FAILED")
         raise
+
+
+def _close_mlflow(run_dir: Path, status: str) -> None:
+    """End the run's MLflow run, if it has one, without hiding the error that ended training."""
+    try:
+        from .mlflow_log import finish_mlflow
+
+        finish_mlflow(run_dir, status)
+    except Exception:  # noqa: BLE001 - MLflow trouble must not mask the training error
+        pass
 
 
 def _accelerator():
@@ -200,7 +212,8 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
         mark_run(run_dir, total_steps=training.total_steps)
     ckpt_root = RunFolder(run_dir).checkpoints_dir
     state = _restore(run_dir, ckpt_root, training, rank, console) if resuming else TrainState()
-    tracker = Tracker(RunFolder(run_dir).logs_dir, t.tensorboard, state.step if resuming else None) if rank == 0 else None
+    tracker = (Tracker(RunFolder(run_dir).logs_dir, t.tensorboard, state.step if resuming else None, mlflow_for(p.cfg, run_dir))
+               if rank == 0 else None)
     dev_feats, dev_plan = p.task.encode_for_inference(p.splits.dev)
     if rank == 0:
         _announce(p, training, accelerator.num_processes, console)

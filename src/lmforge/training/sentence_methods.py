@@ -38,7 +38,7 @@ from .finalize import finalize_run
 from .progress import TrainProgress
 from .setup import Prepared, build_model
 from .steps import optimizer, schedule
-from .tracking import Tracker
+from .tracking import Tracker, mlflow_for
 
 ZERO_SHOT_SCALE = 20.0  # logits = scale x cosine (sentence-transformers' MultipleNegativesRankingLoss scale)
 EMBED_BATCH = 64
@@ -59,7 +59,7 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
     steps, tokens = 0, 0
     if cfg.method == "fewshot":
         check_fewshot(p)
-        tracker = Tracker(RunFolder(run_dir).logs_dir, cfg.training.tensorboard)
+        tracker = Tracker(RunFolder(run_dir).logs_dir, cfg.training.tensorboard, mlflow=mlflow_for(cfg, run_dir))
         try:
             examples, features = training_examples(p)
             steps, tokens = contrastive_stage(model, p, examples, features, console, tracker, max_steps)
@@ -264,8 +264,10 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
 
 
 def label_texts(p: Prepared) -> list[str]:
+    """Each label's text: its data.label_descriptions entry, else its name with underscores as spaces
+    (`card_arrival` reads as "card arrival")."""
     descriptions = p.cfg.data.label_descriptions
-    return [descriptions.get(label) or label for label in p.task.labels]
+    return [descriptions.get(label) or " ".join(label.replace("_", " ").split()) or label for label in p.task.labels]
 
 
 def set_label_text_head(model, p: Prepared) -> None:

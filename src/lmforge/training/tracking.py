@@ -1,4 +1,5 @@
-"""Training logs: a JSONL file (one object per logged step or evaluation) and TensorBoard events."""
+"""Training logs: a JSONL file (one object per logged step or evaluation), TensorBoard events, and
+optionally an MLflow run (mlflow_log.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 
 class Tracker:
-    def __init__(self, log_dir: Path, tensorboard: bool, resume_step: int | None = None):
+    def __init__(self, log_dir: Path, tensorboard: bool, resume_step: int | None = None, mlflow=None):
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.mlflow = mlflow  # an mlflow_log.MlflowLog, or None
         self.path = log_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
@@ -35,6 +37,8 @@ class Tracker:
     def log(self, step: int, values: dict, prefix: str = "train") -> None:
         self.fh.write(json.dumps({"step": step, "split": prefix, **values}) + "\n")
         self.fh.flush()
+        if self.mlflow is not None:
+            self.mlflow.log(step, values, prefix)
         if self.tb is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)):
@@ -44,3 +48,12 @@ class Tracker:
         self.fh.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def mlflow_for(cfg, run_dir: Path):
+    """The run's MLflow log when `tracking.mlflow` is on, else None."""
+    if not cfg.tracking.mlflow:
+        return None
+    from .mlflow_log import MlflowLog
+
+    return MlflowLog(cfg, run_dir)

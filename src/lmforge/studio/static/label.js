@@ -52,7 +52,7 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 
   if (kind === "ner") {
-    tags = JSON.parse(document.getElementById("tags-data").textContent);
+    tags = JSON.parse(document.getElementById("tags").value);  // the pre-annotations (an attribute: decoded, never run)
     tokens.forEach((tok, i) => tok.addEventListener("click", (e) => {
       if (e.shiftKey && anchor !== null) focus = i; else { anchor = i; focus = i; }
       paint();

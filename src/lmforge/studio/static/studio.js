@@ -88,3 +88,52 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("input[data-filter]").forEach(makeFilter);
   pollProgress();
 });
+
+// Playground: a generation model streams its completion (server-sent events over fetch); the text is
+// appended as text, never as HTML. Without JavaScript the form posts and the completion comes whole.
+function setUpPlayground() {
+  const form = document.querySelector("form.playground");
+  if (!form) return;
+  const select = document.getElementById("source");
+  const isGeneration = () => select.selectedOptions[0] && select.selectedOptions[0].dataset.generation === "yes";
+  const toggle = () => {
+    document.querySelectorAll(".for-generate").forEach((el) => { el.hidden = !isGeneration(); });
+    document.querySelectorAll(".for-classify").forEach((el) => { el.hidden = isGeneration(); });
+  };
+  select.addEventListener("change", toggle);
+  toggle();
+  form.addEventListener("submit", async (event) => {
+    if (!isGeneration()) return;
+    event.preventDefault();
+    const out = document.getElementById("streamed"), status = document.getElementById("stream-status");
+    document.getElementById("stream").hidden = false;
+    out.textContent = "";
+    status.textContent = "generating…";
+    const old = document.getElementById("result");
+    if (old) old.remove();
+    const response = await fetch("/api/generate", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.querySelector("input[name=csrf]").value },
+      body: JSON.stringify({ source: select.value, prompt: document.getElementById("text").value,
+                             max_new_tokens: parseInt(document.getElementById("max-new-tokens").value, 10) || 64 }),
+    });
+    if (!response.ok) { status.textContent = "refused (" + response.status + "); reload the page"; return; }
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const line = buffer.slice(0, cut).replace(/^data: /, "");
+        buffer = buffer.slice(cut + 2);
+        const data = JSON.parse(line);
+        if (data.text !== undefined) out.textContent += data.text;
+        if (data.error) status.textContent = data.error;
+        if (data.done) status.textContent = data.pieces + " pieces · " + data.model_version;
+      }
+    }
+  });
+}
+document.addEventListener("DOMContentLoaded", setUpPlayground);
