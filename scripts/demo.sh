@@ -9,6 +9,7 @@
 #
 #   DEMO_SERVE=0 bash scripts/demo.sh   # stop after the self-test requests instead of serving on
 #   DEMO_PORT=8001 bash scripts/demo.sh # another port
+#   DEMO_STUDIO=1 bash scripts/demo.sh  # also start the studio (web page) on http://127.0.0.1:8080 (DEMO_STUDIO_PORT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -60,8 +61,22 @@ PY
 # exit code 3 means a check warns (what a cron job or CI step acts on); two requests are "not enough data"
 status=0; lmforge monitor intents --since 1h || status=$?
 case $status in 0) ;; 3) echo "(monitor: a drift check warns - exit code 3)" ;; *) exit "$status" ;; esac
+# which texts to label next (for the studio's Label page)
+lmforge suggest runs/intents --pool examples/texts.txt -n 5 -o runs/to_label.jsonl
+rm -f runs/to_label.labels.db runs/to_label.labelled.jsonl
 echo "demo finished in $(( $(date +%s) - start )) s (after install); run folder: runs/intents, registry: runs/registry"
-if [ "${DEMO_SERVE:-1}" = "0" ]; then exit 0; fi
+studio_port="${DEMO_STUDIO_PORT:-8080}"
+echo "Look at all of it in the studio: .venv/bin/lmforge studio --runs runs --registry runs/registry --label runs/to_label.jsonl --label registry:intents --port $studio_port"
+echo "  then open http://127.0.0.1:$studio_port   (DEMO_STUDIO=1 starts it here)"
+if [ "${DEMO_STUDIO:-0}" = "1" ]; then
+  lmforge studio --runs runs --registry runs/registry --label runs/to_label.jsonl --label registry:intents --port "$studio_port" &
+  studio=$!
+  trap 'status=$?; kill $server $studio 2>/dev/null || true; wait 2>/dev/null || true; exit $status' EXIT
+fi
+if [ "${DEMO_SERVE:-1}" = "0" ]; then
+  if [ "${DEMO_STUDIO:-0}" = "1" ]; then wait $studio; fi
+  exit 0
+fi
 cat <<MSG
 
 Serving registry:intents (the production version) on http://127.0.0.1:$port  -  API docs: http://127.0.0.1:$port/docs

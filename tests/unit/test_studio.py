@@ -297,7 +297,9 @@ def test_monitor_shows_the_cli_report(monitored, capsys):
                     "latency_ms": 3.0, "length": 4, "oov": 0.0})
         log.flush()
         log.stop()
-        assert "senti:v1: 81 predictions" in c.get("/monitor?model=senti&since=1h").text
+        stale = c.get("/monitor?model=senti&since=1h").text  # shown at once, the new report computed meanwhile
+        assert "senti:v1: 80 predictions" in stale and "refresh now" in stale
+        assert "senti:v1: 81 predictions" in c.get("/monitor?model=senti&since=1h&refresh=1").text
         assert c.get("/monitor?model=nobody").status_code == 404
         assert c.get("/monitor?model=senti&since=yesterday").status_code == 422
 
@@ -333,3 +335,15 @@ def test_playground_generates_whole_and_streamed(tmp_path, tiny_decoder):
         assert events[-1]["done"] and "".join(e.get("text", "") for e in events) == html.unescape(completion)
         assert c.post("/api/generate", json={"source": source, "prompt": "x"}).status_code == 403  # no CSRF token
         assert c.post("/api/generate", json={"source": source, "prompt": ""}, headers={"X-CSRF-Token": _csrf(page.text)}).status_code == 422
+
+
+def test_loopback_studio_refuses_other_host_names(studio_dirs):
+    """DNS rebinding: a page on evil.example re-bound to 127.0.0.1 sends Host: evil.example."""
+    app = create_app(StudioSettings(runs=[studio_dirs["runs"]], registry=studio_dirs["registry"],
+                                    allowed_hosts=["127.0.0.1", "localhost", "::1"]))
+    with TestClient(app, base_url="http://127.0.0.1:8080") as c:
+        assert c.get("/runs").status_code == 200
+        assert c.get("/runs", headers={"host": "localhost:8080"}).status_code == 200
+        assert c.get("/runs", headers={"host": "[::1]:8080"}).status_code == 200
+        refused = c.get("/runs", headers={"host": "evil.example:8080"})
+        assert refused.status_code == 400 and "address it was started on" in refused.text

@@ -33,6 +33,9 @@ class StudioSettings:
     api_key: str | None = None
     label_files: list[Path | str] = field(default_factory=list)  # suggest files, or registry:NAME (unconfident served predictions)
     predictors_cached: int = 2  # playground models kept loaded
+    # Host headers answered (None: any). `lmforge studio` without a key answers only its own loopback
+    # names, so a web page whose DNS name is re-bound to 127.0.0.1 cannot read or drive the studio.
+    allowed_hosts: list[str] | None = None
 
 
 class StudioError(Exception):
@@ -140,6 +143,9 @@ def create_app(settings: StudioSettings) -> FastAPI:
     async def guard_and_headers(request: Request, call_next):
         path = request.url.path
         open_paths = path in ("/login", "/favicon.ico") or path.startswith("/static/")
+        if settings.allowed_hosts is not None and _host_name(request.headers.get("host", "")) not in settings.allowed_hosts:
+            return JSONResponse({"error": {"code": "bad_host", "message": "this studio answers only at the address it was started on"}},
+                                status_code=400)
         request.state.session = studio.guard.session(request)
         new_cookie = None
         if request.state.session is None and studio.guard.api_key is None:  # open studio: every visitor gets a session (CSRF, labeller)
@@ -216,6 +222,14 @@ def create_app(settings: StudioSettings) -> FastAPI:
     for pages in (pages_runs, pages_registry, pages_playground, pages_monitor, pages_label):
         pages.add_routes(app, studio)
     return app
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without the port ("[::1]:8080" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def _local(target: str) -> str:

@@ -32,24 +32,64 @@ def report_charts(report: dict) -> list[Markup]:
 
 
 class ReportCache:
-    """Monitoring reports kept until the prediction log changes (a new prediction or feedback) or, for
-    a sliding window, the minute turns: re-reading 100k logged predictions takes over a second."""
+    """Monitoring reports, recomputed when the prediction log changes (a new prediction or feedback) or,
+    for a sliding window, the minute turns. Re-reading 100k logged predictions takes over a second, so
+    once a report of a model exists, a page shows it at once (with its time) while the new one is
+    computed in the background: only the first view of a model and window waits for the computation.
+    `wait=True` (the page's "refresh now") waits for the current one."""
 
     def __init__(self, size: int = 16):
-        self.size, self.reports = size, {}
+        import threading
 
-    def get(self, registry, model: str, version: int | None, since: str):
+        self.size, self.reports, self.latest = size, {}, {}
+        self.lock, self.busy = threading.Lock(), set()
+
+    def _compute(self, key: tuple, registry, model: str, version: int | None, since: str):
         import time
 
         from ..lifecycle.monitoring import monitor_report
+
+        try:
+            result = (*monitor_report(registry, model, version, since), time.time())
+            with self.lock:
+                if len(self.reports) >= self.size:
+                    self.reports.pop(next(iter(self.reports)))
+                self.reports[key] = result
+                self.latest[key[:3]] = result
+            return result
+        finally:
+            with self.lock:
+                self.busy.discard(key)
+
+    def get(self, registry, model: str, version: int | None, since: str, *, wait: bool = False):
+        """(version, report, computed at unix time, fresh: whether it covers the log as it is now)."""
+        import threading
+        import time
+
         from ..lifecycle.predlog import log_marker
 
         key = (model, version, since, log_marker(registry.db_path), 0 if since == "all" else int(time.time() // 60))
-        if key not in self.reports:
-            if len(self.reports) >= self.size:
-                self.reports.pop(next(iter(self.reports)))
-            self.reports[key] = monitor_report(registry, model, version, since)
-        return self.reports[key]
+        with self.lock:
+            if key in self.reports:
+                return (*self.reports[key], True)
+            previous = self.latest.get(key[:3])
+            start = key not in self.busy
+            if start:
+                self.busy.add(key)
+        if previous is None or wait:
+            if start:
+                return (*self._compute(key, registry, model, version, since), True)
+            while True:  # another request is computing this very report
+                time.sleep(0.05)
+                with self.lock:
+                    if key in self.reports:
+                        return (*self.reports[key], True)
+                    if key not in self.busy:
+                        break
+            return (*self._compute(key, registry, model, version, since), True)
+        if start:
+            threading.Thread(target=self._compute, args=(key, registry, model, version, since), daemon=True).start()
+        return (*previous, False)
 
 
 def add_routes(app: FastAPI, studio) -> None:
@@ -60,7 +100,7 @@ def add_routes(app: FastAPI, studio) -> None:
     studio.report_cache = cache
 
     @app.get("/monitor")
-    async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = "24h"):
+    async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = "24h", refresh: int = 0):
         registry = studio.registry()
         names = registry.names() if registry is not None else []
         context = {"names": names, "model": model, "version": version, "since": since, "windows": WINDOWS,
@@ -79,10 +119,14 @@ def add_routes(app: FastAPI, studio) -> None:
         if since not in WINDOWS:
             raise StudioError(422, f"since: choose one of {', '.join(WINDOWS)}")
         try:
-            v, report = cache.get(registry, model, version, since)
+            from starlette.concurrency import run_in_threadpool
+
+            v, report, computed, fresh = await run_in_threadpool(lambda: cache.get(registry, model, version, since, wait=bool(refresh)))
         except UserError as err:
             context["error"] = str(err)
             return studio.page(request, "monitor.html", 409, **context)
+        import time
+
         context.update(report=report, version=v.version, tables=Markup(tables_html(report)), charts=report_charts(report),
-                       ref=v.ref)
+                       ref=v.ref, fresh=fresh, computed=time.strftime("%H:%M:%S", time.localtime(computed)))
         return studio.page(request, "monitor.html", **context)

@@ -28,6 +28,8 @@ def run_studio(settings: StudioSettings, host: str, port: int, *, log_level: str
         log.warning("binding %s: the studio is reachable from other machines%s", host,
                     "" if settings.api_key else " without an API key (--api-key-env)")
     check_port_free(host, port)
+    if settings.api_key is None and settings.allowed_hosts is None and is_loopback(host):
+        settings.allowed_hosts = sorted({"127.0.0.1", "localhost", "::1", host.lower()})
     app = create_app(settings)
     print(f"lmforge studio on http://{host}:{port}  (runs: {', '.join(str(r) for r in settings.runs)}; "
           f"registry: {app.state.studio.registry_root}); Ctrl-C stops it", flush=True)
