@@ -277,3 +277,30 @@ def ner_predictor(ner_run):
     from lmforge.predictor import Predictor
 
     return Predictor.from_run(ner_run)
+
+
+def registered_with_traffic(root: Path, run: Path, texts: list[str], *, name: str = "senti", store_texts: bool = False):
+    """A registry at root/reg with `run` as production `name`, and `texts` sent to `serve registry:NAME`
+    (4 a request) with the prediction log on: what monitoring and feedback read. Returns the registry."""
+    from fastapi.testclient import TestClient
+
+    from lmforge.lifecycle import Registry
+    from lmforge.lifecycle.predlog import PredictionLog
+    from lmforge.lifecycle.register import register_run
+    from lmforge.serve.app import create_app
+    from lmforge.serve.settings import ServeSettings
+    from lmforge.serve.slots import RegistrySlot
+
+    registry = Registry(root / "reg")
+    register_run(registry, name, run)
+    registry.promote(name, 1)
+    log = PredictionLog(registry.db_path, name, store_texts=store_texts)
+    with TestClient(create_app(RegistrySlot(registry, name, poll_s=3600), ServeSettings(), prediction_log=log)) as client:
+        for i in range(0, len(texts), 4):
+            assert client.post("/v1/predict", json={"texts": texts[i:i + 4]}).status_code == 200
+    return registry
+
+
+def negative_texts(n: int = 80) -> list[str]:
+    """Only negative sentiment texts: traffic whose label distribution has drifted."""
+    return [t for t, label in sentiment_rows(240, 11) if label == "negative"][:n]

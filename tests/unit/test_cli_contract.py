@@ -183,23 +183,9 @@ def test_the_installed_entry_point_exits_with_the_code(tmp_path):
 # --- monitor's exit code 3 ------------------------------------------------------------------------------
 
 def test_monitor_exits_3_when_a_check_warns(tmp_path, cls_run, capsys):
-    from fastapi.testclient import TestClient
+    from conftest import negative_texts, registered_with_traffic
 
-    from lmforge.lifecycle.predlog import PredictionLog
-    from lmforge.lifecycle.register import register_run
-    from lmforge.lifecycle import Registry
-    from lmforge.serve.app import create_app
-    from lmforge.serve.settings import ServeSettings
-    from lmforge.serve.slots import RegistrySlot
-
-    registry = Registry(tmp_path / "reg")
-    register_run(registry, "senti", cls_run)
-    registry.promote("senti", 1)
-    log = PredictionLog(registry.db_path, "senti")
-    negative = [t for t, label in sentiment_rows(240, 11) if label == "negative"][:80]
-    with TestClient(create_app(RegistrySlot(registry, "senti", poll_s=3600), ServeSettings(), prediction_log=log)) as client:
-        for i in range(0, len(negative), 4):  # only one class: the label distribution has shifted
-            assert client.post("/v1/predict", json={"texts": negative[i:i + 4]}).status_code == 200
+    registered_with_traffic(tmp_path, cls_run, negative_texts())  # only one class: the label distribution has shifted
     code, out, err = run(["monitor", "senti", "--since", "1h", "--registry", tmp_path / "reg"], capsys)
     assert code == 3, out + err
     assert "label_shift" in out

@@ -252,22 +252,10 @@ def test_curves_and_chart_escape(cls_run):
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory, cls_run):
     """A registered model serving traffic that drifted (only negative texts), logged to its registry."""
-    from conftest import sentiment_rows
-    from lmforge.lifecycle.predlog import PredictionLog
-    from lmforge.lifecycle.register import register_run
-    from lmforge.serve.app import create_app as serve_app
-    from lmforge.serve.settings import ServeSettings
-    from lmforge.serve.slots import RegistrySlot
+    from conftest import negative_texts, registered_with_traffic
 
     root = tmp_path_factory.mktemp("monitored")
-    registry = Registry(root / "reg")
-    register_run(registry, "senti", cls_run)
-    registry.promote("senti", 1)
-    log = PredictionLog(registry.db_path, "senti")
-    negative = [t for t, label in sentiment_rows(240, 11) if label == "negative"][:80]
-    with TestClient(serve_app(RegistrySlot(registry, "senti", poll_s=3600), ServeSettings(), prediction_log=log)) as served:
-        for i in range(0, len(negative), 4):
-            assert served.post("/v1/predict", json={"texts": negative[i:i + 4]}).status_code == 200
+    registered_with_traffic(root, cls_run, negative_texts())
     (root / "runs").mkdir()
     return root
 
@@ -347,3 +335,17 @@ def test_loopback_studio_refuses_other_host_names(studio_dirs):
         assert c.get("/runs", headers={"host": "[::1]:8080"}).status_code == 200
         refused = c.get("/runs", headers={"host": "evil.example:8080"})
         assert refused.status_code == 400 and "address it was started on" in refused.text
+
+
+def test_monitor_reports_are_computed_at_start(monitored):
+    import time
+
+    app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg", warm_monitor=True))
+    cache = app.state.studio.report_cache
+    deadline = time.time() + 60
+    while not cache.reports and time.time() < deadline:
+        time.sleep(0.05)
+    assert [key[:3] for key in cache.reports] == [("senti", None, "24h")]
+    with TestClient(app) as c:
+        page = c.get("/monitor?model=senti")  # the default window: ready, not computed for this request
+        assert page.status_code == 200 and "as of" in page.text and "refresh now" not in page.text

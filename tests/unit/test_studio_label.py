@@ -150,23 +150,12 @@ def test_unknown_queue_and_item(queue_file, tmp_path):
 
 
 def test_feedback_queue_labels_the_served_models_unconfident_predictions(cls_run, tmp_path):
-    from conftest import sentiment_rows
-    from lmforge.lifecycle import Registry
-    from lmforge.lifecycle.predlog import PredictionLog, feedback_since
-    from lmforge.lifecycle.register import register_run
+    from conftest import registered_with_traffic, sentiment_rows
+    from lmforge.lifecycle.predlog import feedback_since
     from lmforge.lifecycle.update import feedback_examples
-    from lmforge.serve.app import create_app as serve_app
-    from lmforge.serve.settings import ServeSettings
-    from lmforge.serve.slots import RegistrySlot
     from lmforge.studio.labelling import FeedbackQueue
 
-    registry = Registry(tmp_path / "reg")
-    register_run(registry, "senti", cls_run)
-    registry.promote("senti", 1)
-    log = PredictionLog(registry.db_path, "senti", store_texts=True)
-    texts = [t for t, _ in sentiment_rows(20, 13)][:6]
-    with TestClient(serve_app(RegistrySlot(registry, "senti", poll_s=3600), ServeSettings(), prediction_log=log)) as served:
-        assert served.post("/v1/predict", json={"texts": texts}).status_code == 200
+    registry = registered_with_traffic(tmp_path, cls_run, [t for t, _ in sentiment_rows(20, 13)][:6], store_texts=True)
     queue = FeedbackQueue(registry, "senti", below=1.01)  # every prediction counts as unconfident here
     assert queue.progress() == (0, 6) and queue.choices == ["negative", "neutral", "positive"]
     (tmp_path / "runs").mkdir()

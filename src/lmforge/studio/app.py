@@ -14,11 +14,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from .auth import COOKIE, FormError, Guard, read_form
+from .web import StudioError, checked_form, session_of, set_session_cookie
 from .catalog import Catalog
 
 HERE = Path(__file__).parent
@@ -36,14 +37,7 @@ class StudioSettings:
     # Host headers answered (None: any). `lmforge studio` without a key answers only its own loopback
     # names, so a web page whose DNS name is re-bound to 127.0.0.1 cannot read or drive the studio.
     allowed_hosts: list[str] | None = None
-
-
-class StudioError(Exception):
-    """A request the studio refuses: rendered as a page with the status and message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
+    warm_monitor: bool = False  # compute each production model's Monitor report in the background at start
 
 
 def templates() -> Environment:
@@ -122,15 +116,6 @@ class Studio:
         if self._registry is None:  # opened once: opening checks the tables in a write transaction
             self._registry = Registry(self.registry_root)
         return self._registry
-
-
-def session_of(request: Request) -> str | None:
-    """The request's session nonce (set by the middleware: the cookie's, or a new one in an open studio)."""
-    return getattr(request.state, "session", None)
-
-
-def set_session_cookie(response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", max_age=7 * 24 * 3600)
 
 
 def create_app(settings: StudioSettings) -> FastAPI:
@@ -237,14 +222,3 @@ def _local(target: str) -> str:
     if not target.startswith("/") or target.startswith("//") or "\\" in target or any(ord(c) < 32 for c in target):
         return "/runs"
     return target
-
-
-async def checked_form(studio: Studio, request: Request) -> dict[str, str]:
-    """The POSTed form, after the CSRF check (403 when it fails)."""
-    try:
-        form = await read_form(request)
-    except FormError as err:
-        raise StudioError(400, str(err)) from None
-    if not studio.guard.csrf_ok(request, form):
-        raise StudioError(403, "this form has expired or did not come from the studio; reload the page and try again")
-    return form

@@ -22,7 +22,7 @@ def _shown(label, ner: bool) -> str:
 
 
 def add_routes(app: FastAPI, studio) -> None:
-    from .app import StudioError, checked_form
+    from .web import StudioError, checked_form
 
     def queue_or_404(qid: str):
         queue = studio.queues.get(qid)
@@ -31,7 +31,7 @@ def add_routes(app: FastAPI, studio) -> None:
         return queue
 
     def labeller(request: Request) -> str:
-        from .app import session_of
+        from .web import session_of
 
         nonce = session_of(request)
         if nonce is None:

@@ -11,6 +11,7 @@ from ..lifecycle.versions import MAX_VERSION, NAME_RE
 from .charts import line_chart
 
 WINDOWS = ("1h", "24h", "7d", "30d", "all")
+DEFAULT_WINDOW = "24h"
 
 
 def report_charts(report: dict) -> list[Markup]:
@@ -92,15 +93,34 @@ class ReportCache:
         return (*previous, False)
 
 
+def warm(studio, cache: ReportCache) -> None:
+    """Compute the default window's report of every model in production, in the background, so the
+    first visit to Monitor does not wait for it."""
+    import threading
+
+    def work() -> None:
+        registry = studio.registry()
+        for name in registry.names() if registry is not None else []:
+            try:
+                if registry.production(name) is not None:
+                    cache.get(registry, name, None, DEFAULT_WINDOW)
+            except Exception:  # noqa: BLE001 - a model without a reference (NER) is reported when its page is opened
+                continue
+
+    threading.Thread(target=work, name="lmforge-studio-warm", daemon=True).start()
+
+
 def add_routes(app: FastAPI, studio) -> None:
     from ..lifecycle.drift_render import tables_html
-    from .app import StudioError
+    from .web import StudioError
 
     cache = ReportCache()
     studio.report_cache = cache
+    if studio.settings.warm_monitor:
+        warm(studio, cache)
 
     @app.get("/monitor")
-    async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = "24h", refresh: int = 0):
+    async def monitor_page(request: Request, model: str = "", version: int | None = None, since: str = DEFAULT_WINDOW, refresh: int = 0):
         registry = studio.registry()
         names = registry.names() if registry is not None else []
         context = {"names": names, "model": model, "version": version, "since": since, "windows": WINDOWS,

@@ -59,7 +59,7 @@ class Predictors:
 
 
 def add_routes(app: FastAPI, studio) -> None:
-    from .app import StudioError, checked_form
+    from .web import StudioError, checked_form
 
     predictors = Predictors(studio.settings.predictors_cached)
 
@@ -150,7 +150,7 @@ def add_stream_route(app: FastAPI, studio, predictors: "Predictors", resolve) ->
     from fastapi.responses import StreamingResponse
 
     from ..serve.generation_routes import sse_events
-    from .app import StudioError
+    from .web import StudioError
 
     @app.post("/api/generate")
     async def generate_stream(request: Request):

@@ -27,7 +27,7 @@ def headline(metrics: dict) -> dict[str, float]:
 
 
 def add_routes(app: FastAPI, studio) -> None:
-    from .app import StudioError, checked_form
+    from .web import StudioError, checked_form
 
     def registry_or_error():
         registry = studio.registry()

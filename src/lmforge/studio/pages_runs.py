@@ -84,7 +84,7 @@ def _config(entry: RunEntry) -> dict:
 
 
 def add_routes(app: FastAPI, studio) -> None:
-    from .app import StudioError
+    from .web import StudioError
 
     def entry_or_404(rid: str) -> RunEntry:
         entry = studio.catalog.get(rid)

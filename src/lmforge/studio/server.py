@@ -30,6 +30,7 @@ def run_studio(settings: StudioSettings, host: str, port: int, *, log_level: str
     check_port_free(host, port)
     if settings.api_key is None and settings.allowed_hosts is None and is_loopback(host):
         settings.allowed_hosts = sorted({"127.0.0.1", "localhost", "::1", host.lower()})
+    settings.warm_monitor = True
     app = create_app(settings)
     print(f"lmforge studio on http://{host}:{port}  (runs: {', '.join(str(r) for r in settings.runs)}; "
           f"registry: {app.state.studio.registry_root}); Ctrl-C stops it", flush=True)
