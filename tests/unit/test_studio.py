@@ -111,8 +111,6 @@ def test_run_page_shows_curves_reports_and_files(client, studio_dirs):
 
 def test_no_path_reaches_the_file_system(client, studio_dirs):
     rid = run_id(studio_dirs["runs"] / "cls")
-    weights = [i for i, n in re.findall(rf'<tr><td>(?:<a href="/runs/{rid}/files/(\d+)">)?([^<]+)', client.get(f"/runs/{rid}").text)]
-    assert weights  # the listing exists
     for url in (f"/runs/{rid}/files/999", f"/runs/{rid}/files/-1", "/runs/../../etc/passwd", "/runs/%2e%2e%2fetc",
                 f"/runs/{rid}/files/..%2fconfig.yaml", "/runs/000000000000", "/static/../app.py"):
         response = client.get(url)

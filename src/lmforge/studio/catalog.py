@@ -75,7 +75,7 @@ def status_of(info: dict) -> str:
     return "running" if _alive(info.get("pid"), info.get("host")) else "interrupted"
 
 
-def _headline(metrics: dict) -> dict[str, float]:
+def headline(metrics: dict) -> dict[str, float]:
     """`split metric` -> value, for the metrics a list shows (test first, then dev)."""
     out: dict[str, float] = {}
     for split in ("test", "dev"):
@@ -106,7 +106,7 @@ def read_entry(path: Path) -> RunEntry | None:
         info = read_json(path / RUN_INFO)
         labels = read_json(path / LABELS)
         metrics = read_json(path / METRICS) if (path / METRICS).is_file() else {}
-    except (OSError, ValueError, Exception):  # noqa: BLE001 - a damaged run is left out of the list, never fails the page
+    except Exception:  # noqa: BLE001 - a damaged run (unreadable, bad JSON) is left out of the list, never fails the page
         return None
     if not isinstance(info, dict) or not isinstance(labels, dict):
         return None
@@ -117,7 +117,7 @@ def read_entry(path: Path) -> RunEntry | None:
                     status=status_of(info), info=info, metrics=metrics if isinstance(metrics, dict) else {},
                     started=info.get("started") if isinstance(info.get("started"), (int, float)) else None,
                     error=str(info["error"]) if info.get("error") else None,
-                    headline=_headline(metrics if isinstance(metrics, dict) else {}))
+                    headline=headline(metrics if isinstance(metrics, dict) else {}))
 
 
 def find_runs(roots: list[Path], exclude: list[Path] | None = None) -> list[Path]:

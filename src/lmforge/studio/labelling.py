@@ -167,14 +167,17 @@ class FileQueue:
         return label
 
     def check_tags(self, item: Item, tags: list[str]) -> list[str]:
+        """One IOB2 tag a token, of the queue's entity types, valid as a sequence (the readers' rules)."""
+        from ..data.schemes import split_tag, validate_and_convert
+
         if len(tags) != len(item.tokens):
             raise UserError(f"tags: {len(tags)} tags for {len(item.tokens)} tokens")
-        for tag in tags:
-            if tag != "O" and not (tag[:2] in ("B-", "I-") and tag[2:] in self.choices):
-                raise UserError(f"tags: {tag!r} is not O, B-TYPE or I-TYPE of {', '.join(self.choices) or 'a known type'}")
-        for i, tag in enumerate(tags):
-            if tag.startswith("I-") and (i == 0 or tags[i - 1][2:] != tag[2:] or tags[i - 1] == "O"):
-                raise UserError(f"tags: {tag} at token {i + 1} does not continue an entity of its type")
+        unknown = next((t for t in tags if t != "O" and split_tag(t)[1] not in self.choices), None)
+        if unknown is not None:
+            raise UserError(f"tags: {unknown!r} is not O, B-TYPE or I-TYPE of {', '.join(self.choices) or 'a known type'}")
+        checked = validate_and_convert(tags, "iob2")
+        if checked.error_index is not None:
+            raise UserError(f"tags: token {checked.error_index + 1}: {checked.error}")
         return tags
 
     def submit(self, key: str, value, labeller: str) -> dict:

@@ -40,7 +40,7 @@ def add_routes(app: FastAPI, studio) -> None:
 
     @app.get("/label")
     async def queues_page(request: Request):
-        rows = [{"queue": q, "done": q.progress()[0], "total": q.progress()[1]} for q in studio.queues.values()]
+        rows = [{"queue": q, "done": done, "total": total} for q in studio.queues.values() for done, total in [q.progress()]]
         return studio.page(request, "label_queues.html", rows=rows)
 
     @app.get("/label/{qid}")

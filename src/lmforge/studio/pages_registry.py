@@ -11,19 +11,10 @@ from ..errors import UserError
 from ..lifecycle.gate import failing_checks, gate_failed
 from ..lifecycle.registry import default_actor
 from ..lifecycle.versions import MAX_VERSION, NAME_RE
+from .catalog import headline
 
 ACTIONS = ("promote", "archive")
 DONE = {"promote": "promoted to production", "archive": "archived", "rollback": "rolled back"}
-
-
-def headline(metrics: dict) -> dict[str, float]:
-    out = {}
-    for split in ("test", "dev"):
-        for key in ("accuracy", "macro_f1", "f1"):
-            value = (metrics.get(split) or {}).get(key) if isinstance(metrics.get(split), dict) else None
-            if isinstance(value, (int, float)):
-                out[f"{split} {key}"] = value
-    return out
 
 
 def add_routes(app: FastAPI, studio) -> None:
