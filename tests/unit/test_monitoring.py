@@ -344,3 +344,67 @@ def test_write_html_without_samples_or_traffic(tmp_path, reference):
     page = write_html(report, tmp_path / "empty.html").read_text(encoding="utf-8")
     assert "insufficient" in page
     assert page.count("data:image/png;base64,") == 1  # only the reference label distribution
+
+
+# --------------------------------------------------------------------------------------------
+# The report from the prediction log's columns (what `lmforge monitor` and the studio read)
+# --------------------------------------------------------------------------------------------
+
+
+def _log(db_path, rows: list[dict]) -> None:
+    from lmforge.lifecycle.predlog import PredictionLog
+
+    log = PredictionLog(db_path, "bank")
+    log.start()
+    for row in rows:
+        log.record(dict(row))
+    log.flush()
+    log.stop()
+
+
+def test_report_from_log_columns_equals_report_from_rows(tmp_path, reference):
+    """The same numbers whether the report reads dicts, the log's columns, or a store that read the log in
+    two increments; gaps (None) and other models' and versions' rows included."""
+    from lmforge.lifecycle.columns import TrafficStore
+    from lmforge.lifecycle.predlog import feedback_since, predictions_since, read_columns
+
+    preds = _predictions(np.random.default_rng(21), n=700, probs=[0.1, 0.1, 0.15, 0.25, 0.4])
+    for i, p in enumerate(preds):
+        p["version"] = 3 if i % 7 else 2
+    preds[5]["confidence"] = None
+    preds[6]["label"] = None
+    preds[7]["latency_ms"] = None
+    db_path = tmp_path / "registry.db"
+    _log(db_path, preds[:400])
+    _log(db_path, [{**preds[0], "id": "other-model-row"}])  # logged as "bank" too: a different id
+    store = TrafficStore(db_path)
+    assert len(store.columns("bank")) == 401
+    _log(db_path, preds[400:])
+    from lmforge.lifecycle.predlog import add_feedback
+
+    for row in _feedback([p for p in preds[200:] if p["label"] is not None], 60, 0.75):
+        add_feedback(db_path, "bank", row["prediction_id"], row["label"])
+    since = T0 + 1000.0
+    rows = predictions_since(db_path, "bank", since, version=3)
+    fb = feedback_since(db_path, "bank", since, version=3)
+    expected = build_report(reference, rows, fb, window="x")
+    from_log = build_report(reference, read_columns(db_path, "bank", since=since, version=3)[0], fb, window="x")
+    from_store = build_report(reference, store.columns("bank").window(since, 3), fb, window="x")
+    assert len(store.columns("bank")) == 701  # only the new rows were read
+    assert expected["predictions"] == len(rows) == sum(1 for i, p in enumerate(preds) if i % 7 and p["time"] >= since)
+    assert json.dumps(from_log, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert json.dumps(from_store, sort_keys=True) == json.dumps(expected, sort_keys=True)
+    assert expected["feedback"] > 0 and expected["versions"] == {"3": len(rows)}
+    assert build_report(reference, store.columns("bank").window(since, 99), [])["predictions"] == 0
+    assert build_report(reference, read_columns(db_path, "nobody")[0], [])["predictions"] == 0
+
+
+def test_columns_read_non_numbers_as_missing():
+    from lmforge.lifecycle.columns import TrafficColumns
+
+    cols = TrafficColumns.from_rows([{"confidence": True, "length": "7", "oov": float("inf"), "label": 3},
+                                     {"confidence": 0.5, "length": None, "oov": "x", "label": None}, {}])
+    assert np.isnan(cols.confidence[0]) and cols.confidence[1] == 0.5
+    assert cols.length[0] == 7.0 and np.isnan(cols.length[1])
+    assert np.isnan(cols.oov).all()
+    assert cols.label_counts() == {"3": 1} and cols.version_counts() == {"None": 3}

@@ -263,6 +263,7 @@ def test_monitor_shows_the_cli_report(monitored, capsys):
     from lmforge.lifecycle.predlog import PredictionLog
 
     app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg"))
+    app.state.studio.report_cache.budget = 60  # a slow machine must not see the "reading the log" page here
     with TestClient(app) as c:
         assert 'value="senti"' in c.get("/monitor").text
         page = c.get("/monitor?model=senti&since=1h")
@@ -333,6 +334,26 @@ def test_loopback_studio_refuses_other_host_names(studio_dirs):
         assert c.get("/runs", headers={"host": "[::1]:8080"}).status_code == 200
         refused = c.get("/runs", headers={"host": "evil.example:8080"})
         assert refused.status_code == 400 and "address it was started on" in refused.text
+
+
+def test_monitor_first_view_does_not_wait_for_a_long_read(monitored):
+    """Until the first report of a window exists, the page says it is reading the log and reloads itself."""
+    import time
+
+    app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg"))
+    cache = app.state.studio.report_cache
+    cache.budget = 0.0
+    with TestClient(app) as c:
+        first = c.get("/monitor?model=senti&since=7d")
+        assert first.status_code == 200 and 'id="pending"' in first.text
+        assert '<meta http-equiv="refresh" content="1">' in first.text and 'id="overall"' not in first.text
+        deadline = time.time() + 60
+        while cache.jobs and time.time() < deadline:
+            time.sleep(0.05)
+        ready = c.get("/monitor?model=senti&since=7d")
+        assert 'id="overall">warn<' in ready.text and 'id="pending"' not in ready.text and "http-equiv" not in ready.text
+        assert len(cache.stores) == 1  # the log was read once, into memory, for every later window
+        assert 'id="overall"' in c.get("/monitor?model=senti&since=1h&refresh=1").text
 
 
 def test_monitor_reports_are_computed_at_start(monitored):

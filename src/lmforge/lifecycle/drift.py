@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from .columns import TrafficColumns
 from .drift_stats import chi_square, clean_counts, ks, psi
 
 OK, WARN, INSUFFICIENT = "ok", "warn", "insufficient"
@@ -192,10 +193,14 @@ def _oov_check(ref: list[float], recent: list[float], n: int, t: DriftThresholds
                   increase=increase)
 
 
-def _feedback_rows(feedback: Iterable[Mapping], predictions: list[Mapping]) -> list[tuple[str, str]]:
+def _feedback_rows(feedback: Iterable[Mapping], traffic: TrafficColumns) -> list[tuple[str, str]]:
     """(predicted, true) per feedback row; the latest row wins per prediction id. A missing
     `predicted` is looked up in the predictions by id; rows without either label are dropped."""
-    predicted_by_id = {str(p["id"]): p.get("label") for p in predictions if p.get("id") is not None}
+    feedback = list(feedback)
+    predicted_by_id: dict[str, Any] = {}
+    if traffic.ids is not None and any(isinstance(r, Mapping) and r.get("predicted") is None for r in feedback):
+        predicted_by_id = {str(pid): (traffic.labels[code] if code >= 0 else None)
+                           for pid, code in zip(traffic.ids, traffic.label.tolist()) if pid is not None}
     latest: dict[Any, tuple[float, int, tuple[str, str]]] = {}
     for i, row in enumerate(feedback):
         if not isinstance(row, Mapping):
@@ -242,47 +247,42 @@ def _feedback_check(rows: list[tuple[str, str]], ref_accuracy: float | None, n: 
 # --------------------------------------------------------------------------------------------
 
 
-def _volume(times: list[float]) -> dict:
+def _volume(times: np.ndarray) -> dict:
     """First/last time and [hour_start, count] per hour (empty hours filled with 0 up to MAX_FILLED_HOURS)."""
-    if not times:
+    if not len(times):
         return {"first": None, "last": None, "per_hour": []}
-    buckets = Counter(int(math.floor(x / 3600.0)) * 3600 for x in times)
-    start, end = min(buckets), max(buckets)
+    hours, counts = np.unique((np.floor(times / 3600.0) * 3600).astype(np.int64), return_counts=True)
+    buckets = dict(zip(hours.tolist(), counts.tolist()))
+    start, end = int(hours[0]), int(hours[-1])
     if (end - start) // 3600 + 1 <= MAX_FILLED_HOURS:
         hours = range(start, end + 3600, 3600)
     else:
-        hours = sorted(buckets)
-    return {"first": min(times), "last": max(times), "per_hour": [[h, buckets.get(h, 0)] for h in hours]}
+        hours = hours.tolist()
+    return {"first": float(times.min()), "last": float(times.max()), "per_hour": [[h, buckets.get(h, 0)] for h in hours]}
 
 
-def _numbers(values: Iterable[Any]) -> np.ndarray:
-    """Values as floats, NaN where a value is not a finite number (vectorised: one pass, no per-value calls)."""
-    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], dtype=np.float64)
-
-
-def _over_time(predictions: list[Mapping], top: int = 5) -> dict:
+def _over_time(traffic: TrafficColumns, top: int = 5) -> dict:
     """Per hour with traffic: mean confidence and the share of each of the `top` most frequent labels."""
-    times = _numbers(r.get("time") for r in predictions)
-    keep = np.isfinite(times)
+    keep = np.isfinite(traffic.time)
     if not keep.any():
         return {"hours": [], "confidence": [], "label_share": {}}
-    hours, slot = np.unique((np.floor(times[keep] / 3600.0) * 3600).astype(np.int64), return_inverse=True)
+    hours, slot = np.unique((np.floor(traffic.time[keep] / 3600.0) * 3600).astype(np.int64), return_inverse=True)
     counts = np.bincount(slot, minlength=len(hours)).astype(np.float64)
-    conf = _numbers(r.get("confidence") for r in predictions)[keep]
+    conf = traffic.confidence[keep]
     has = np.isfinite(conf)
     conf_sum = np.bincount(slot[has], weights=conf[has], minlength=len(hours))
     conf_n = np.bincount(slot[has], minlength=len(hours))
-    labels = np.array([str(r.get("label")) for r in predictions], dtype=object)[keep]
-    named = [r.get("label") for r in predictions if r.get("label") is not None]
-    top_labels = [label for label, _ in Counter(map(str, named)).most_common(top)]
+    labels = traffic.label[keep]
+    top_labels = Counter(traffic.label_counts()).most_common(top)
     return {"hours": [int(h) for h in hours],
             "confidence": [float(s / n) if n else None for s, n in zip(conf_sum, conf_n)],
-            "label_share": {label: (np.bincount(slot, weights=(labels == label).astype(np.float64), minlength=len(hours)) / counts).tolist()
-                            for label in top_labels}}
+            "label_share": {label: (np.bincount(slot, weights=(labels == traffic.labels.index(label)).astype(np.float64),
+                                                minlength=len(hours)) / counts).tolist()
+                            for label, _ in top_labels}}
 
 
-def _latency(values: list[float]) -> dict[str, float | None]:
-    if not values:
+def _latency(values: np.ndarray) -> dict[str, float | None]:
+    if not len(values):
         return {"p50": None, "p95": None, "p99": None}
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
@@ -295,24 +295,28 @@ def _overall(checks: list[dict]) -> str:
     return OK if OK in statuses else INSUFFICIENT
 
 
-def build_report(reference: dict, predictions: list[dict], feedback: list[dict],
+def build_report(reference: dict, predictions: list[dict] | TrafficColumns, feedback: list[dict],
                  thresholds: DriftThresholds = DriftThresholds(), *, model: str = "",
                  version: str | None = None, window: str = "") -> dict:
     """The monitoring report of `predictions` and `feedback` against `reference` (JSON-serialisable).
 
-    Predictions are not filtered by `version`: the caller selects the traffic; `version` and `window`
-    are recorded as given. Missing or non-numeric fields of a prediction are left out of the checks that
-    need them.
+    `predictions`: dicts (keys as in the prediction log) or the same as `TrafficColumns` (what
+    `monitoring.monitor_report` reads from the log). They are not filtered by `version`: the caller
+    selects the traffic; `version` and `window` are recorded as given. Missing or non-numeric fields of
+    a prediction are left out of the checks that need them.
     """
     if not isinstance(reference, Mapping):
         raise UserError("the monitoring reference must be a JSON object with label_counts, confidences, ...; "
                         "re-register the model to recompute it")
-    predictions = list(predictions or [])
-    for i, row in enumerate(predictions):
-        if not isinstance(row, Mapping):
-            raise UserError(f"prediction row {i} is a {type(row).__name__}; expected a mapping")
+    if not isinstance(predictions, TrafficColumns):
+        predictions = list(predictions or [])
+        for i, row in enumerate(predictions):
+            if not isinstance(row, Mapping):
+                raise UserError(f"prediction row {i} is a {type(row).__name__}; expected a mapping")
+        predictions = TrafficColumns.from_rows(predictions)
+    traffic = predictions
     t = thresholds
-    n = len(predictions)
+    n = len(traffic)
 
     ref_counts = clean_counts(reference.get("label_counts") or {}, "reference label_counts")
     ref_conf = _finite(reference.get("confidences") or [])
@@ -320,11 +324,11 @@ def build_report(reference: dict, predictions: list[dict], feedback: list[dict],
     ref_oov = _finite(reference.get("oov_rates") or [])
     ref_accuracy = _number_or_none(reference.get("accuracy"))
 
-    recent_counts = Counter(str(p["label"]) for p in predictions if p.get("label") is not None)
-    conf = _finite(p.get("confidence") for p in predictions)
-    lengths = _finite(p.get("length") for p in predictions)
-    oov = _finite(p.get("oov") for p in predictions)
-    rows = _feedback_rows(feedback or [], predictions)
+    recent_counts = Counter(traffic.label_counts())
+    conf = traffic.finite("confidence")
+    lengths = traffic.finite("length")
+    oov = traffic.finite("oov")
+    rows = _feedback_rows(feedback or [], traffic)
 
     checks = [
         _label_check(ref_counts, recent_counts, n, t),
@@ -340,13 +344,13 @@ def build_report(reference: dict, predictions: list[dict], feedback: list[dict],
         "status": _overall(checks),
         "predictions": n,
         "feedback": len(rows),
-        "versions": dict(Counter(str(p.get("version")) for p in predictions)),
-        "volume": _volume(_finite(p.get("time") for p in predictions)),
-        "over_time": _over_time(predictions),
+        "versions": traffic.version_counts(),
+        "volume": _volume(traffic.finite("time")),
+        "over_time": _over_time(traffic),
         "checks": checks,
         "warnings": [c["detail"] for c in checks if c["status"] == WARN],
         "label_distribution": {"reference": _distribution(ref_counts), "recent": _distribution(recent_counts)},
-        "latency_ms": _latency(_finite(p.get("latency_ms") for p in predictions)),
+        "latency_ms": _latency(traffic.finite("latency_ms")),
         "reference": {"examples": reference.get("examples"), "accuracy": ref_accuracy},
         "thresholds": asdict(t),
         "samples": {

@@ -86,7 +86,7 @@ def chi_square(reference_counts: Mapping[str, int | float],
 
 def _numbers(values: Iterable[Any], name: str) -> np.ndarray:
     try:
-        array = np.asarray(list(values), dtype=float).ravel()
+        array = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float).ravel()
     except (TypeError, ValueError) as exc:
         raise UserError(f"{name} must be numbers ({exc})") from None
     bad = int(np.count_nonzero(~np.isfinite(array)))

@@ -22,10 +22,12 @@ def parse_since(text: str) -> float:
     return time.time() - seconds
 
 
-def monitor_report(registry, name: str, version: int | None, since: str):
-    """(the version, its report) for traffic of `name` (version None: production) since `since`."""
+def monitor_report(registry, name: str, version: int | None, since: str, *, store=None):
+    """(the version, its report) for traffic of `name` (version None: production) since `since`.
+    `store`: a `columns.TrafficStore` of the registry's log to read the predictions from (kept in memory
+    between reports); without one they are read from the log."""
     from .drift import build_report
-    from .predlog import feedback_since, predictions_since
+    from .predlog import feedback_since, read_columns
     from .reference import load_reference
 
     v = registry.get(name, version)
@@ -33,6 +35,9 @@ def monitor_report(registry, name: str, version: int | None, since: str):
     if reference is None:
         raise UserError(f"{v.ref} has no monitoring reference (only text-classification versions have one)")
     start = parse_since(since)
-    rows = predictions_since(registry.db_path, name, start, version=v.version)
+    if store is None:
+        traffic = read_columns(registry.db_path, name, since=start, version=v.version)[0]
+    else:
+        traffic = store.columns(name).window(start, v.version)
     feedback = feedback_since(registry.db_path, name, start, version=v.version)
-    return v, build_report(reference, rows, feedback, model=name, version=v.ref, window=since)
+    return v, build_report(reference, traffic, feedback, model=name, version=v.ref, window=since)

@@ -86,15 +86,14 @@ def headline(metrics: dict) -> dict[str, float]:
     return out
 
 
-def _is_run(path: Path) -> bool:
-    return all((path / name).is_file() for name in (CONFIG, LABELS, RUN_INFO))
+RUN_FILES = frozenset((CONFIG, LABELS, RUN_INFO))  # a folder holding these three is a run
 
 
 def _yaml_head(path: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -120,28 +119,41 @@ def read_entry(path: Path) -> RunEntry | None:
                     headline=headline(metrics if isinstance(metrics, dict) else {}))
 
 
+def _identity(path: Path | str) -> tuple[int, int] | None:
+    """(device, inode) of what `path` leads to (symlinks followed), None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def find_runs(roots: list[Path], exclude: list[Path] | None = None) -> list[Path]:
-    """Run folders under `roots` (depth <= MAX_DEPTH), skipping `exclude` (a registry's copies)."""
-    skip = {Path(p).resolve() for p in exclude or []}
+    """Run folders under `roots` (depth <= MAX_DEPTH), skipping `exclude` (a registry's copies). One
+    directory listing a folder; folders are told apart by device and inode (links and loops visited once)."""
+    skip = {key for key in map(_identity, exclude or []) if key is not None}
     found: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[tuple[int, int]] = set()
 
     def walk(folder: Path, depth: int) -> None:
-        real = folder.resolve()
-        if real in skip or real in seen:
+        key = _identity(folder)
+        if key is None or key in skip or key in seen:
             return
-        seen.add(real)
-        if _is_run(folder):
+        seen.add(key)
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+            files = {c.name for c in children if c.name in RUN_FILES and c.is_file()}
+            folders = sorted(c.name for c in children if not c.name.startswith(".") and c.is_dir())
+        except OSError:
+            return
+        if files == RUN_FILES:
             found.append(folder)
             return
         if depth >= MAX_DEPTH:
             return
-        try:
-            children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
-            return
-        for child in children:
-            walk(child, depth + 1)
+        for name in folders:
+            walk(folder / name, depth + 1)
 
     for root in roots:
         if Path(root).is_dir():
