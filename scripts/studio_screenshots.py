@@ -76,6 +76,7 @@ def main() -> None:
         page.goto(base + "/registry")
         shot("registry")
         page.goto(base + "/monitor?model=intents&since=24h")
+        page.wait_for_selector("#overall", timeout=60_000)  # a first read of the log shows a self-reloading page
         shot("monitor")
         page.goto(base + "/label")
         page.click("text=to_label.jsonl")
