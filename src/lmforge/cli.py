@@ -138,6 +138,7 @@ def evaluate(
     max_new_tokens: int = typer.Option(512, min=1, max=100_000, help="--benchmark: most tokens per completion"),
     workers: Optional[int] = typer.Option(None, min=1, max=1024, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
     stop_at_fence: bool = typer.Option(True, help="--benchmark: end each completion at its first closing ``` fence (the extractor reads the first code block)"),
+    continuous_batching: bool = typer.Option(True, help="--benchmark, greedy: a finished completion's row takes the next problem at once (off: each batch waits for its longest completion)"),
     output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
@@ -149,7 +150,7 @@ def evaluate(
             raise UserError("give either --data (with data.* overrides, --threshold) or --benchmark, not both")
         summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
                                      temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output,
-                                     stop_at_fence=stop_at_fence)
+                                     stop_at_fence=stop_at_fence, continuous=continuous_batching)
         table = Table(title=f"{benchmark}: {summary['problems']} problems x {summary['samples']} sample(s)")
         for key in [*summary["pass_at_k"], *summary["status_counts"], "generation s", "execution s"]:
             table.add_column(key)

@@ -45,6 +45,14 @@ def test_init_train_evaluate_generate(tmp_path, tiny_decoder):
     assert summary["problems"] == 2 and summary["pass_at_k"]["pass@1"] == 0.0  # a 40k-parameter model writes no code
     assert sum(summary["status_counts"].values()) == 2
     assert len((run / "eval" / "mbpp-n1-greedy" / "results.jsonl").read_text().splitlines()) == 2
+    assert summary["batching"] == "continuous"
+    r = run_cli("evaluate", str(run), "--benchmark", "mbpp", "--limit", "2", "--max-new-tokens", "4", "--no-continuous-batching",
+                "--output", str(tmp_path / "static"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "static" / "summary.json").read_text())["batching"] == "static"
+    completions = [[json.loads(line)[key] for line in (folder / "results.jsonl").read_text().splitlines()]
+                   for folder in (run / "eval" / "mbpp-n1-greedy", tmp_path / "static") for key in ("completion",)]
+    assert completions[0] == completions[1]
 
     bad = run_cli("evaluate", str(run), "--benchmark", "apps")
     assert bad.returncode == 2 and "unknown code benchmark" in bad.stderr and "Traceback" not in bad.stderr

@@ -323,3 +323,20 @@ def test_cli_generate(llama, tmp_path, gen):
     assert r.returncode == 2 and "temperature" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("generate", llama)
     assert r.returncode == 2 and "--prompt" in r.stderr
+
+
+# -- continuous batching ---------------------------------------------------------------------------
+def test_continuous_batching_equals_static_batching(gen):
+    """Greedy completions are the same whether rows wait for their batch or leave and are replaced at once:
+    more prompts than rows, different lengths, end tokens, stop strings, exactly max_new_tokens."""
+    prompts = PROMPTS + ["a dog ran in the park and then it sat down on the mat", "1 2 3", "the cat", "x y z w"]
+    for kwargs in ({"max_new_tokens": 12}, {"max_new_tokens": 9, "ignore_eos": True}, {"max_new_tokens": 16, "stop": [" the", "e"]}):
+        static = gen.generate(prompts, batch_size=3, **kwargs)
+        continuous = gen.generate(prompts, batch_size=3, continuous=True, **kwargs)
+        assert continuous == static, kwargs
+    stopped = gen.generate(prompts, max_new_tokens=16, stop=["e"], batch_size=2, continuous=True)
+    assert all("e" not in r["text"] for r in stopped)
+    assert any(r["finish_reason"] == "stop" and r["tokens"] < 16 for r in stopped)
+    # sampling keeps the static path, where a seed reproduces the batch
+    sampled = gen.generate(prompts, max_new_tokens=6, temperature=0.9, seed=3, continuous=True)
+    assert sampled == gen.generate(prompts, max_new_tokens=6, temperature=0.9, seed=3)

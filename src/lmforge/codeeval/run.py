@@ -8,19 +8,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 CLOSING_FENCE = "\n```\n"
+CONTINUOUS_CHUNK = 8  # with continuous batching, generate() gets 8 x batch_size problems at a time (progress per chunk)
 
 
 def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, samples: int = 1, k: tuple[int, ...] | None = None,
                        temperature: float | None = None, top_p: float = 0.95, max_new_tokens: int = 512, seed: int = 0,
                        batch_size: int = 8, workers: int | None = None, output: Path | None = None,
-                       stop_at_fence: bool = True) -> dict:
+                       stop_at_fence: bool = True, continuous: bool = True) -> dict:
     """pass@k of a model (a run folder or a model short name / folder) on a code benchmark: generate
     `samples` completions per problem (greedy for one sample, sampling at `temperature` for more),
     run each in the sandbox, and write results.jsonl + summary.json to `output`.
 
     `stop_at_fence` ends a completion at its first closing code fence (a line that is just ```): the
     code extractor reads the first fenced block anyway, so what a chat model writes after it (prose,
-    usage examples) only costs time. Opening fences carry a language tag (```python) and do not stop."""
+    usage examples) only costs time. Opening fences carry a language tag (```python) and do not stop.
+
+    `continuous` (greedy only): `batch_size` completions decode at once and a finished one is replaced
+    by the next problem at once (generation/continuous.py), instead of each batch of `batch_size`
+    waiting for its longest completion; problems are handed over CONTINUOUS_CHUNK batches at a time."""
     from ..errors import UserError
     from ..generation.generator import Generator
     from .benchmarks import load_benchmark
@@ -44,7 +49,8 @@ def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, 
         calls["n"] += 1
         results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                      stop=[CLOSING_FENCE] if stop_at_fence else None,
-                                     seed=None if temperature == 0 else seed + calls["n"])
+                                     seed=None if temperature == 0 else seed + calls["n"], batch_size=batch_size,
+                                     continuous=continuous)
         return [r["text"] for r in results]
 
     target = output or _benchmark_dir(model, benchmark, samples, temperature)
@@ -60,10 +66,12 @@ def evaluate_benchmark(model: str, benchmark: str, *, limit: int | None = None, 
     bar.start()
     try:
         summary = evaluate_code(problems, generate, samples=samples, k=k, output_dir=target, workers=workers,
-                                batch_size=batch_size, progress=progress,
+                                batch_size=batch_size * CONTINUOUS_CHUNK if continuous and temperature == 0 else batch_size,
+                                progress=progress,
                                 metadata={"model": str(model), "model_version": getattr(generator, "version", None),
                                           "temperature": temperature, "top_p": top_p if temperature else None,
                                           "max_new_tokens": max_new_tokens, "seed": seed,
+                                          "batching": "continuous" if continuous and temperature == 0 else "static",
                                           "stop": [CLOSING_FENCE] if stop_at_fence else []})
     finally:
         bar.stop()

@@ -100,11 +100,14 @@ class Generator:
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                  stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True, batch_size: int = 8,
-                 ignore_eos: bool = False) -> list[dict]:
+                 ignore_eos: bool = False, continuous: bool = False) -> list[dict]:
         """One completion per prompt: {"text", "tokens" (generated, including the end token),
         "finish_reason": "stop" (end token or stop string) or "length" (max_new_tokens)}.
         Prompts of similar length are batched together; `seed` makes sampling reproducible for the
-        same prompts and batch_size. `ignore_eos` generates exactly max_new_tokens (benchmarks)."""
+        same prompts and batch_size. `ignore_eos` generates exactly max_new_tokens (benchmarks).
+        `continuous` (greedy only; ignored when sampling): up to `batch_size` prompts decode at once and a
+        finished one is replaced by the next at once (continuous.py) instead of batches waiting for their
+        longest completion."""
         if isinstance(prompts, str):
             raise UserError("generate() takes a list of prompts, not a single string")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -113,6 +116,15 @@ class Generator:
         encoded = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         results: list[dict] = [{}] * len(encoded)
+        if continuous and temperature == 0 and len(encoded) > 1:
+            from .continuous import generate_continuous
+
+            config = self._generation_config(max_new_tokens, temperature, top_p, ignore_eos)
+            decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+            with self._lock, torch.inference_mode():
+                done = generate_continuous(self.model, config, encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
+                                           stops=stops, decode=decode, ignore_eos=ignore_eos, max_rows=batch_size)
+            return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         with self._lock, _seeded(seed):
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
