@@ -77,6 +77,7 @@ def serve(
     max_body_bytes: int = _serve_option("max_body_bytes", min=1, max=2**40),
     body_timeout_s: float = _serve_option("body_timeout_s", min=0.1, max=3600.0),
     header_timeout_s: float = _serve_option("header_timeout_s", min=0.1, max=3600.0),
+    continuous_rows: int = _serve_option("continuous_rows", min=0, max=256),
     log_level: str = typer.Option("info", help="debug, info, warning or error"),
     registry: Optional[Path] = typer.Option(None, help="registry:NAME targets: the registry folder (default: $LMFORGE_REGISTRY, else ./registry)"),
     log_sample: float = typer.Option(1.0, min=0.0, max=1.0, help="registry:NAME targets: fraction of predictions logged for monitoring and feedback"),
@@ -96,7 +97,7 @@ def serve(
         settings = ServeSettings(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                  max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes,
                                  body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,
-                                 api_key=api_key_from_env(api_key_env))
+                                 continuous_rows=continuous_rows, api_key=api_key_from_env(api_key_env))
     except ValidationError as e:
         raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
     run_server(str(run_dir), settings, backend=backend, log_level=log_level, registry_root=registry,

@@ -340,3 +340,39 @@ def test_continuous_batching_equals_static_batching(gen):
     # sampling keeps the static path, where a seed reproduces the batch
     sampled = gen.generate(prompts, max_new_tokens=6, temperature=0.9, seed=3, continuous=True)
     assert sampled == gen.generate(prompts, max_new_tokens=6, temperature=0.9, seed=3)
+
+
+def test_concurrent_streams_share_one_continuous_batch(llama):
+    """The server's mode: streams from several threads and plain batches run on one continuous batch and
+    give the static path's greedy texts; a stream closed early frees its row; sampling stays static."""
+    import threading
+
+    g = Generator.from_pretrained(llama, bf16=False)
+    prompts = PROMPTS + ["a dog ran in the park and then it sat down on the mat", "1 2 3", "the cat"]
+    want = g.generate(prompts, max_new_tokens=14)
+    want_stop = g.generate(prompts, max_new_tokens=14, stop=["e "])
+    g.start_continuous(max_rows=3)
+    try:
+        assert g.generate(prompts, max_new_tokens=14) == want
+        assert g.generate(prompts, max_new_tokens=14, stop=["e "]) == want_stop
+        got: dict[int, str] = {}
+
+        def consume(i: int) -> None:
+            got[i] = "".join(g.stream(prompts[i], max_new_tokens=14))
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert [got.get(i) for i in range(len(prompts))] == [w["text"] for w in want]
+        assert "".join(g.stream(prompts[0], max_new_tokens=14, stop=["e "])) == want_stop[0]["text"]
+        early = g.stream(prompts[1], max_new_tokens=200)
+        next(early)
+        early.close()  # cancelled: the rows are free for the next requests
+        assert g.generate(prompts[:2], max_new_tokens=14) == want[:2]
+        sampled = g.generate(prompts[:2], max_new_tokens=6, temperature=0.9, seed=5)
+        assert sampled == g.generate(prompts[:2], max_new_tokens=6, temperature=0.9, seed=5)
+    finally:
+        g.stop_continuous()
+    assert g.engine is None and g.generate(prompts[:1], max_new_tokens=14) == want[:1]

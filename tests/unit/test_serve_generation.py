@@ -132,3 +132,28 @@ def test_a_prompt_that_fails_is_not_blamed_on_the_prompts_batched_with_it(genera
             t.join()
     assert got["say hi"].status_code == 200 and got["how are you"].status_code == 200
     assert got[too_long].status_code == 422 and "positions" in got[too_long].json()["error"]["message"]
+
+
+@pytest.mark.parametrize("rows", [8, 0])
+def test_concurrent_streams_with_and_without_the_continuous_batch(generator, rows):
+    """Greedy streams decode together on the continuous batch (rows > 0) or one at a time (0): the same texts."""
+    prompts = ["say hi", "how are you", "what is two plus three", "write a function that reverses string s"]
+    want = [r["text"] for r in generator.generate(prompts, max_new_tokens=10)]
+    got: dict[int, str] = {}
+    with _client(generator, continuous_rows=rows) as c:
+        _ready(c)
+        assert (generator.engine is not None) == bool(rows)
+
+        def stream(i: int) -> None:
+            with c.stream("POST", "/v1/generate", json={"prompt": prompts[i], "max_new_tokens": 10, "stream": True}) as r:
+                events = [json.loads(line[len("data: "):]) for line in r.iter_lines() if line.startswith("data: ")]
+            assert events[-1].get("done") is True, events[-1]
+            got[i] = "".join(e["text"] for e in events[:-1])
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert generator.engine is None  # stopped with the server
+    assert [got.get(i, "").strip() for i in range(len(prompts))] == [w.strip() for w in want]

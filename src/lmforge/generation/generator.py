@@ -52,6 +52,26 @@ class Generator:
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = _eos_ids(model, tokenizer)
         self._lock = threading.Lock()  # one generation at a time: the model and its RNG are shared
+        self.engine = None  # a continuous-batching StreamEngine once `start_continuous` is called (the server)
+
+    # -- continuous batching (the server) ------------------------------------------------------
+    def start_continuous(self, max_rows: int = 8, tokens_per_row: int = 2048) -> None:
+        """Greedy requests from now on share one continuous batch of up to `max_rows` rows, whatever
+        thread they come from (streams included): a finished request's row takes the next one at once.
+        Sampled requests keep the static path (a seed reproduces a batch there)."""
+        from .continuous import StreamEngine
+
+        if self.engine is None:
+            config = self._generation_config(256, 0.0, 1.0, False)
+            self.engine = StreamEngine(self.model, config, max_rows=max_rows, tokens_per_row=tokens_per_row)
+
+    def stop_continuous(self) -> None:
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            engine.close()
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, bf16: bool | None = None, device: str | torch.device | None = None,
@@ -116,14 +136,18 @@ class Generator:
         encoded = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         results: list[dict] = [{}] * len(encoded)
+        engine = self.engine
+        if engine is not None and temperature == 0:
+            done = engine.run_many(encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops, decode=self._decode,
+                                   ignore_eos=ignore_eos)
+            return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         if continuous and temperature == 0 and len(encoded) > 1:
             from .continuous import generate_continuous
 
             config = self._generation_config(max_new_tokens, temperature, top_p, ignore_eos)
-            decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
             with self._lock, torch.inference_mode():
                 done = generate_continuous(self.model, config, encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
-                                           stops=stops, decode=decode, ignore_eos=ignore_eos, max_rows=batch_size)
+                                           stops=stops, decode=self._decode, ignore_eos=ignore_eos, max_rows=batch_size)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         with self._lock, _seeded(seed):
             for start in range(0, len(order), batch_size):
@@ -142,7 +166,33 @@ class Generator:
             raise UserError("stream() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
         ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
+        if self.engine is not None and temperature == 0:
+            return self._engine_pieces(self.engine, ids, max_new_tokens, stops)
         return self._pieces(ids, max_new_tokens, temperature, top_p, stops, seed)
+
+    def _engine_pieces(self, engine, ids: list[int], max_new_tokens: int, stops: list[str]) -> Iterator[str]:
+        """Text pieces of a greedy request on the continuous batch: the text so far is decoded after every
+        token; what could still become a stop string, or ends in a partial character, is held back."""
+        text, sent = "", 0
+        tokens = engine.tokens(ids, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids)
+        try:
+            for generated in tokens:
+                text = self._decode(generated)
+                cut = first_stop(text, stops)
+                if cut is not None:
+                    if cut > sent:
+                        yield text[sent:cut]
+                    return
+                safe = len(text) - held_back(text, stops)
+                while safe > sent and text[safe - 1] == "\ufffd":  # a character whose bytes are not all generated yet
+                    safe -= 1
+                if safe > sent:
+                    yield text[sent:safe]
+                    sent = safe
+            if len(text) > sent:
+                yield text[sent:]
+        finally:
+            tokens.close()
 
     def _pieces(self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float, stops: list[str],
                 seed: int | None) -> Iterator[str]:

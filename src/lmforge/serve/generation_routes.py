@@ -1,11 +1,13 @@
 """Serving a decoder: `POST /v1/generate`, as a `ModelApi` on the shared HTTP base (errors, auth,
 health, readiness, metrics, request limits).
 
-Non-streaming requests go through the micro-batcher: concurrent prompts with the same sampling
-settings are generated as one left-padded batch. Streaming requests (`"stream": true`) get
-server-sent events: `data: {"text": "..."}` per piece, then `data: {"done": true, ...}`; the
-generation runs on the model thread (so it never overlaps a batch) and hands pieces to the event
-loop as they are decoded.
+Greedy requests (temperature 0), streamed or not, share one continuous batch (`continuous_rows`,
+generation/continuous.py): up to that many decode together and a finished one is replaced by the
+next at once. Sampled requests, and every request with `continuous_rows: 0`, take the static path:
+non-streaming ones go through the micro-batcher (concurrent prompts with the same sampling settings
+are generated as one left-padded batch), streaming ones run on the model thread one at a time.
+Streaming requests (`"stream": true`) get server-sent events: `data: {"text": "..."}` per piece,
+then `data: {"done": true, ...}`.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ class GenerationApi:
 
     # -- what the HTTP base calls --------------------------------------------------------------------
     def setup(self) -> None:
-        pass
+        if self.settings.continuous_rows and hasattr(self.generator, "start_continuous"):
+            self.generator.start_continuous(max_rows=self.settings.continuous_rows)
 
     def teardown(self) -> None:
-        pass
+        if getattr(self.generator, "engine", None) is not None:
+            self.generator.stop_continuous()
 
     def predict(self, items: list) -> list:
         return generate_items(self.generator, items)
@@ -135,7 +139,10 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict):
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-    job = asyncio.ensure_future(run_exclusive(produce))
+    if getattr(generator, "engine", None) is not None and params["temperature"] == 0:
+        job = asyncio.ensure_future(asyncio.to_thread(produce))  # the continuous batch: streams decode together
+    else:
+        job = asyncio.ensure_future(run_exclusive(produce))
     pieces = 0
     try:
         while True:
