@@ -235,8 +235,9 @@ def main() -> None:
                 save()
             for strategy in args.strategies:
                 for seed in range(args.seeds):
-                    if str(seed) in results.get(dataset, {}).get(strategy, {}):
-                        continue
+                    done = results.get(dataset, {}).get(strategy, {}).get(str(seed), [])
+                    if len(done) >= args.rounds:
+                        continue  # a curve cut short (the run was stopped) is run again from its start
                     curve(dataset, strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp"),
                           seed, args.rounds, tmp, results, save)
     plot(results, full, RESULTS / f"{args.name}.png")
