@@ -328,7 +328,7 @@ def test_cli_generate(llama, tmp_path, gen):
 # -- continuous batching ---------------------------------------------------------------------------
 def test_continuous_batching_equals_static_batching(gen):
     """Greedy completions are the same whether rows wait for their batch or leave and are replaced at once:
-    more prompts than rows, different lengths, end tokens, stop strings, exactly max_new_tokens."""
+    more prompts than rows, different lengths, end tokens, stop strings (ignore_eos keeps the static path)."""
     prompts = PROMPTS + ["a dog ran in the park and then it sat down on the mat", "1 2 3", "the cat", "x y z w"]
     for kwargs in ({"max_new_tokens": 12}, {"max_new_tokens": 9, "ignore_eos": True}, {"max_new_tokens": 16, "stop": [" the", "e"]}):
         static = gen.generate(prompts, batch_size=3, **kwargs)
@@ -353,8 +353,8 @@ def test_concurrent_streams_share_one_continuous_batch(llama):
     want_stop = g.generate(prompts, max_new_tokens=14, stop=["e "])
     g.start_continuous(max_rows=3)
     try:
-        assert g.generate(prompts, max_new_tokens=14) == want
-        assert g.generate(prompts, max_new_tokens=14, stop=["e "]) == want_stop
+        assert g.generate(prompts, max_new_tokens=14, continuous=True) == want
+        assert g.generate(prompts, max_new_tokens=14, stop=["e "], continuous=True) == want_stop
         got: dict[int, str] = {}
 
         def consume(i: int) -> None:
@@ -370,7 +370,7 @@ def test_concurrent_streams_share_one_continuous_batch(llama):
         early = g.stream(prompts[1], max_new_tokens=200)
         next(early)
         early.close()  # cancelled: the rows are free for the next requests
-        assert g.generate(prompts[:2], max_new_tokens=14) == want[:2]
+        assert g.generate(prompts[:2], max_new_tokens=14, continuous=True) == want[:2]
         sampled = g.generate(prompts[:2], max_new_tokens=6, temperature=0.9, seed=5)
         assert sampled == g.generate(prompts[:2], max_new_tokens=6, temperature=0.9, seed=5)
     finally:

@@ -56,9 +56,11 @@ class Generator:
 
     # -- continuous batching (the server) ------------------------------------------------------
     def start_continuous(self, max_rows: int = 8, tokens_per_row: int = 2048) -> None:
-        """Greedy requests from now on share one continuous batch of up to `max_rows` rows, whatever
-        thread they come from (streams included): a finished request's row takes the next one at once.
-        Sampled requests keep the static path (a seed reproduces a batch there)."""
+        """Greedy streams (and `generate(..., continuous=True)`) from now on share one continuous batch of
+        up to `max_rows` rows, whatever thread they come from: a finished request's row takes the next
+        one at once. Sampled requests keep the static path (a seed reproduces a batch there). On a CPU a
+        step of the paged continuous batch costs more than a static batch's, so plain `generate` calls
+        keep static batches (measured: bench/continuous_batching.py, bench/generate_concurrency.py)."""
         from .continuous import StreamEngine
 
         if self.engine is None:
@@ -125,9 +127,9 @@ class Generator:
         "finish_reason": "stop" (end token or stop string) or "length" (max_new_tokens)}.
         Prompts of similar length are batched together; `seed` makes sampling reproducible for the
         same prompts and batch_size. `ignore_eos` generates exactly max_new_tokens (benchmarks).
-        `continuous` (greedy only; ignored when sampling): up to `batch_size` prompts decode at once and a
-        finished one is replaced by the next at once (continuous.py) instead of batches waiting for their
-        longest completion."""
+        `continuous` (greedy only; ignored when sampling or with ignore_eos): up to `batch_size` prompts
+        decode at once and a finished one is replaced by the next at once (continuous.py) instead of
+        batches waiting for their longest completion; with `start_continuous` they join its shared batch."""
         if isinstance(prompts, str):
             raise UserError("generate() takes a list of prompts, not a single string")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -137,11 +139,11 @@ class Generator:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         results: list[dict] = [{}] * len(encoded)
         engine = self.engine
-        if engine is not None and temperature == 0:
+        if continuous and engine is not None and temperature == 0 and not ignore_eos:
             done = engine.run_many(encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops, decode=self._decode,
                                    ignore_eos=ignore_eos)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
-        if continuous and temperature == 0 and len(encoded) > 1:
+        if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos:
             from .continuous import generate_continuous
 
             config = self._generation_config(max_new_tokens, temperature, top_p, ignore_eos)

@@ -1,11 +1,12 @@
 """Serving a decoder: `POST /v1/generate`, as a `ModelApi` on the shared HTTP base (errors, auth,
 health, readiness, metrics, request limits).
 
-Greedy requests (temperature 0), streamed or not, share one continuous batch (`continuous_rows`,
-generation/continuous.py): up to that many decode together and a finished one is replaced by the
-next at once. Sampled requests, and every request with `continuous_rows: 0`, take the static path:
-non-streaming ones go through the micro-batcher (concurrent prompts with the same sampling settings
-are generated as one left-padded batch), streaming ones run on the model thread one at a time.
+Greedy streams (temperature 0) share one continuous batch (`continuous_rows`, generation/continuous.py):
+up to that many decode together and a finished one is replaced by the next at once. Sampled streams,
+and every stream with `continuous_rows: 0`, run on the model thread one at a time. Non-streaming
+requests go through the micro-batcher: concurrent prompts with the same sampling settings are
+generated as one left-padded batch (on a CPU a static batch step costs less than a paged continuous
+one, so they stay there).
 Streaming requests (`"stream": true`) get server-sent events: `data: {"text": "..."}` per piece,
 then `data: {"done": true, ...}`.
 """
