@@ -376,3 +376,18 @@ def test_concurrent_streams_share_one_continuous_batch(llama):
     finally:
         g.stop_continuous()
     assert g.engine is None and g.generate(prompts[:1], max_new_tokens=14) == want[:1]
+
+
+def test_closing_the_continuous_batch_ends_waiting_streams(llama):
+    g = Generator.from_pretrained(llama, bf16=False)
+    g.start_continuous(max_rows=2)
+    engine = g.engine
+    ids = g.encode(PROMPTS[0])
+    tokens = engine.tokens(ids, max_new_tokens=g.max_positions - len(ids) - 1, eos_ids=g.eos_ids, ignore_eos=True)
+    next(tokens)
+    g.stop_continuous()  # a server shutting down with a stream in flight
+    with pytest.raises(RuntimeError, match="shutting down|stopped"):
+        for _ in tokens:
+            pass
+    with pytest.raises(RuntimeError, match="closed"):
+        next(engine.tokens(ids, max_new_tokens=4, eos_ids=g.eos_ids))

@@ -202,7 +202,12 @@ class StreamEngine:
                 self.manager.cancel_request(rid)
 
     def close(self) -> None:
+        """Stop the manager; requests still waiting get an error instead of waiting forever."""
         if not self._closed.is_set():
             self._closed.set()
             self.manager.stop(block=True, timeout=30)
             self._router.join(timeout=5)
+            with self._lock:
+                waiting = list(self._queues.values())
+            for q in waiting:
+                q.put(RuntimeError("the server is shutting down; the generation was stopped"))
