@@ -179,10 +179,11 @@ def plot(results: dict, full: dict, path: Path) -> None:
     for ax, dataset in zip(axes[0], datasets):
         for strategy, seeds in results[dataset].items():
             curves = [np.array(points) for points in seeds.values()]
-            length = min(len(c) for c in curves)
+            length = max(len(c) for c in curves)
+            curves = [c for c in curves if len(c) == length]  # a curve cut short (a stopped run) is left out
             xs = np.mean([c[:length, 0] for c in curves], axis=0)
             ys = np.array([c[:length, 1] for c in curves])
-            ax.errorbar(xs, ys.mean(axis=0), yerr=ys.std(axis=0), label=strategy, capsize=2)
+            ax.errorbar(xs, ys.mean(axis=0), yerr=ys.std(axis=0), label=f"{strategy} ({len(curves)} seed{'s' * (len(curves) > 1)})", capsize=2)
         if dataset in full:
             ax.axhline(full[dataset], color="grey", linestyle="--", label="full data")
         ax.set_title(dataset)
