@@ -224,7 +224,8 @@ def main() -> None:
             levels = (0.99,) if DATASETS[dataset][0] == "token-classification" else (0.95, 0.98)
             for strategy, seeds in strategies.items():
                 for level in levels:
-                    values = [needed(points, level * full[dataset]) for points in seeds.values()]
+                    values = [needed(points, level * full[dataset]) for points in seeds.values()
+                              if len(points) >= args.rounds]  # complete curves only
                     out.setdefault(dataset, {}).setdefault(strategy, {})[f"{int(level * 100)}%"] = values
         return out
 
