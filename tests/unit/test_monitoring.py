@@ -365,8 +365,8 @@ def _log(db_path, rows: list[dict]) -> None:
 def test_report_from_log_columns_equals_report_from_rows(tmp_path, reference):
     """The same numbers whether the report reads dicts, the log's columns, or a store that read the log in
     two increments; gaps (None) and other models' and versions' rows included."""
-    from lmforge.lifecycle.columns import TrafficStore
-    from lmforge.lifecycle.predlog import feedback_since, predictions_since, read_columns
+    from lmforge.lifecycle.columns import TrafficStore, read_columns
+    from lmforge.lifecycle.predlog import feedback_since, predictions_since
 
     preds = _predictions(np.random.default_rng(21), n=700, probs=[0.1, 0.1, 0.15, 0.25, 0.4])
     for i, p in enumerate(preds):

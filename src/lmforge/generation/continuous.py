@@ -39,7 +39,7 @@ def _collect(get: Callable, cancel: Callable, ids: list[str], *, stops: Sequence
              is_running: Callable[[], bool], on_done: Callable[[int], None] | None) -> list[Finished]:
     """Wait for the requests `ids` (results from `get(timeout)`); a streamed request whose text shows a
     stop string is cancelled and finished there."""
-    from .generator import first_stop
+    from .stops import first_stop
 
     index = {rid: i for i, rid in enumerate(ids)}
     window = max((len(s) for s in stops), default=0) + 4

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import UserError
 from ..models.build import bf16_supported, load_model, load_tokenizer
+from .stops import Cancelled, StopStrings, first_stop, held_back  # noqa: F401 - first_stop/held_back: public here too
 
 MAX_NEW_TOKENS = 8192
 MIN_TEMPERATURE = 1e-4  # sampling below this is greedy in all but name, and 1/T overflows the logits
@@ -313,57 +314,6 @@ class Generator:
             raise UserError(f"prompt {index} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} that exceeds the "
                             f"model's {self.max_positions} positions. Shorten the prompt or lower max_new_tokens")
         return ids
-
-
-class StopStrings:
-    """A transformers stopping criterion: a sequence is done once its generated text contains a
-    stop string. Only the last few tokens are decoded each step (enough to hold any stop string)."""
-
-    def __init__(self, tokenizer, stops: list[str], prompt_length: int):
-        self.tokenizer = tokenizer
-        self.stops = stops
-        self.prompt_length = prompt_length
-        self.window = max(len(s) for s in stops) + 4  # tokens: each holds at least one character, bar partial bytes
-        self.stopped_at: dict[int, int] = {}  # row -> generated tokens when its stop string appeared
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        generated = input_ids.shape[1] - self.prompt_length
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        start = max(self.prompt_length, input_ids.shape[1] - self.window)
-        for row, tail in enumerate(input_ids[:, start:].tolist()):
-            if row in self.stopped_at:
-                done[row] = True
-            elif first_stop(self.tokenizer.decode(tail, skip_special_tokens=True), self.stops) is not None:
-                self.stopped_at[row] = generated
-                done[row] = True
-        return done
-
-
-class Cancelled:
-    """A stopping criterion that ends the generation when its event is set (a stream was closed)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-def first_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Index of the earliest stop string in `text`, or None."""
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(found) if found else None
-
-
-def held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest end of `text` that is the beginning of a stop string (not yet safe to emit)."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
 
 
 def locate(source: str | Path) -> tuple[Path, str, Path | None]:

@@ -3,7 +3,7 @@
 Reading 100,000 logged predictions as one dict per row, then walking those dicts once per statistic,
 took over a second; as columns the report of the same rows takes a few tens of milliseconds.
 `TrafficColumns.from_rows` builds the columns from dicts (the report's documented input),
-`predlog.read_columns` straight from the prediction log, and `TrafficStore` keeps each model's columns
+`read_columns` straight from the prediction log, and `TrafficStore` keeps each model's columns
 in memory, reading only the rows logged since its last look (the studio's Monitor page).
 
 Numbers that are not finite (None, NaN, infinity, booleans, text that is not a number) are NaN;
@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -110,7 +111,7 @@ class TrafficColumns:
     @classmethod
     def from_log(cls, time_: Sequence, version: Sequence, label: Sequence, confidence: Sequence, latency_ms: Sequence,
                  length: Sequence, oov: Sequence, *, labels: list[str], versions: list[str]) -> TrafficColumns:
-        """Columns of the values read from the prediction log (`predlog.read_columns`); `labels` and
+        """Columns of the values read from the prediction log (`read_columns`); `labels` and
         `versions` are the code lists to extend (shared with earlier columns of the same model)."""
         return cls(time=numbers(time_, plain=True), confidence=numbers(confidence, plain=True),
                    latency_ms=numbers(latency_ms, plain=True), length=numbers(length, plain=True),
@@ -155,6 +156,43 @@ class TrafficColumns:
         return column[np.isfinite(column)]
 
 
+def read_columns(db_path: Path, model: str, *, since: float | None = None, version: int | None = None,
+                 after_rowid: int = 0, labels: list[str] | None = None, versions: list[str] | None = None):
+    """(TrafficColumns of `model`'s logged predictions, the largest rowid read): those after `since` (unix
+    seconds) of `version` when given, oldest first; or, with `after_rowid`, those logged after that row
+    in log order (`TrafficStore`'s increments). `labels`/`versions`: code lists to extend."""
+    from .predlog import _connect
+
+    conn = _connect(db_path)
+    conn.row_factory = None
+    try:
+        # in log order: a scan of the table in rowid order (`+model` keeps SQLite off the (model, time) index,
+        # which would need a sort by rowid afterwards); in a time window: that index
+        sql = ("SELECT rowid, time, version, label, confidence, latency_ms, length, oov FROM predictions WHERE "
+               + ("+model = ?" if since is None else "model = ?"))
+        args: list = [model]
+        if after_rowid:
+            sql += " AND rowid > ?"
+            args.append(int(after_rowid))
+        if since is not None:
+            sql += " AND time >= ?"
+            args.append(since)
+        if version is not None:
+            sql += " AND version = ?"
+            args.append(version)
+        rows = conn.execute(sql + (" ORDER BY rowid" if since is None else " ORDER BY time"), args).fetchall()
+    finally:
+        conn.close()
+    labels = labels if labels is not None else []
+    versions = versions if versions is not None else []
+    if not rows:
+        empty = TrafficColumns.empty()
+        empty.labels, empty.versions, empty.ids = labels, versions, None
+        return empty, int(after_rowid)
+    rowid, *columns = zip(*rows)
+    return TrafficColumns.from_log(*columns, labels=labels, versions=versions), max(int(after_rowid), max(rowid))
+
+
 @dataclass
 class TrafficStore:
     """Each model's logged predictions in memory, extended with the rows logged since the last read
@@ -165,8 +203,6 @@ class TrafficStore:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def columns(self, model: str) -> TrafficColumns:
-        from .predlog import read_columns
-
         with self._lock:
             current, last = self._models.get(model, (None, 0))
             new, last = read_columns(self.db_path, model, after_rowid=last,

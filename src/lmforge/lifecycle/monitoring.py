@@ -27,7 +27,8 @@ def monitor_report(registry, name: str, version: int | None, since: str, *, stor
     `store`: a `columns.TrafficStore` of the registry's log to read the predictions from (kept in memory
     between reports); without one they are read from the log."""
     from .drift import build_report
-    from .predlog import feedback_since, read_columns
+    from .columns import read_columns
+    from .predlog import feedback_since
     from .reference import load_reference
 
     v = registry.get(name, version)

@@ -189,43 +189,6 @@ def predictions_since(db_path: Path, model: str, since: float, *, version: int |
     return rows
 
 
-def read_columns(db_path: Path, model: str, *, since: float | None = None, version: int | None = None,
-                 after_rowid: int = 0, labels: list[str] | None = None, versions: list[str] | None = None):
-    """(TrafficColumns of `model`'s logged predictions, the largest rowid read): those after `since` (unix
-    seconds) of `version` when given, oldest first; or, with `after_rowid`, those logged after that row
-    in log order (`TrafficStore`'s increments). `labels`/`versions`: code lists to extend."""
-    from .columns import TrafficColumns
-
-    conn = _connect(db_path)
-    conn.row_factory = None
-    try:
-        # in log order: a scan of the table in rowid order (`+model` keeps SQLite off the (model, time) index,
-        # which would need a sort by rowid afterwards); in a time window: that index
-        sql = ("SELECT rowid, time, version, label, confidence, latency_ms, length, oov FROM predictions WHERE "
-               + ("+model = ?" if since is None else "model = ?"))
-        args: list = [model]
-        if after_rowid:
-            sql += " AND rowid > ?"
-            args.append(int(after_rowid))
-        if since is not None:
-            sql += " AND time >= ?"
-            args.append(since)
-        if version is not None:
-            sql += " AND version = ?"
-            args.append(version)
-        rows = conn.execute(sql + (" ORDER BY rowid" if since is None else " ORDER BY time"), args).fetchall()
-    finally:
-        conn.close()
-    labels = labels if labels is not None else []
-    versions = versions if versions is not None else []
-    if not rows:
-        empty = TrafficColumns.empty()
-        empty.labels, empty.versions, empty.ids = labels, versions, None
-        return empty, int(after_rowid)
-    rowid, *columns = zip(*rows)
-    return TrafficColumns.from_log(*columns, labels=labels, versions=versions), max(int(after_rowid), max(rowid))
-
-
 def log_marker(db_path: Path) -> tuple[int, int]:
     """(largest prediction rowid, feedback rows): changes whenever a prediction or feedback is logged."""
     conn = _connect(db_path)
