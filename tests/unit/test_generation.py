@@ -17,7 +17,7 @@ import yaml
 from conftest import run_cli
 from lmforge.errors import UserError
 from lmforge.generation import Generator
-from lmforge.generation.generator import first_stop, held_back
+from lmforge.generation.stops import first_stop, held_back
 from lmforge.generation.lowbit import PackedLinear, pack_exact_lowbit
 
 SENTENCES = ["the cat sat on the mat.", "a dog ran in the park!", "what is two plus three? five.",

@@ -11,6 +11,8 @@ Greedy only: sampling with per-call seeds stays on the static path, where a seed
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -102,10 +104,6 @@ class StreamEngine:
     (the manager's scheduler waits for cache pages), they just use more of the shared cache."""
 
     def __init__(self, model, generation_config, *, max_rows: int = 8, tokens_per_row: int = 2048, page_size: int = 64):
-        import queue
-        import threading
-
-        self._queue_type = queue.Queue
         self.max_rows = max_rows
         self.manager = model.init_continuous_batching(generation_config=generation_config,
                                                       continuous_batching_config=_config(max_rows, tokens_per_row, page_size))
@@ -146,7 +144,7 @@ class StreamEngine:
         whatever else is running."""
         if self._closed.is_set():
             raise RuntimeError("the continuous-batching engine is closed")
-        q = self._queue_type()
+        q: queue.Queue = queue.Queue()
         rids = self._register(q, len(encoded))
         done = False
         try:
@@ -158,7 +156,7 @@ class StreamEngine:
             def get(timeout: float):
                 try:
                     return q.get(timeout=timeout)
-                except Exception:  # noqa: BLE001 - queue.Empty
+                except queue.Empty:
                     return None
 
             results = _collect(get, self.manager.cancel_request, rids, stops=stops, decode=decode,
@@ -178,7 +176,7 @@ class StreamEngine:
         last list is the whole completion). Closing the iterator early cancels the request."""
         if self._closed.is_set():
             raise RuntimeError("the continuous-batching engine is closed")
-        q = self._queue_type()
+        q: queue.Queue = queue.Queue()
         (rid,) = self._register(q, 1)
         finished = False
         try:

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import UserError
 from ..models.build import bf16_supported, load_model, load_tokenizer
-from .stops import Cancelled, StopStrings, first_stop, held_back  # noqa: F401 - first_stop/held_back: public here too
+from .stops import Cancelled, StopStrings, first_stop, pieces_until_stop
 
 MAX_NEW_TOKENS = 8192
 MIN_TEMPERATURE = 1e-4  # sampling below this is greedy in all but name, and 1/T overflows the logits
@@ -176,24 +176,9 @@ class Generator:
     def _engine_pieces(self, engine, ids: list[int], max_new_tokens: int, stops: list[str]) -> Iterator[str]:
         """Text pieces of a greedy request on the continuous batch: the text so far is decoded after every
         token; what could still become a stop string, or ends in a partial character, is held back."""
-        text, sent = "", 0
         tokens = engine.tokens(ids, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids)
         try:
-            for generated in tokens:
-                text = self._decode(generated)
-                cut = first_stop(text, stops)
-                if cut is not None:
-                    if cut > sent:
-                        yield text[sent:cut]
-                    return
-                safe = len(text) - held_back(text, stops)
-                while safe > sent and text[safe - 1] == "\ufffd":  # a character whose bytes are not all generated yet
-                    safe -= 1
-                if safe > sent:
-                    yield text[sent:safe]
-                    sent = safe
-            if len(text) > sent:
-                yield text[sent:]
+            yield from pieces_until_stop((self._decode(generated) for generated in tokens), stops)
         finally:
             tokens.close()
 
@@ -216,21 +201,14 @@ class Generator:
 
         worker = threading.Thread(target=work, name="lmforge-generate", daemon=True)
         worker.start()
-        text, sent = "", 0
-        try:
+        def grown() -> Iterator[str]:
+            text = ""
             for piece in streamer:
                 text += piece
-                cut = first_stop(text, stops)
-                if cut is not None:
-                    if cut > sent:
-                        yield text[sent:cut]
-                    return
-                safe = len(text) - held_back(text, stops)
-                if safe > sent:
-                    yield text[sent:safe]
-                    sent = safe
-            if len(text) > sent:
-                yield text[sent:]
+                yield text
+
+        try:
+            yield from pieces_until_stop(grown(), stops)
         finally:
             cancel.set()
             worker.join()

@@ -4,7 +4,7 @@ streaming and continuous paths share."""
 from __future__ import annotations
 
 import threading
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -58,3 +58,24 @@ def held_back(text: str, stops: Sequence[str]) -> int:
                 best = k
                 break
     return best
+
+
+def pieces_until_stop(texts: Iterable[str], stops: Sequence[str]) -> Iterator[str]:
+    """Text pieces to send from successive versions of a growing completion: cut at the first stop
+    string; the end that could still become one, or that is a character whose bytes are not all
+    generated yet, is held back until it is known."""
+    text, sent = "", 0
+    for text in texts:
+        cut = first_stop(text, stops)
+        if cut is not None:
+            if cut > sent:
+                yield text[sent:cut]
+            return
+        safe = len(text) - held_back(text, stops)
+        while safe > sent and text[safe - 1] == "\ufffd":
+            safe -= 1
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
+    if len(text) > sent:
+        yield text[sent:]
