@@ -6,6 +6,10 @@ of requests. Prints throughput, p50/p95/p99 latency, errors and ratios; also the
 for a 20-word sentence. Servers run one at a time, each alone with the load generator.
 
     python bench/serve_load.py --run RUN_DIR [--clients 32] [--requests 3000] [--only onnx torch naive] [--name serve_load]
+    python bench/serve_load.py --run RUN_DIR --baseline-src /tmp/wt-before/src --only onnx-before onnx torch-before torch
+
+--baseline-src runs "onnx-before" / "torch-before" servers from an earlier lmforge source tree (a git worktree at an
+older commit), so a change is measured against the code it replaces in the same run.
 
 RUN_DIR is a trained SST-2 classifier (bench/onnx_speed.py trains one when asked); the ONNX int8
 export is made first if the run has none. Goal (issue #3): (a) >= 4x the naive baseline's
@@ -146,9 +150,11 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def run_server(name: str, command: list[str], port: int, texts: list[str], args) -> dict:
-    print(f"== {name}: {' '.join(command)}", flush=True)
+def run_server(name: str, command: list[str], port: int, texts: list[str], args, src: Path | None = None) -> dict:
+    print(f"== {name}: {' '.join(command)}" + (f" (PYTHONPATH={src})" if src else ""), flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     log = tempfile.TemporaryFile(mode="w+")  # a pipe read only at the end blocks a server that logs a lot
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
@@ -156,7 +162,7 @@ def run_server(name: str, command: list[str], port: int, texts: list[str], args)
         asyncio.run(_load(port, texts, args.clients, min(200, args.requests)))  # warm-up
         result = asyncio.run(_load(port, texts, args.clients, args.requests))
         result["mean_batch_size"] = batch_sizes(port)
-        if name == "lmforge-torch":
+        if name.startswith("lmforge-torch"):
             result["explain"] = explain_latency(port)
     finally:
         stop_server(proc)
@@ -170,6 +176,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--only", nargs="*", default=["onnx", "torch", "naive"])
+    parser.add_argument("--baseline-src", type=Path, help="an earlier lmforge src/ folder for the *-before servers")
     parser.add_argument("--name", default="serve_load", help="results file name under bench/results/")
     args = parser.parse_args()
     with (shared_data() / "sst2" / "glue" / "dev.tsv").open(encoding="utf-8") as fh:
@@ -181,6 +188,11 @@ def main() -> None:
     results = {}
     for name in args.only:
         port = free_port()
+        if name.endswith("-before"):
+            if args.baseline_src is None:
+                raise SystemExit(f"--only {name} needs --baseline-src")
+            label, extra = {"onnx-before": ("lmforge-onnx-int8-before", ["--backend", "onnx"]), "torch-before": ("lmforge-torch-before", [])}[name]
+            results[label] = run_server(label, [*lmforge, *extra, "--port", str(port)], port, texts, args, args.baseline_src.resolve())
         if name == "onnx":
             results["lmforge-onnx-int8"] = run_server("lmforge-onnx-int8", [*lmforge, "--backend", "onnx", "--port", str(port)], port, texts, args)
         elif name == "torch":
@@ -195,10 +207,15 @@ def main() -> None:
         r["throughput_vs_naive"] = round(ratio, 2)
         print(f"{name:<20}{r['throughput_rps']:>9}{r['p50_ms']:>9}{r['p95_ms']:>9}{r['p99_ms']:>9}{r['errors']:>8}"
               f"{str(r.get('mean_batch_size') or '-'):>7}{ratio:>9.2f}")
+    for name in ("onnx-int8", "torch"):
+        before, now = results.get(f"lmforge-{name}-before"), results.get(f"lmforge-{name}")
+        if before and now:
+            now["throughput_vs_before"] = round(now["throughput_rps"] / before["throughput_rps"], 2)
+            print(f"lmforge-{name}: {now['throughput_vs_before']}x the throughput of the baseline source")
     if "lmforge-torch" in results:
         print(f"\n/v1/explain, {EXPLAIN_TEXT.count(' ') + 1} words: {results['lmforge-torch']['explain']}")
     save(args.name, {"clients": args.clients, "requests": args.requests, "texts": "SST-2 dev sentences, one per request",
-                        "run": run.name, "results": results})
+                        "run": run.name, "baseline_src": str(args.baseline_src) if args.baseline_src else None, "results": results})
 
 
 if __name__ == "__main__":

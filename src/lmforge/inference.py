@@ -18,6 +18,7 @@ from .tasks.base import Feature, collate
 
 INFERENCE_TOKEN_BUDGET = 8192  # padded tokens per forward pass
 INFERENCE_MAX_BATCH = 128
+INFERENCE_CALL_OVERHEAD_TOKENS = 64  # what one forward call costs beyond its padded tokens (measured: bench/onnx_speed.py)
 
 Forward = Callable[[dict[str, torch.Tensor]], np.ndarray]
 
@@ -42,26 +43,54 @@ def torch_forward(model, bf16: bool = False) -> Forward:
     return forward
 
 
+def plan_sub_batches(lengths: list[int], *, overhead_tokens: int = INFERENCE_CALL_OVERHEAD_TOKENS,
+                     token_budget: int = INFERENCE_TOKEN_BUDGET, max_batch: int = INFERENCE_MAX_BATCH) -> list[list[int]]:
+    """Cut sequences into forward passes that waste least: the indices of `lengths`, longest first,
+    split where the padding saved outweighs the cost of one more call. A pass costs `overhead_tokens`
+    plus its padded size (rows x longest row); the cheapest cut is found exactly (dynamic programming
+    over the sorted lengths, each pass at most `max_batch` rows and `token_budget` padded tokens).
+    Deterministic: the same lengths give the same passes."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    if n == 0:
+        return []
+    longest = np.array([lengths[i] for i in order], dtype=np.int64)  # descending: row i is the longest of a pass starting at i
+    best = np.zeros(n + 1, dtype=np.int64)  # best[j]: cheapest cost of the first j sorted sequences
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        rows = min(max_batch, j, max(1, token_budget // int(longest[j - 1])))  # a pass ending at j holds <= rows
+        # the longest row of a pass [i, j) is longest[i]; its size must fit the budget
+        starts = np.arange(j - rows, j)
+        size = (j - starts) * longest[starts]
+        cost = best[starts] + overhead_tokens + size
+        cost[(size > token_budget) & (j - starts > 1)] = np.iinfo(np.int64).max // 2
+        k = int(np.argmin(cost))
+        best[j], cut[j] = cost[k], starts[k]
+    passes = []
+    j = n
+    while j > 0:
+        passes.append(order[int(cut[j]):j])
+        j = int(cut[j])
+    return passes[::-1]
+
+
 def run_batches(features: list[Feature], pad_id: int, forward: Forward, *, progress=None) -> list[np.ndarray]:
     """Logits for each feature, in input order, trimmed to the feature's own length for token tasks:
     [C] per sequence-classification feature, [L_i, C] per token-classification feature.
-    Features are sorted by length so each batch pads little; batches hold at most
-    INFERENCE_TOKEN_BUDGET padded tokens."""
+    Features are sorted by length and cut into passes that pad little (`plan_sub_batches`): a
+    micro-batch of 32 requests of mixed lengths runs as a few passes of similar lengths rather than
+    one padded to its longest. A forward function may say what one call costs, in padded tokens,
+    with an `overhead_tokens` attribute."""
     if not features:
         return []
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     outputs: list[np.ndarray | None] = [None] * len(features)
-    start = 0
-    while start < len(order):
-        longest = len(features[order[start]]["input_ids"])
-        size = max(1, min(INFERENCE_MAX_BATCH, INFERENCE_TOKEN_BUDGET // longest))
-        chunk = order[start:start + size]
+    overhead = getattr(forward, "overhead_tokens", INFERENCE_CALL_OVERHEAD_TOKENS)
+    for chunk in plan_sub_batches([len(f["input_ids"]) for f in features], overhead_tokens=overhead):
         batch = collate([{k: v for k, v in features[i].items() if k != "labels"} for i in chunk], pad_id)
         logits = forward(batch)  # [B, C] or [B, L, C]
         for row, i in enumerate(chunk):
             out = logits[row]
             outputs[i] = out[: len(features[i]["input_ids"])] if out.ndim == 2 else out
-        start += len(chunk)
         if progress is not None:
             progress(len(chunk))
     return outputs  # type: ignore[return-value]

@@ -21,6 +21,9 @@ from .runs import RunFolder
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "export.json"
+# What one session.run costs beyond its padded tokens, for inference.plan_sub_batches: ONNX Runtime's calls are cheap,
+# so cutting a micro-batch finely pays (bench/onnx_speed.py --sweep: int8 batch 32 fastest at 0-16, PyTorch at 64).
+ONNX_CALL_OVERHEAD_TOKENS = 16
 
 log = logging.getLogger("lmforge.export")
 
@@ -82,6 +85,7 @@ def onnx_forward(session) -> Forward:
             feed[name] = np.ascontiguousarray(array, dtype=np.int64)
         return np.asarray(session.run(None, feed)[0], dtype=np.float32)
 
+    forward.overhead_tokens = ONNX_CALL_OVERHEAD_TOKENS  # read by inference.run_batches
     return forward
 
 

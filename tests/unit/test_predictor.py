@@ -74,3 +74,50 @@ def test_run_without_merged_key_applies_an_existing_adapter(tmp_path, cls_run):
     assert not RunFolder(copy).uses_adapter  # full fine-tuning: no adapter folder
     (copy / "adapter").mkdir()
     assert RunFolder(copy).uses_adapter
+
+
+def test_sub_batches_cover_every_sequence_once_and_pad_less():
+    import random
+
+    from lmforge.inference import plan_sub_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 60) for _ in range(32)]
+    passes = plan_sub_batches(lengths, overhead_tokens=64)
+    assert sorted(i for p in passes for i in p) == list(range(32))
+    padded = sum(len(p) * max(lengths[i] for i in p) for p in passes)
+    assert len(passes) > 1 and padded + 64 * len(passes) < 32 * max(lengths) + 64  # cheaper than one padded pass
+    assert plan_sub_batches(lengths, overhead_tokens=10**9) == [sorted(range(32), key=lambda i: -lengths[i])]
+    assert plan_sub_batches(lengths, overhead_tokens=0) == plan_sub_batches(lengths, overhead_tokens=0)
+    assert all(len({lengths[i] for i in p}) == 1 for p in plan_sub_batches(lengths, overhead_tokens=0))  # no padding at all
+    # budgets: no pass over the row or token limit, except a single sequence longer than the budget
+    long = [3000, 10, 10, 9000] + [100] * 300
+    for p in plan_sub_batches(long, token_budget=8192, max_batch=128):
+        assert len(p) <= 128 and (len(p) == 1 or len(p) * max(long[i] for i in p) <= 8192)
+    assert plan_sub_batches([]) == []
+
+
+def test_sub_batched_predictions_equal_one_at_a_time(cls_predictor, ner_predictor):
+    """Cutting a batch into passes of similar lengths changes nothing a user sees: every prediction
+    equals the one the sentence gets alone."""
+    import numpy as np
+
+    from lmforge.inference import run_batches
+
+    texts = ["good", "the film was really very good and the actors were great fun to watch tonight", "bad movie",
+             "terrible plot , awful acting and a long boring ending", "ok", "fine fine fine"] * 3
+    for predictor in (cls_predictor, ner_predictor):
+        examples = predictor.examples_from_texts(texts)
+        features, _ = predictor.task.encode_for_inference(examples)
+        pad = predictor.tokenizer.pad_token_id
+        calls = []
+
+        def counting(batch, forward=predictor.forward):
+            calls.append(tuple(batch["input_ids"].shape))
+            return forward(batch)
+
+        together = run_batches(features, pad, counting)
+        assert len(calls) > 1 and len(calls) < len(texts)  # several passes, not one per sentence
+        for feature, out in zip(features, together):
+            alone = run_batches([feature], pad, predictor.forward)[0]
+            np.testing.assert_allclose(out, alone, atol=1e-5)
