@@ -26,7 +26,10 @@ def test_max_steps_from_config_is_respected_and_tensorboard_written(tmp_path, ti
 
     cfg = make_config(tmp_path, tiny_model, cls_data, epochs=50, max_steps=4, tensorboard=True)
     run = train(load_config(cfg), tmp_path)
-    assert json.loads((run / "run.json").read_text())["steps"] == 4
+    info = json.loads((run / "run.json").read_text())
+    assert info["steps"] == 4
+    # the last step was evaluated once (max_steps mid-epoch), and the time that took is recorded apart from training's
+    assert info["dev_passes"] == 1 and 0 < info["dev_seconds"] and "dev_seconds" in json.loads((run / "metrics.json").read_text())["training"]
     assert list((run / "logs" / "tensorboard").glob("events.out.tfevents.*"))
 
 

@@ -42,8 +42,11 @@ def load_tokenizer(path: Path):
 
 
 def load_model(model_class, path: Path, *, attention_dropout: float | None = None, **kwargs: Any) -> nn.Module:
-    """Load weights (safetensors only, no remote code). On CPU the eager attention path is used:
-    measured faster than SDPA for these model sizes with bf16 autocast and padding masks."""
+    """Load weights (safetensors only, no remote code). On a CPU with native bf16 the eager attention
+    path is used: measured faster than SDPA for these model sizes with bf16 autocast and padding masks.
+    On an fp32-only CPU, SDPA: the same training speed (MiniLM-L6 NER step, 803-825 vs 822-830
+    tokens/s) and an 11% faster forward (CoNLL dev pass 35 s vs 39 s), so dev passes, evaluation and
+    serving gain. An ONNX export switches back to eager (`export.onnx`)."""
     from transformers import AutoConfig
 
     quiet_transformers()
@@ -54,7 +57,7 @@ def load_model(model_class, path: Path, *, attention_dropout: float | None = Non
                 if hasattr(config, key):
                     kwargs[key] = attention_dropout
         if not torch.cuda.is_available():
-            kwargs.setdefault("attn_implementation", "eager")
+            kwargs.setdefault("attn_implementation", "eager" if bf16_supported(torch.device("cpu")) else "sdpa")
         return model_class.from_pretrained(str(path), use_safetensors=True, **LOCAL_ONLY, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load a model from {path}: {err}") from None

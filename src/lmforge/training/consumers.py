@@ -83,7 +83,11 @@ class DevSelection:
 
     def evaluate(self, step: int, state: TrainState) -> bool:
         """Score dev at `step` and record it in `state`; True when early stopping says stop."""
+        started = time.perf_counter()
         scores = self.task.dev_headline(self.raw_model, self.examples, self.features, self.plan, self.logits_of, self.bf16)
+        seconds = time.perf_counter() - started
+        state.dev_seconds += seconds
+        state.dev_passes += 1
         score = scores[self.metric]
         state.last_eval_step = step
         improved = self.improves(score, state.best)
@@ -95,7 +99,7 @@ class DevSelection:
             state.bad_evals += 1
         if self.rank == 0:
             self.tracker.log(step, {**scores, "epoch": state.epoch}, prefix="dev")
-            self.progress.note(f"dev {self.metric} {score:.4f}" + (" (best)" if improved else ""))
+            self.progress.note(f"dev {self.metric} {score:.4f}" + (" (best)" if improved else "") + f" in {seconds:.1f} s")
         return self.exhausted(state)
 
     def improves(self, score: float, best: float | None) -> bool:

@@ -27,12 +27,14 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
     info.update(best_step=best["step"] if best else state["step"], steps=state["step"],
                 train_seconds=round(state["train_seconds"], 2), trained_parameters=trainable, total_parameters=total_params,
                 real_tokens=state["real_tokens"], tokens_per_second=round(state["real_tokens"] / max(state["train_seconds"], 1e-9), 1),
-                precision="bf16" if bf16 else "fp32")
+                precision="bf16" if bf16 else "fp32", dev_seconds=round(state.get("dev_seconds", 0.0), 2),
+                dev_passes=state.get("dev_passes", 0))
     write_json_atomic(run_dir / RUN_INFO, info)
     metrics = evaluate_splits(run_dir, p, console, device)
     if "threshold" in metrics:  # multi-label: how the decision threshold was chosen, and any warning
         info["threshold"] = metrics["threshold"]
-    metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "tokens_per_second", "trained_parameters", "precision")}
+    metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "dev_seconds", "dev_passes", "tokens_per_second", "trained_parameters",
+                                                   "precision")}
     write_json_atomic(run_dir / METRICS, metrics)
     from ..model_card import finish_artefacts
 

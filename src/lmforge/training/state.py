@@ -16,6 +16,8 @@ class TrainState:
     last_eval_step: int | None = None
     train_seconds: float = 0.0  # time in optimizer steps, without evaluation or checkpointing
     real_tokens: int = 0  # unpadded tokens trained on
+    dev_seconds: float = 0.0  # time in dev evaluations (forward, decoding, metrics)
+    dev_passes: int = 0  # dev evaluations made
 
     def to_json(self) -> dict:
         return asdict(self)
