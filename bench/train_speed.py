@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np
 import torch
 
 from common import save, shared_data
@@ -59,7 +58,7 @@ def trainer_baseline(model_path: Path, train, dev, test, epochs: float, out: Pat
                               Trainer, TrainingArguments)
 
     from lmforge.evaluation.ner_metrics import entity_report
-    from lmforge.tasks.token_classification import TokenClassificationTask, repair_iob2
+    from lmforge.tasks.token_classification import TokenClassificationTask
 
     labels = TokenClassificationTask.discover_labels(train)
     index = {l: i for i, l in enumerate(labels)}

@@ -97,11 +97,9 @@ class TaskBase:
 
 
 def collate(features: list[Feature], pad_id: int, label_pad: int = -100, multiple: int = 1) -> dict[str, torch.Tensor]:
-
-
+    """Pad a list of features to the longest one (dynamic padding), rounded up to `multiple`."""
     import torch
 
-    """Pad a list of features to the longest one (dynamic padding), rounded up to `multiple`."""
     longest = max(len(f["input_ids"]) for f in features)
     longest += (-longest) % multiple
     n = len(features)
