@@ -69,14 +69,13 @@ def timed(forward, batches: list[dict], reps: int) -> list[float]:
 
 def timed_features(forward, chunks: list[list], pad: int, overhead: int | None = None) -> list[float]:
     """Seconds per 32-sentence chunk through lmforge's inference path (length-sorted sub-batches)."""
-    from lmforge.inference import run_batches
+    from lmforge.inference import INFERENCE_CALL_OVERHEAD_TOKENS, run_batches
 
     def call(batch):
         return forward(batch)
 
-    call.overhead_tokens = overhead if overhead is not None else getattr(forward, "overhead_tokens", None)
-    if call.overhead_tokens is None:
-        del call.overhead_tokens
+    # the overhead the forward states (what run_batches would read), unless the sweep sets one
+    call.overhead_tokens = overhead if overhead is not None else getattr(forward, "overhead_tokens", INFERENCE_CALL_OVERHEAD_TOKENS)
     out = []
     for chunk in chunks:
         start = time.perf_counter()

@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="trained SST-2 run folder")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--only", nargs="*", default=["onnx", "torch", "naive"])
+    parser.add_argument("--only", nargs="*", default=["onnx", "torch", "naive"], choices=["onnx", "torch", "naive", "onnx-before", "torch-before"])
     parser.add_argument("--baseline-src", type=Path, help="an earlier lmforge src/ folder for the *-before servers")
     parser.add_argument("--name", default="serve_load", help="results file name under bench/results/")
     args = parser.parse_args()
@@ -183,7 +183,7 @@ def main() -> None:
         texts = [row["sentence"].strip() for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
     run = args.run.resolve()
     lmforge = [sys.executable, "-m", "lmforge.cli", "serve", str(run), "--log-level", "warning"]
-    if "onnx" in args.only and not (run / "onnx" / "model.onnx").is_file():
+    if any(name.startswith("onnx") for name in args.only) and not (run / "onnx" / "model.onnx").is_file():
         subprocess.run([sys.executable, "-m", "lmforge.cli", "export", str(run), "--quantize", "int8"], check=True)
     results = {}
     for name in args.only:
@@ -193,7 +193,7 @@ def main() -> None:
                 raise SystemExit(f"--only {name} needs --baseline-src")
             label, extra = {"onnx-before": ("lmforge-onnx-int8-before", ["--backend", "onnx"]), "torch-before": ("lmforge-torch-before", [])}[name]
             results[label] = run_server(label, [*lmforge, *extra, "--port", str(port)], port, texts, args, args.baseline_src.resolve())
-        if name == "onnx":
+        elif name == "onnx":
             results["lmforge-onnx-int8"] = run_server("lmforge-onnx-int8", [*lmforge, "--backend", "onnx", "--port", str(port)], port, texts, args)
         elif name == "torch":
             results["lmforge-torch"] = run_server("lmforge-torch", [*lmforge, "--port", str(port)], port, texts, args)
