@@ -7,7 +7,9 @@ import re
 
 from .types import TokenExample
 
-_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])")
+CJK_CHARS = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef"  # ideographs, CJK and fullwidth punctuation
+CJK_CHAR = re.compile(f"[{CJK_CHARS}]")
+_CJK = re.compile(f"([{CJK_CHARS}])")
 
 
 def words_of(tokenizer, text: str, doc_id: int = 0) -> TokenExample:

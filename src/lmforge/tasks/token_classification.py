@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.types import TokenExample
 from ..data.windows import best_window_per_word, pack_sentences, word_windows
+from ..data.words import CJK_CHAR
 from ..errors import DataError, UserError
 from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
@@ -47,6 +48,7 @@ class TokenClassificationTask(TaskBase):
         self.window = max_length - 2  # room for [CLS] and [SEP]
         self.document_context = document_context
         self.truncated = 0  # NER never truncates: long texts are windowed
+        self._unmarked: dict[int, int] | None = None  # see _unmarked_cjk
 
     @staticmethod
     def discover_labels(examples: list[TokenExample]) -> list[str]:
@@ -89,14 +91,27 @@ class TokenClassificationTask(TaskBase):
         first token would be the same "▁" and the sequences twice as long."""
         enc = self.tokenizer([ex.words for ex in examples], is_split_into_words=True, add_special_tokens=False)
         unk, marker = self.tokenizer.unk_token_id, _bare_marker(self.tokenizer)
+        unmarked = self._unmarked_cjk() if marker is not None else {}
         out = []
         for i, ex in enumerate(examples):
             words: list[list[int]] = [[] for _ in ex.words]
             for tok, w in zip(enc["input_ids"][i], enc.word_ids(i)):
                 if w is not None:
                     words[w].append(tok)
-            out.append([(w[1:] if len(w) > 1 and w[0] == marker else w) or [unk] for w in words])
+            out.append([(w[1:] if len(w) > 1 and w[0] == marker else [unmarked.get(w[0], w[0])] if len(w) == 1 else w) or [unk]
+                        for w in words])
         return out
+
+    def _unmarked_cjk(self) -> dict[int, int]:
+        """Word-start pieces of one CJK character ("▁我") -> the same character's inner piece ("我"),
+        where the vocabulary has both: a character given on its own comes out as "▁我" for frequent
+        characters and as "▁", "们" for the others; in running Chinese text (no spaces) the model
+        saw the inner pieces. Built once per tokenizer."""
+        if self._unmarked is None:
+            vocab = self.tokenizer.get_vocab()
+            self._unmarked = {i: vocab[piece[1:]] for piece, i in vocab.items()
+                              if len(piece) == 2 and piece[0] == "\u2581" and CJK_CHAR.fullmatch(piece[1]) and piece[1:] in vocab}
+        return self._unmarked
 
     def _documents(self, examples: list[TokenExample]) -> list[list[int]]:
         if not self.document_context:
