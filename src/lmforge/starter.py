@@ -70,8 +70,39 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
         if note:
             cfg = config_from_dict({**raw, "model": picked}, "init")
             notes.append(note)
+    if spec.truncates_input and train is not None:
+        length, note = _fitting_max_length(cfg, train, base)
+        if note:
+            cfg = config_from_dict({**raw, "model": cfg.model, "data": {**data, "max_length": length}}, "init")
+            notes.append(note)
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}", notes))
     return notes
+
+
+def _fitting_max_length(cfg, train: Path, base: Path, limit: int = 1000) -> tuple[int, str | None]:
+    """data.max_length for a task that cuts texts there, sized to the first training texts under the
+    chosen model's tokenizer (data/lengths.py). A model that cannot be loaded yet leaves the default:
+    validate and train say what is wrong with it."""
+    import logging
+
+    from .data.lengths import fitting_max_length
+    from .models.build import load_tokenizer
+    from .models.resolve import resolve_model
+
+    logging.disable(logging.WARNING)
+    try:
+        examples, _ = get_task(cfg.task).read(cfg, train)
+    finally:
+        logging.disable(logging.NOTSET)
+    examples = examples[:limit]
+    try:
+        tokenizer = load_tokenizer(resolve_model(cfg.model, base))
+    except UserError:
+        return cfg.data.max_length, None
+    pairs = [ex.text_pair or "" for ex in examples] if any(ex.text_pair for ex in examples) else None
+    lengths = [len(ids) for ids in tokenizer([ex.text for ex in examples], pairs)["input_ids"]]
+    model_limit = getattr(tokenizer, "model_max_length", None)
+    return fitting_max_length(lengths, cfg.data.max_length, model_limit if model_limit and model_limit < 100_000 else None)
 
 
 def _first_texts(cfg, train: Path, limit: int = 1000) -> list[str]:

@@ -207,3 +207,29 @@ def test_inferred_multi_label_pair_config_validates(capsys, tmp_path: Path, tiny
 def test_make_config_fixture_still_loads(tmp_path: Path, tiny_model: Path) -> None:
     data = {"train": write_csv(tmp_path / "train.csv", sentiment_rows(12, 1)), "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(6, 2))}
     assert load_config(make_config(tmp_path, tiny_model, data)).data.text_field == "text"
+
+
+def test_max_length_is_sized_to_the_training_texts(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    """Classification cuts texts at data.max_length: init measures the first training texts under the
+    model's tokenizer and writes the smallest of 128/256/512 that cuts at most 2% of them, and says so."""
+    long_text = " ".join(["good movie"] * 90)  # ~180 words: over 128 tokens, under 256
+    rows = [(long_text if i % 10 == 0 else "a good movie", "pos" if i % 2 else "neg") for i in range(100)]
+    path = write_csv(tmp_path / "train.csv", rows)
+    code, err, out = init(capsys, tmp_path, "--train", path, "--model", tiny_model)
+    assert code == 0, err
+    assert data_of(out)["max_length"] == 256
+    assert "data.max_length: 256 — 10% of the first 100 training texts are longer than 128 tokens (0.0% longer than 256)" in err
+    short = write_csv(tmp_path / "short.csv", [("a good movie", "pos"), ("a bad movie", "neg")] * 20)
+    code, err, out = init(capsys, tmp_path, "--train", short, "--model", tiny_model)
+    assert code == 0 and data_of(out)["max_length"] == 128 and "data.max_length" not in err
+
+
+def test_fitting_max_length_choices() -> None:
+    from lmforge.data.lengths import fitting_max_length
+
+    assert fitting_max_length([], 128) == (128, None)
+    assert fitting_max_length([100] * 98 + [300] * 2, 128) == (128, None)  # 2% cut is tolerated
+    assert fitting_max_length([100] * 90 + [300] * 10, 128)[0] == 512  # 256 would still cut 10%
+    assert fitting_max_length([100] * 90 + [300] * 10, 128, model_limit=256)[0] == 256  # no further than the model reads
+    assert fitting_max_length([1000] * 10, 128)[0] == 512
+    assert fitting_max_length([300] * 10, 512) == (512, None)  # never below the configured value

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -112,3 +113,42 @@ def test_text_without_spaces_is_one_word_per_character_with_offsets(tmp_path: Pa
     example = words_of(AutoTokenizer.from_pretrained(str(tiny_model)), "王芳在北京 works")
     assert example.words == ["王", "芳", "在", "北", "京", "works"]
     assert [example.text[s:e] for s, e in example.offsets] == example.words
+
+
+def _sentencepiece_tokenizer(pieces: list[str]):
+    """A tiny XLM-R-style tokenizer (unigram pieces, "▁" word starts) built in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = [(p, -float(i)) for i, p in enumerate(pieces)]
+    backend = Tokenizer(models.Unigram(vocab, unk_id=pieces.index("<unk>")))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>")
+
+
+def test_lone_chinese_characters_get_the_piece_they_have_in_running_text():
+    """A character given on its own (NER on characters) comes out of a SentencePiece tokenizer as
+    "▁我" when the vocabulary has that word-start piece, else as "▁", "们": both become the inner
+    piece ("我", "们") the model saw inside Chinese text; Latin words keep their word-start piece."""
+    from lmforge.data.types import TokenExample
+    from lmforge.tasks.token_classification import TokenClassificationTask
+
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "\u2581", "\u2581我", "我", "们", "\u2581ab", "ab", "\u2581好"]
+    tok = _sentencepiece_tokenizer(pieces)
+    assert tok.convert_ids_to_tokens(tok(["我", "们"], is_split_into_words=True, add_special_tokens=False)["input_ids"]) \
+        == ["\u2581我", "\u2581", "们"]  # what the tokenizer does on its own
+    task = TokenClassificationTask(["O", "B-PER", "I-PER"], tok, 32)
+    (words,) = task._pieces([TokenExample(words=["我", "们", "ab", "好"], tags=["O"] * 4)])
+    assert [tok.convert_ids_to_tokens(w) for w in words] == [["我"], ["们"], ["\u2581ab"], ["\u2581好"]]  # 好: no inner piece
+    # a run saved before this rule (labels.json without "cjk_pieces") keeps the pieces it was trained on
+    from lmforge.tasks import get_task
+
+    assert task.to_json()["cjk_pieces"] == "inner"
+    old = get_task("token-classification").for_run(SimpleNamespace(data=SimpleNamespace(max_length=32)),
+                                                   {"labels": task.labels, "document_context": True}, tok)
+    (words,) = old._pieces([TokenExample(words=["我", "们"], tags=["O"] * 2)])
+    assert [tok.convert_ids_to_tokens(w) for w in words] == [["\u2581我"], ["们"]]
+    again = get_task("token-classification").for_run(SimpleNamespace(data=SimpleNamespace(max_length=32)), task.to_json(), tok)
+    assert again._pieces([TokenExample(words=["我"], tags=["O"])]) == task._pieces([TokenExample(words=["我"], tags=["O"])])

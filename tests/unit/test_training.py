@@ -100,3 +100,16 @@ def test_padding_multiple_is_8_under_bf16_and_1_in_fp32_unless_configured():
     assert config_from_dict({"training": {"pad_to_multiple_of": None}}).training.pad_to_multiple_of is None
     with pytest.raises((UserError, ValueError), match="pad_to_multiple_of"):
         config_from_dict({"training": {"pad_to_multiple_of": 0}})
+
+
+def test_word_embeddings_are_frozen_by_default_only_for_a_large_vocabulary():
+    from transformers import BertConfig, BertModel
+
+    from lmforge.training.setup import LARGE_VOCABULARY, freeze_embeddings
+
+    def tiny(vocab: int):
+        return BertModel(BertConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
+
+    big, small = tiny(LARGE_VOCABULARY), tiny(1000)
+    assert freeze_embeddings(None, big) is True and freeze_embeddings(None, small) is False
+    assert freeze_embeddings(False, big) is False and freeze_embeddings(True, small) is True

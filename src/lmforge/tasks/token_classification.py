@@ -40,7 +40,7 @@ class TokenClassificationTask(TaskBase):
     name = "token-classification"
     token_level = True
 
-    def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True):
+    def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True, inner_cjk_pieces: bool = True):
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = tokenizer
@@ -48,7 +48,10 @@ class TokenClassificationTask(TaskBase):
         self.window = max_length - 2  # room for [CLS] and [SEP]
         self.document_context = document_context
         self.truncated = 0  # NER never truncates: long texts are windowed
-        self._unmarked: dict[int, int] | None = None  # see _unmarked_cjk
+        # lone CJK characters as their inner SentencePiece piece (see _unmarked_cjk); runs trained before
+        # this existed (labels.json without "cjk_pieces") keep the word-start pieces they were trained on
+        self.inner_cjk_pieces = inner_cjk_pieces
+        self._unmarked: dict[int, int] | None = None
 
     @staticmethod
     def discover_labels(examples: list[TokenExample]) -> list[str]:
@@ -65,7 +68,10 @@ class TokenClassificationTask(TaskBase):
         return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)), "label2id": dict(self.index)}
 
     def to_json(self) -> dict:
-        return {"task": self.name, "labels": self.labels, "document_context": self.document_context}
+        out = {"task": self.name, "labels": self.labels, "document_context": self.document_context}
+        if self.inner_cjk_pieces:
+            out["cjk_pieces"] = "inner"
+        return out
 
     def check_labels(self, examples: list[TokenExample], label_map: dict[str, str], split: str) -> list[TokenExample]:
         problems, total = [], 0
@@ -91,7 +97,7 @@ class TokenClassificationTask(TaskBase):
         first token would be the same "▁" and the sequences twice as long."""
         enc = self.tokenizer([ex.words for ex in examples], is_split_into_words=True, add_special_tokens=False)
         unk, marker = self.tokenizer.unk_token_id, _bare_marker(self.tokenizer)
-        unmarked = self._unmarked_cjk() if marker is not None else {}
+        unmarked = self._unmarked_cjk() if marker is not None and self.inner_cjk_pieces else {}
         out = []
         for i, ex in enumerate(examples):
             words: list[list[int]] = [[] for _ in ex.words]
@@ -340,7 +346,8 @@ class TokenClassificationSpec(TaskSpec):
         if threshold is not None:
             raise UserError(f"threshold={threshold}: a decision threshold applies to multi-label runs only; "
                             "this run tags entities; leave the threshold out")
-        return TokenClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, labels.get("document_context", True))
+        return TokenClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, labels.get("document_context", True),
+                                       inner_cjk_pieces=labels.get("cjk_pieces") == "inner")
 
     def report_style(self, cfg) -> ReportStyle:
         return NER_REPORT
