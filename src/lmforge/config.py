@@ -100,7 +100,7 @@ class TrainingConfig(_Section):
     log_every_steps: int = Field(10, ge=1, description="write training metrics every N steps")
     tensorboard: bool = Field(True, description="also write TensorBoard event files")
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities; 0 skips a [batch, heads, L, L] random mask per layer (about 20% faster on CPU); empty: the model's own value")
-    pad_to_multiple_of: int | None = Field(None, ge=1, description="pad batch lengths to a multiple of this; empty: 8 under bf16 (fewer distinct shapes: faster bf16 kernels), 1 in fp32 (no padding beyond the longest example: fp32 kernels gain nothing from round shapes)")
+    pad_to_multiple_of: int = Field(1, ge=1, description="pad batch lengths to a multiple of this; 1: to the longest example (measured fastest, in fp32 and bf16: bench/pad_multiple.py)")
     freeze_embeddings: bool | None = Field(None, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters); empty: frozen when the vocabulary has 100,000 rows or more (me5-small's 250k), trained otherwise")
     anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
     logit_adjustment: float = Field(0.0, ge=0, description="single-label classification: train with tau * log(class share in the training set) added to the logits (logit-adjusted loss, Menon et al. 2021) so that frequent classes do not win on frequency alone; lmforge update sets 1.0; 0: off")

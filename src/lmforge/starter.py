@@ -81,8 +81,8 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
 
 def _fitting_max_length(cfg, train: Path, base: Path, limit: int = 1000) -> tuple[int, str | None]:
     """data.max_length for a task that cuts texts there, sized to the first training texts under the
-    chosen model's tokenizer (data/lengths.py). A model that cannot be loaded yet leaves the default:
-    validate and train say what is wrong with it."""
+    chosen model's tokenizer (data/lengths.py). A file with bad rows or a model that cannot be loaded
+    yet leaves the default."""
     import logging
 
     from .data.lengths import fitting_max_length
@@ -92,13 +92,12 @@ def _fitting_max_length(cfg, train: Path, base: Path, limit: int = 1000) -> tupl
     logging.disable(logging.WARNING)
     try:
         examples, _ = get_task(cfg.task).read(cfg, train)
+        tokenizer = load_tokenizer(resolve_model(cfg.model, base))
+    except UserError:  # bad rows or a model not there yet: validate and train say what is wrong
+        return cfg.data.max_length, None
     finally:
         logging.disable(logging.NOTSET)
     examples = examples[:limit]
-    try:
-        tokenizer = load_tokenizer(resolve_model(cfg.model, base))
-    except UserError:
-        return cfg.data.max_length, None
     pairs = [ex.text_pair or "" for ex in examples] if any(ex.text_pair for ex in examples) else None
     lengths = [len(ids) for ids in tokenizer([ex.text for ex in examples], pairs)["input_ids"]]
     model_limit = getattr(tokenizer, "model_max_length", None)

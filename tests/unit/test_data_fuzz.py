@@ -85,5 +85,5 @@ def test_the_harness_sees_a_bug(tmp_path: Path, models, monkeypatch: pytest.Monk
     monkeypatch.setattr(classification_readers, "read_classification", crash)
     content, _ = mf.malformed_file(random.Random(0), "csv", [])
     (init, validate) = mf.check_file(tmp_path, "csv", content, models["csv"])
-    assert init.code == 0 and not init.bug
+    assert init.code == 1 and init.bug and "Traceback" in init.stderr  # init reads the texts to size max_length
     assert validate.code == 1 and validate.bug and "Traceback" in validate.stderr

@@ -89,15 +89,12 @@ def test_a_trained_token_head_keeps_its_bias(tmp_path, ner_run):
     assert torch.equal(model.classifier.bias.detach(), saved)
 
 
-def test_padding_multiple_is_8_under_bf16_and_1_in_fp32_unless_configured():
+def test_batches_are_padded_to_the_longest_example_unless_configured():
     from lmforge.config import config_from_dict
     from lmforge.errors import UserError
-    from lmforge.training.loop import pad_multiple
 
-    assert pad_multiple(None, bf16=True) == 8  # round shapes for the bf16 kernels
-    assert pad_multiple(None, bf16=False) == 1  # fp32: no padded tokens beyond the longest example
-    assert pad_multiple(4, bf16=False) == 4 and pad_multiple(1, bf16=True) == 1
-    assert config_from_dict({"training": {"pad_to_multiple_of": None}}).training.pad_to_multiple_of is None
+    assert config_from_dict({}).training.pad_to_multiple_of == 1
+    assert config_from_dict({"training": {"pad_to_multiple_of": 8}}).training.pad_to_multiple_of == 8
     with pytest.raises((UserError, ValueError), match="pad_to_multiple_of"):
         config_from_dict({"training": {"pad_to_multiple_of": 0}})
 
