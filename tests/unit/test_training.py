@@ -110,3 +110,37 @@ def test_word_embeddings_are_frozen_by_default_only_for_a_large_vocabulary():
     big, small = tiny(LARGE_VOCABULARY), tiny(1000)
     assert freeze_embeddings(None, big) is True and freeze_embeddings(None, small) is False
     assert freeze_embeddings(False, big) is False and freeze_embeddings(True, small) is True
+
+
+def test_a_loss_back_at_its_start_is_called_divergence_once():
+    """ChnSentiCorp's diverged run, as logged every 10 steps: 0.69 -> 0.30 -> back to 0.69 and staying."""
+    from lmforge.training.divergence import LossWatch
+
+    watch = LossWatch(1e-4)
+    losses = [0.692, 0.60, 0.45, 0.30, 0.44, 0.34, 0.38, 0.69, 0.67]
+    assert [watch.observe(10 * (i + 1), x) for i, x in enumerate(losses)] == [None] * len(losses)  # 2 windows back: not yet
+    warning = watch.observe(100, 0.71)
+    assert warning == ("warning: the training loss is back at its starting level (0.710 at step 100; it was 0.692 at step 10 "
+                       "and 0.300 at step 40): training has diverged and the model may have stopped learning; lower "
+                       "training.learning_rate (now 0.0001), e.g. to half, and train again")
+    assert watch.observe(110, 0.70) is None  # once
+
+    healthy = LossWatch()
+    assert all(healthy.observe(s, x) is None for s, x in enumerate([2.0, 1.9, 1.95, 1.98, 2.01, 1.97, 1.0, 0.5, 0.6, 0.55]))
+    noisy = LossWatch()  # back up for two windows only, then down again
+    assert all(noisy.observe(s, x) is None for s, x in enumerate([1.0, 0.5, 0.97, 0.99, 0.4, 0.98, 0.3]))
+    assert "the training loss is nan at step 3" in LossWatch().observe(3, float("nan"))
+
+
+def test_the_step_logger_prints_the_divergence_warning():
+    from types import SimpleNamespace
+
+    from lmforge.training.consumers import StepLogger
+    from lmforge.training.steps import StepResult
+
+    notes = []
+    progress = SimpleNamespace(update=lambda *a: None, note=notes.append)
+    logger = StepLogger(SimpleNamespace(num_processes=1), None, progress, SimpleNamespace(get_last_lr=lambda: [1e-4]), 1, 100, 2e-5)
+    for step, loss in enumerate([0.7, 0.3, 0.7, 0.7, 0.7], start=1):
+        logger.after_step(StepResult(step, loss, 1, 10, False, step / 100))
+    assert len(notes) == 1 and "training has diverged" in notes[0] and "(now 2e-05)" in notes[0]

@@ -18,6 +18,7 @@ import torch
 from ..inference import run_model
 from ..tasks.base import LogitsOf
 from . import checkpoint as ckpt
+from .divergence import LossWatch
 from .progress import TrainProgress
 from .state import TrainState
 from .steps import StepResult
@@ -26,11 +27,13 @@ from .tracking import Tracker
 
 class StepLogger:
     """The mean loss and the real tokens per second over each window of `every` steps, to the
-    metrics log and the progress bar."""
+    metrics log and the progress bar; a warning when the loss climbs back to where it started."""
 
-    def __init__(self, accelerator, tracker: Tracker | None, progress: TrainProgress, scheduler, every: int, total: int):
+    def __init__(self, accelerator, tracker: Tracker | None, progress: TrainProgress, scheduler, every: int, total: int,
+                 learning_rate: float | None = None):
         self.accelerator, self.tracker, self.progress, self.scheduler = accelerator, tracker, progress, scheduler
         self.every, self.total = every, total
+        self.watch = LossWatch(learning_rate)  # warns once if the loss climbs back to where it started
         self._reset()
 
     def _reset(self) -> None:
@@ -48,6 +51,9 @@ class StepLogger:
             self.tracker.log(s.step, {"loss": loss, "lr": self.scheduler.get_last_lr()[0], "epoch": s.epoch_progress,
                                       "tokens_per_s": tokens_per_s})
         self.progress.update(s.step, loss, tokens_per_s)
+        warning = self.watch.observe(s.step, loss)
+        if warning:
+            self.progress.note(warning)
         self._reset()
 
 

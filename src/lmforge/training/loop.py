@@ -222,7 +222,8 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     dev = DevSelection(p.task, training.raw_model, p.splits.dev, dev_feats, dev_plan, p.metric, t.eval_every_steps,
                        t.early_stopping_patience, sharded_logits(accelerator, training.raw_model, p.tokenizer.pad_token_id, bf16),
                        bf16, ckpt_root, rank, tracker, progress)
-    logger = StepLogger(accelerator, tracker, progress, training.stepper.scheduler, t.log_every_steps, training.total_steps)
+    logger = StepLogger(accelerator, tracker, progress, training.stepper.scheduler, t.log_every_steps, training.total_steps,
+                        t.learning_rate)
     checkpointer = Checkpointer(ckpt_root, accelerator, training.raw_model, training.stepper.optimizer, training.stepper.scheduler)
     try:
         _train_until_done(training, state, t.gradient_accumulation_steps, t.save_every_steps, logger, dev, checkpointer)
