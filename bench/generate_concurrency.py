@@ -88,13 +88,15 @@ def stream(base: str, prompt: str, max_new_tokens: int) -> str:
     return "".join(text)
 
 
-def burst(base: str, clients: int, max_new_tokens: int) -> tuple[float, list[str]]:
-    texts: list[str | None] = [None] * clients
+def concurrently(clients: int, work) -> tuple[float, list]:
+    """`work(i)` for i in range(clients), each on its own thread, all started at once: (wall seconds, results).
+    The first error of any client is raised after all have ended."""
+    results: list = [None] * clients
     errors: list[BaseException] = []
 
     def one(i: int) -> None:
         try:
-            texts[i] = stream(base, PROMPTS[i % len(PROMPTS)], max_new_tokens)
+            results[i] = work(i)
         except BaseException as err:  # noqa: BLE001 - reported after the burst
             errors.append(err)
 
@@ -106,7 +108,11 @@ def burst(base: str, clients: int, max_new_tokens: int) -> tuple[float, list[str
         t.join()
     if errors:
         raise errors[0]
-    return time.perf_counter() - start_, texts  # type: ignore[return-value]
+    return time.perf_counter() - start_, results
+
+
+def burst(base: str, clients: int, max_new_tokens: int) -> tuple[float, list[str]]:
+    return concurrently(clients, lambda i: stream(base, PROMPTS[i % len(PROMPTS)], max_new_tokens))
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ROOT, save  # noqa: E402
 from generate_concurrency import PROMPTS as STREAM_PROMPTS  # noqa: E402
-from generate_concurrency import burst, free_port, start  # noqa: E402
+from generate_concurrency import burst, concurrently, free_port, start  # noqa: E402
 from generation_speed import PROMPTS as SHORT_PROMPTS  # noqa: E402
 
 ENV = ROOT / "bench" / ".llamacpp-env"
@@ -125,28 +124,87 @@ def llama_stream(base: str, ids: list[int], new: int) -> int:
 
 
 def llama_burst(base: str, prompt_ids: list[list[int]], clients: int, new: int) -> tuple[float, int]:
-    counts = [0] * clients
-    errors: list[BaseException] = []
-
-    def one(i: int) -> None:
-        try:
-            counts[i] = llama_stream(base, prompt_ids[i % len(prompt_ids)], new)
-        except BaseException as err:  # noqa: BLE001 - reported after the burst
-            errors.append(err)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - started, sum(counts)
+    seconds, counts = concurrently(clients, lambda i: llama_stream(base, prompt_ids[i % len(prompt_ids)], new))
+    return seconds, sum(counts)
 
 
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 1)
+
+
+def run_batch1(lm, args, threads: int) -> dict:
+    """Batch-1 speeds of llama.cpp, lmforge and transformers, and whether lmforge's texts equal llama.cpp's."""
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.generation import Generator
+    from lmforge.models.resolve import resolve_model
+
+    prompt_ids = [lm.encode(p) for p in BATCH1_PROMPTS]
+    out: dict = {}
+    print("batch 1: llama.cpp ...", flush=True)
+    llama = llamacpp_batch1(prompt_ids, args.new_tokens, args.rounds, threads)
+    out["llamacpp_system_info"] = llama["system_info"]
+    speeds = {"llama.cpp": llama["tokens_per_s"]}
+    print("batch 1: lmforge ...", flush=True)
+    speeds["lmforge"], texts = ours_batch1(lm, BATCH1_PROMPTS, args.new_tokens, args.rounds)
+    out["lmforge_bf16"], out["lmforge_int4_packed_layers"] = lm.bf16, len(lm.packed)
+    if not lm.bf16:  # defaults are fp32 on this CPU: also time the bf16 + 4-bit path
+        int4 = Generator.from_pretrained("smollm2-135m", bf16=True)
+        out["lmforge_int4_packed_layers"] = len(int4.packed)
+        speeds["lmforge-int4"], _ = ours_batch1(int4, BATCH1_PROMPTS, args.new_tokens, args.rounds)
+        del int4
+    print("batch 1: transformers ...", flush=True)
+    hf = AutoModelForCausalLM.from_pretrained(str(resolve_model("smollm2-135m"))).eval()
+    speeds["transformers"] = hf_batch1(hf, prompt_ids, args.new_tokens, args.rounds, lm.tokenizer.pad_token_id)
+    del hf
+    table: dict = {name: {f"{n}_tokens_per_s": median(v) for n, v in by.items()} for name, by in speeds.items()}
+    table["texts_equal_lmforge_llamacpp"] = {}
+    for n in map(str, args.new_tokens):
+        llama_texts = [lm.tokenizer.decode(ids, skip_special_tokens=True) for ids in llama["tokens"][n]]
+        same = sum(a == b for a, b in zip(texts[n], llama_texts))
+        prefix = [len(os.path.commonprefix([a, b])) for a, b in zip(texts[n], llama_texts)]
+        table["texts_equal_lmforge_llamacpp"][n] = f"{same}/{len(texts[n])} (common prefix chars {prefix})"
+        row = {name: table[name][f"{n}_tokens_per_s"] for name in speeds}
+        print(f"batch 1, {n} tokens: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
+              + f" tokens/s; lmforge / llama.cpp = {row['lmforge'] / row['llama.cpp']:.2f}", flush=True)
+    out["batch1"] = table
+    return out
+
+
+def run_streams(lm, args, threads: int) -> dict:
+    """Aggregate tokens/s of `args.clients` concurrent streams: lmforge serve against llama-server, rounds alternating."""
+    count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    stream_ids = [lm.encode(p) for p in STREAM_PROMPTS]
+
+    def ours(base: str, n: int) -> tuple[float, int]:
+        seconds, texts = burst(base, args.clients, n)
+        return seconds, sum(count(t) for t in texts)
+
+    servers = {"lmforge": (lambda: start("smollm2-135m", 8), lambda base: burst(base, 1, 4), ours),
+               "llama.cpp": (lambda: start_llama_server(args.clients, threads), lambda base: llama_stream(base, stream_ids[0], 4),
+                             lambda base, n: llama_burst(base, stream_ids, args.clients, n))}
+    streams: dict = {}
+    for r in range(args.rounds):
+        for who in (["lmforge", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "lmforge"]):
+            launch, warm, hit = servers[who]
+            proc, base = launch()
+            try:
+                warm(base)  # one request through the whole path before timing
+                for n in args.new_tokens:
+                    seconds, tokens = hit(base, n)
+                    streams.setdefault(str(n), {}).setdefault(who, []).append(round(tokens / seconds, 1))
+                    print(f"round {r} {who:9s} {args.clients} streams x {n}: {tokens} tokens in {seconds:.1f} s = "
+                          f"{tokens / seconds:.1f} tokens/s", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    for n, by in streams.items():
+        med = {who: median(v) for who, v in by.items()}
+        by["median"] = med
+        by["ratio_lmforge_over_llamacpp"] = round(med["lmforge"] / med["llama.cpp"], 2)
+        print(f"{args.clients} streams, {n} tokens: lmforge {med['lmforge']:.1f}, llama.cpp {med['llama.cpp']:.1f} tokens/s; "
+              f"ratio {by['ratio_lmforge_over_llamacpp']:.2f} (goal > 1)", flush=True)
+    return streams
 
 
 def main() -> None:
@@ -160,75 +218,15 @@ def main() -> None:
     if not (ENV / "venv" / "bin" / "python").is_file() or not (BIN / "llama-server").is_file():
         sys.exit("llama.cpp is not built: run `bash bench/llamacpp_env.sh` first")
     import torch
-    from transformers import AutoModelForCausalLM
 
     from lmforge.generation import Generator
     from lmforge.models.build import quiet_transformers
-    from lmforge.models.resolve import resolve_model
 
     quiet_transformers()
     threads = torch.get_num_threads()
     lm = Generator.from_pretrained("smollm2-135m")
-    prompt_ids = [lm.encode(p) for p in BATCH1_PROMPTS]
-    result: dict = {"gguf": gguf_path().name, "threads": threads, "rounds": args.rounds, "batch1": {}, "streams": {}}
-
-    print("batch 1: llama.cpp ...", flush=True)
-    llama = llamacpp_batch1(prompt_ids, args.new_tokens, args.rounds, threads)
-    result["llamacpp_system_info"] = llama["system_info"]
-    speeds = {"llama.cpp": llama["tokens_per_s"]}
-    print("batch 1: lmforge ...", flush=True)
-    speeds["lmforge"], texts = ours_batch1(lm, BATCH1_PROMPTS, args.new_tokens, args.rounds)
-    result["lmforge_bf16"], result["lmforge_int4_packed_layers"] = lm.bf16, len(lm.packed)
-    if not lm.bf16:  # defaults are fp32 on this CPU: also time the bf16 + 4-bit path
-        int4 = Generator.from_pretrained("smollm2-135m", bf16=True)
-        result["lmforge_int4_packed_layers"] = len(int4.packed)
-        speeds["lmforge-int4"], _ = ours_batch1(int4, BATCH1_PROMPTS, args.new_tokens, args.rounds)
-        del int4
-    print("batch 1: transformers ...", flush=True)
-    hf = AutoModelForCausalLM.from_pretrained(str(resolve_model("smollm2-135m"))).eval()
-    speeds["transformers"] = hf_batch1(hf, prompt_ids, args.new_tokens, args.rounds, lm.tokenizer.pad_token_id)
-    del hf
-    for name, by in speeds.items():
-        result["batch1"][name] = {f"{n}_tokens_per_s": median(v) for n, v in by.items()}
-    for n in map(str, args.new_tokens):
-        llama_texts = [lm.tokenizer.decode(ids, skip_special_tokens=True) for ids in llama["tokens"][n]]
-        same = sum(a == b for a, b in zip(texts[n], llama_texts))
-        prefix = [len(os.path.commonprefix([a, b])) for a, b in zip(texts[n], llama_texts)]
-        result["batch1"].setdefault("texts_equal_lmforge_llamacpp", {})[n] = f"{same}/{len(texts[n])} (common prefix chars {prefix})"
-    for n in map(str, args.new_tokens):
-        row = {name: result["batch1"][name][f"{n}_tokens_per_s"] for name in speeds}
-        print(f"batch 1, {n} tokens: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items())
-              + f" tokens/s; lmforge / llama.cpp = {row['lmforge'] / row['llama.cpp']:.2f}", flush=True)
-
-    if not args.skip_streams:
-        count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-        stream_ids = [lm.encode(p) for p in STREAM_PROMPTS]
-        for r in range(args.rounds):
-            for who in (["lmforge", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "lmforge"]):
-                proc, base = start("smollm2-135m", 8) if who == "lmforge" else start_llama_server(args.clients, threads)
-                try:
-                    if who == "lmforge":
-                        burst(base, 1, 4)  # one request through the whole path before timing
-                    else:
-                        llama_stream(base, stream_ids[0], 4)
-                    for n in args.new_tokens:
-                        if who == "lmforge":
-                            seconds, out = burst(base, args.clients, n)
-                            tokens = sum(count(t) for t in out)
-                        else:
-                            seconds, tokens = llama_burst(base, stream_ids, args.clients, n)
-                        result["streams"].setdefault(str(n), {}).setdefault(who, []).append(round(tokens / seconds, 1))
-                        print(f"round {r} {who:9s} {args.clients} streams x {n}: {tokens} tokens in {seconds:.1f} s = "
-                              f"{tokens / seconds:.1f} tokens/s", flush=True)
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=60)
-        for n, by in result["streams"].items():
-            med = {who: median(v) for who, v in by.items()}
-            by["median"] = med
-            by["ratio_lmforge_over_llamacpp"] = round(med["lmforge"] / med["llama.cpp"], 2)
-            print(f"{args.clients} streams, {n} tokens: lmforge {med['lmforge']:.1f}, llama.cpp {med['llama.cpp']:.1f} tokens/s; "
-                  f"ratio {by['ratio_lmforge_over_llamacpp']:.2f} (goal > 1)", flush=True)
+    result: dict = {"gguf": gguf_path().name, "threads": threads, "rounds": args.rounds, **run_batch1(lm, args, threads)}
+    result["streams"] = {} if args.skip_streams else run_streams(lm, args, threads)
     save(args.name, result)
 
 
