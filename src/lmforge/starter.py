@@ -63,15 +63,22 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
     if method is not None:
         raw["method"] = method
     cfg = config_from_dict(raw, "init")
+    first: list | None = None  # the first training examples, read once for the choices below
     if model is None and train is not None and not spec.decoder:
         from .data.language_fit import model_for_texts
 
-        picked, note = model_for_texts(_first_texts(cfg, train), DEFAULT_MODEL)
+        first = _first_examples(cfg, train)
+        picked, note = model_for_texts(_texts(first), DEFAULT_MODEL)
         if note:
             cfg = config_from_dict({**raw, "model": picked}, "init")
             notes.append(note)
     if spec.truncates_input and train is not None:
-        length, note = _fitting_max_length(cfg, train, base)
+        if first is None:
+            try:
+                first = _first_examples(cfg, train)
+            except UserError:  # bad rows: validate and train report them; the default length stays
+                first = []
+        length, note = _fitting_max_length(cfg, first, base)
         if note:
             cfg = config_from_dict({**raw, "model": cfg.model, "data": {**data, "max_length": length}}, "init")
             notes.append(note)
@@ -79,34 +86,28 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
     return notes
 
 
-def _fitting_max_length(cfg, train: Path, base: Path, limit: int = 1000) -> tuple[int, str | None]:
-    """data.max_length for a task that cuts texts there, sized to the first training texts under the
-    chosen model's tokenizer (data/lengths.py). A file with bad rows or a model that cannot be loaded
-    yet leaves the default."""
-    import logging
-
+def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | None]:
+    """data.max_length for a task that cuts texts there, sized to the first training examples under the
+    chosen model's tokenizer (data/lengths.py). A model that cannot be loaded yet leaves the default."""
     from .data.lengths import fitting_max_length
     from .models.build import load_tokenizer
     from .models.resolve import resolve_model
 
-    logging.disable(logging.WARNING)
-    try:
-        examples, _ = get_task(cfg.task).read(cfg, train)
-        tokenizer = load_tokenizer(resolve_model(cfg.model, base))
-    except UserError:  # bad rows or a model not there yet: validate and train say what is wrong
+    if not examples:
         return cfg.data.max_length, None
-    finally:
-        logging.disable(logging.NOTSET)
-    examples = examples[:limit]
+    try:
+        tokenizer = load_tokenizer(resolve_model(cfg.model, base))
+    except UserError:  # validate and train say what is wrong with the model
+        return cfg.data.max_length, None
     pairs = [ex.text_pair or "" for ex in examples] if any(ex.text_pair for ex in examples) else None
     lengths = [len(ids) for ids in tokenizer([ex.text for ex in examples], pairs)["input_ids"]]
     model_limit = getattr(tokenizer, "model_max_length", None)
     return fitting_max_length(lengths, cfg.data.max_length, model_limit if model_limit and model_limit < 100_000 else None)
 
 
-def _first_texts(cfg, train: Path, limit: int = 1000) -> list[str]:
-    """The text of the first examples of the training file, read as training will read it (its
-    reader's notes were already given by the field inference: silenced here)."""
+def _first_examples(cfg, train: Path, limit: int = 1000) -> list:
+    """The first examples of the training file, read as training will read it (its reader's notes were
+    already given by the field inference: silenced here)."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -114,8 +115,13 @@ def _first_texts(cfg, train: Path, limit: int = 1000) -> list[str]:
         examples, _ = get_task(cfg.task).read(cfg, train)
     finally:
         logging.disable(logging.NOTSET)
+    return examples[:limit]
+
+
+def _texts(examples: list) -> list[str]:
+    """Each example's text (NER: its words joined)."""
     texts = []
-    for ex in examples[:limit]:
+    for ex in examples:
         text = getattr(ex, "text", None)
         texts.append(text if isinstance(text, str) else "".join(getattr(ex, "words", None) or []))
     return texts

@@ -104,15 +104,14 @@ class TokenClassificationTask(TaskBase):
             for tok, w in zip(enc["input_ids"][i], enc.word_ids(i)):
                 if w is not None:
                     words[w].append(tok)
-            out.append([(w[1:] if len(w) > 1 and w[0] == marker else [unmarked.get(w[0], w[0])] if len(w) == 1 else w) or [unk]
-                        for w in words])
+            out.append([_word_pieces(w, marker, unmarked) or [unk] for w in words])
         return out
 
     def _unmarked_cjk(self) -> dict[int, int]:
         """Word-start pieces of one CJK character ("▁我") -> the same character's inner piece ("我"),
         where the vocabulary has both: a character given on its own comes out as "▁我" for frequent
         characters and as "▁", "们" for the others; in running Chinese text (no spaces) the model
-        saw the inner pieces. Built once per tokenizer."""
+        saw the inner pieces. Built once per task."""
         if self._unmarked is None:
             vocab = self.tokenizer.get_vocab()
             self._unmarked = {i: vocab[piece[1:]] for piece, i in vocab.items()
@@ -259,6 +258,16 @@ class TokenClassificationTask(TaskBase):
     def headline(self, report: dict) -> dict[str, float]:
         return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
 
+
+
+def _word_pieces(pieces: list[int], marker: int | None, unmarked: dict[int, int]) -> list[int]:
+    """A word's pieces as the model reads them: without a leading bare marker ("▁", "们" -> "们"), and a
+    lone word-start CJK piece as its inner piece ("▁我" -> "我")."""
+    if len(pieces) > 1 and pieces[0] == marker:
+        return pieces[1:]
+    if len(pieces) == 1:
+        return [unmarked.get(pieces[0], pieces[0])]
+    return pieces
 
 
 def _bare_marker(tokenizer) -> int | None:
