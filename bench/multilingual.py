@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--epochs", nargs="*", default=[], help="DATASET=EPOCHS overrides")
     parser.add_argument("--set", nargs="*", default=[], help="more KEY=VALUE overrides for every job (e.g. training.freeze_embeddings=true)")
     parser.add_argument("--name", default="multilingual")
+    parser.add_argument("--keep-runs", type=Path, help="write the run folders here (kept) instead of a temporary folder")
     args = parser.parse_args()
     epochs = {name: spec[4] for name, spec in DATASETS.items()}
     epochs.update({k: float(v) for k, v in (e.split("=", 1) for e in args.epochs)})
@@ -100,6 +101,9 @@ def main() -> None:
     results = json.loads(path.read_text())["results"] if path.is_file() else {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        if args.keep_runs:
+            tmp = args.keep_runs.resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         for job in args.only or ORDER:
             model, dataset = job.split("/")

@@ -1,6 +1,6 @@
 """How long `lmforge suggest` takes over a 10,000-text pool (issue 14: "well under a minute on 2 cores").
 
-    python bench/suggest_speed.py [--pool-size 10000] [--n 50]
+    python bench/suggest_speed.py [--pool-size 10000] [--n 50] [--name suggest_speed]
 
 A MiniLM-L6 classifier is trained for one epoch on 500 SST-2 sentences (the model's quality does not
 matter here, its size does), then `lmforge suggest RUN --pool POOL -n 50` is timed through the CLI a
@@ -9,8 +9,9 @@ graph (`--backend onnx`); and, for NER, MNLP over 10,000 CoNLL-2003 sentences wi
 Each command is timed whole (process start, model load, reading, scoring, clustering, writing).
 
 The floor beside it, in the same run: the bare forward pass of the same classifier over the same pool
-(transformers, fp32, length-sorted batches of 128, no lmforge code), its achieved GFLOP/s, and this
-machine's fp32 matmul peak (torch.mm, 2048x1536x384): how much of the suggest time is the model itself.
+(transformers, length-sorted batches of 128, no lmforge code; fp32, and bf16 autocast where the CPU has
+it, as lmforge then runs), its achieved GFLOP/s, and this machine's matmul peak in the same precisions
+(torch.mm, 2048x1536x384): how much of the suggest time is the model itself.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ def timed(args: list[str]) -> float:
 
 
 def forward_floor(run: Path, pool: Path) -> dict:
-    """Seconds of the bare model forward over the pool, and the GFLOP/s it and a plain matmul reach."""
+    """Seconds of the bare model forward over the pool, and the GFLOP/s it and a plain matmul reach:
+    in fp32, and in bf16 autocast too where the CPU has native bf16 (what lmforge then runs)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lmforge.models.build import bf16_supported
 
     texts = [line.strip() for line in pool.read_text(encoding="utf-8").splitlines() if line.strip()]
     tok = AutoTokenizer.from_pretrained(str(run / "model"))
@@ -49,26 +53,32 @@ def forward_floor(run: Path, pool: Path) -> dict:
     enc = sorted(tok(texts, truncation=True, max_length=128)["input_ids"], key=len)
     tokens = sum(len(ids) for ids in enc)
     per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for i in range(0, len(enc), 128):
-            batch = tok.pad({"input_ids": enc[i:i + 128]}, return_tensors="pt")
-            model(**batch)
-    seconds = time.perf_counter() - start
-    a, b = torch.randn(2048, 1536), torch.randn(1536, 384)
-    torch.mm(a, b)
-    mm_start = time.perf_counter()
-    for _ in range(20):
+    out: dict = {"pool_tokens": tokens}
+    for precision in ("fp32", "bf16") if bf16_supported() else ("fp32",):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for i in range(0, len(enc), 128):
+                batch = tok.pad({"input_ids": enc[i:i + 128]}, return_tensors="pt")
+                model(**batch)
+        seconds = time.perf_counter() - start
+        a, b = torch.randn(2048, 1536, dtype=dtype), torch.randn(1536, 384, dtype=dtype)
         torch.mm(a, b)
-    peak = 20 * 2 * 2048 * 1536 * 384 / (time.perf_counter() - mm_start) / 1e9
-    return {"forward_floor_s": round(seconds, 1), "pool_tokens": tokens, "forward_gflops": round(per_token * tokens / seconds / 1e9, 1),
-            "matmul_peak_gflops": round(peak, 1)}
+        mm_start = time.perf_counter()
+        for _ in range(20):
+            torch.mm(a, b)
+        peak = 20 * 2 * 2048 * 1536 * 384 / (time.perf_counter() - mm_start) / 1e9
+        suffix = "" if precision == "fp32" else "_bf16"
+        out.update({f"forward_floor{suffix}_s": round(seconds, 1), f"forward{suffix}_gflops": round(per_token * tokens / seconds / 1e9, 1),
+                    f"matmul_peak{suffix}_gflops": round(peak, 1)})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pool-size", type=int, default=10_000)
     parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--name", default="suggest_speed", help="results file name under bench/results")
     args = parser.parse_args()
     data = shared_data()
     results: dict = {"pool_size": args.pool_size, "n": args.n}
@@ -89,7 +99,8 @@ def main() -> None:
         results["classification_margin_diversity_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n)])
         results["classification_margin_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n), "--no-diversity"])
         results.update(forward_floor(run, pool))
-        results["suggest_over_floor"] = round(results["classification_margin_diversity_s"] / results["forward_floor_s"], 2)
+        floor = results.get("forward_floor_bf16_s", results["forward_floor_s"])  # the precision lmforge runs in
+        results["suggest_over_floor"] = round(results["classification_margin_diversity_s"] / floor, 2)
         subprocess.run([LMFORGE, "export", str(run)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         results["classification_onnx_int8_s"] = timed(["suggest", str(run), "--pool", str(pool), "-n", str(args.n), "--backend", "onnx"])
         results["cold_start_s"] = timed(["suggest", "--pool", str(pool), "-n", str(args.n)])
@@ -109,7 +120,7 @@ def main() -> None:
                         f"output_dir={tmp / 'runs'}", "name=ner"], check=True, stderr=subprocess.DEVNULL)
         results["ner_mnlp_diversity_s"] = timed(["suggest", str(tmp / "runs" / "ner"), "--pool", str(ner_pool), "-n", str(args.n)])
     print(json.dumps(results, indent=2))
-    save("suggest_speed", results)
+    save(args.name, results)
 
 
 if __name__ == "__main__":

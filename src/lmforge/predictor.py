@@ -88,7 +88,7 @@ class Predictor:
         if not examples:
             return []
         features, plan = self.task.encode_for_inference(examples)
-        outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward, progress=progress)
+        outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward, progress=_per_example(progress, len(features), len(examples)))
         return self.task.decode(examples, plan, outputs)
 
     def scores(self, examples: list) -> np.ndarray:
@@ -114,3 +114,19 @@ class Predictor:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def _per_example(progress, n_features: int, n_examples: int):
+    """`progress` counts examples; the forward counts features (NER: windows and packed documents, not
+    sentences): advance by the examples' share of the features done, ending exactly at n_examples."""
+    if progress is None or n_features == n_examples:
+        return progress
+    done = [0, 0]  # features, examples reported
+
+    def advance(n: int) -> None:
+        done[0] += n
+        shown = n_examples * done[0] // n_features
+        if shown > done[1]:
+            progress(shown - done[1])
+            done[1] = shown
+    return advance

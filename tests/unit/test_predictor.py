@@ -121,3 +121,12 @@ def test_sub_batched_predictions_equal_one_at_a_time(cls_predictor, ner_predicto
         for feature, out in zip(features, together):
             alone = run_batches([feature], pad, predictor.forward)[0]
             np.testing.assert_allclose(out, alone, atol=1e-5)
+
+
+def test_ner_progress_counts_sentences_not_windows(ner_predictor):
+    # NER packs sentences into documents and long ones into several windows: the bar's total is the
+    # sentence count, so the advances must add up to exactly that (once "291/270" on Weibo's test set)
+    texts = ["alice visited london today"] * 5 + [" ".join(["word"] * 400)]
+    steps: list[int] = []
+    ner_predictor.predict(texts, progress=steps.append)
+    assert sum(steps) == len(texts) and all(n > 0 for n in steps)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from lmforge.data.load import holdout
 from lmforge.data.types import TextExample, TokenExample
 from lmforge.data.words import words_of
@@ -72,6 +74,31 @@ def test_decode_maps_entities_to_character_offsets(tiny_model):
     assert pred["tags"] == ["B-PER", "O", "B-LOC", "O"]
     assert [(e["type"], e["text"], e["start"], e["end"]) for e in pred["entities"]] == [("PER", "Alice", 0, 5), ("LOC", "Paris", 15, 20)]
     assert 0.99 < pred["entities"][0]["score"] <= 1.0
+
+
+def test_new_runs_decode_the_best_valid_path_and_old_runs_keep_argmax(tiny_model):
+    import numpy as np
+
+    from lmforge.tasks.token_classification import TokenClassificationSpec
+
+    ex = TokenExample(words=["Alice", "Smith", "left"], tags=["B-PER", "I-PER", "O"])
+    logits = np.zeros((5, 5), dtype=np.float32)  # [CLS] Alice Smith left [SEP]; classes O B-LOC I-LOC B-PER I-PER
+    logits[1] = np.log([0.6, 0.0001, 0.0001, 0.4, 0.0001])  # Alice: O 0.6 beats B-PER 0.4 on its own
+    logits[2] = np.log([0.05, 0.0001, 0.0001, 0.05, 0.9])  # Smith: I-PER
+    logits[3] = np.log([0.99, 0.0025, 0.0025, 0.0025, 0.0025])
+    new = _task(tiny_model)
+    assert new.to_json()["decoding"] == "iob2-viterbi"
+    feats, plans = new.encode_for_inference([ex])
+    (pred,) = new.decode([ex], plans, [logits])
+    assert pred["tags"] == ["B-PER", "I-PER", "O"] and [e["text"] for e in pred["entities"]] == ["Alice Smith"]
+    assert pred["word_scores"][0] == pytest.approx(0.4, abs=1e-3)  # the chosen tag's probability
+    # a run saved before (labels.json without "decoding") reads each word's own best tag, repaired
+    cfg = type("Cfg", (), {"data": type("D", (), {"max_length": 16})()})()
+    saved = {k: v for k, v in new.to_json().items() if k != "decoding"}
+    old = TokenClassificationSpec().for_run(cfg, saved, new.tokenizer)
+    assert not old.viterbi and old.to_json() == saved
+    (pred,) = old.decode([ex], plans, [logits])
+    assert pred["tags"] == ["O", "B-PER", "O"]
 
 
 def test_repair_iob2_and_join_words():

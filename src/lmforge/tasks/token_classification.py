@@ -40,7 +40,8 @@ class TokenClassificationTask(TaskBase):
     name = "token-classification"
     token_level = True
 
-    def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True, inner_cjk_pieces: bool = True):
+    def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True, inner_cjk_pieces: bool = True,
+                 viterbi: bool = True):
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = tokenizer
@@ -52,6 +53,10 @@ class TokenClassificationTask(TaskBase):
         # this existed (labels.json without "cjk_pieces") keep the word-start pieces they were trained on
         self.inner_cjk_pieces = inner_cjk_pieces
         self._unmarked: dict[int, int] | None = None
+        # tags decoded as the best valid IOB2 path (iob_viterbi); runs saved before (labels.json without
+        # "decoding") keep per-word argmax + repair, as their figures were measured
+        self.viterbi = viterbi
+        self._transitions: tuple[np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def discover_labels(examples: list[TokenExample]) -> list[str]:
@@ -71,6 +76,8 @@ class TokenClassificationTask(TaskBase):
         out = {"task": self.name, "labels": self.labels, "document_context": self.document_context}
         if self.inner_cjk_pieces:
             out["cjk_pieces"] = "inner"
+        if self.viterbi:
+            out["decoding"] = "iob2-viterbi"
         return out
 
     def check_labels(self, examples: list[TokenExample], label_map: dict[str, str], split: str) -> list[TokenExample]:
@@ -193,25 +200,36 @@ class TokenClassificationTask(TaskBase):
 
     # -- decoding --------------------------------------------------------------------------
     def decode(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[dict]:
-        import torch
-
-        tag_ids: list[list[int]] = [[0] * len(ex.words) for ex in examples]
-        scores: list[list[float]] = [[1.0] * len(ex.words) for ex in examples]
+        # per word: log-probabilities of its tags at its first piece, in the window that sees it best
+        cut = np.full(len(self.labels), -np.inf)
+        cut[self.index["O"]] = 0.0  # a word cut off at the window's end (only inside a huge word): O
+        word_logp: list[np.ndarray] = [np.tile(cut, (len(ex.words), 1)) for ex in examples]
         for plan in plans:
             cum = [0, *accumulate(plan.word_lens)]
             for flat, (i, w) in enumerate(plan.members):
                 win = plan.best[flat]
                 logits = outputs[plan.features[win]]  # [L, C]
                 pos = 1 + cum[flat] - cum[plan.spans[win][0]]
-                if pos >= len(logits) - 1:  # a word cut off at the window's end (only inside a huge word)
-                    continue
-                probs = torch.softmax(torch.from_numpy(logits[pos]).float(), dim=-1)
-                best = int(torch.argmax(probs))
-                tag_ids[i][w], scores[i][w] = best, float(probs[best])
-        return [self._prediction(ex, ids, sc) for ex, ids, sc in zip(examples, tag_ids, scores)]
+                if pos < len(logits) - 1:
+                    row = logits[pos].astype(np.float64)
+                    word_logp[i][w] = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        return [self._prediction(ex, self._tag_path(logp), logp) for ex, logp in zip(examples, word_logp)]
 
-    def _prediction(self, ex: TokenExample, ids: list[int], word_scores: list[float]) -> dict:
+    def _tag_path(self, logp: np.ndarray) -> list[int]:
+        """Tag ids for one sentence's words: the best valid IOB2 path (new runs), or each word's most
+        probable tag (runs saved before, whose figures were measured that way; repaired later)."""
+        if not self.viterbi:
+            return [int(k) for k in np.argmax(logp, axis=1)]
+        from .iob_viterbi import allowed_transitions, best_valid_path
+
+        if self._transitions is None:
+            self._transitions = allowed_transitions(self.labels)
+        return best_valid_path(logp, *self._transitions)
+
+    def _prediction(self, ex: TokenExample, ids: list[int], logp: np.ndarray) -> dict:
         from ..data.schemes import tags_to_spans
+
+        word_scores = np.exp(logp[np.arange(len(ids)), ids]) if ids else np.zeros(0)  # the chosen tag's probability
 
         tags = repair_iob2([self.labels[i] for i in ids])
         text, offsets = ex.text, ex.offsets
@@ -356,7 +374,8 @@ class TokenClassificationSpec(TaskSpec):
             raise UserError(f"threshold={threshold}: a decision threshold applies to multi-label runs only; "
                             "this run tags entities; leave the threshold out")
         return TokenClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, labels.get("document_context", True),
-                                       inner_cjk_pieces=labels.get("cjk_pieces") == "inner")
+                                       inner_cjk_pieces=labels.get("cjk_pieces") == "inner",
+                                       viterbi=labels.get("decoding") == "iob2-viterbi")
 
     def report_style(self, cfg) -> ReportStyle:
         return NER_REPORT
@@ -364,7 +383,8 @@ class TokenClassificationSpec(TaskSpec):
     def usage_code(self, cfg) -> list[str]:
         return ['inputs = tokenizer("Alice visited Paris", return_tensors="pt")',
                 "with torch.no_grad():", "    tags = model(**inputs).logits.argmax(-1)[0]",
-                "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word"]
+                "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word and takes the",
+                "# most probable valid IOB2 path over those words (lmforge.tasks.iob_viterbi.best_valid_path)"]
 
     def input_limit_note(self, max_length: int) -> str:
         return f"Inputs longer than {max_length} sub-word tokens are covered by sliding windows."
