@@ -54,7 +54,7 @@ def forward_floor(run: Path, pool: Path) -> dict:
     tokens = sum(len(ids) for ids in enc)
     per_token = 2 * sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
     out: dict = {"pool_tokens": tokens}
-    for precision in ("fp32", "bf16") if bf16_supported() else ("fp32",):
+    for precision in ("fp32", "bf16") if bf16_supported(torch.device("cpu")) else ("fp32",):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         start = time.perf_counter()
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

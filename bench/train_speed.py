@@ -118,18 +118,20 @@ def predict_first_subword(model, tok, examples, labels, batch_size: int = 64) ->
     return out
 
 
-def lmforge_run(train_path: Path, dev_path: Path, test_path: Path, epochs: float, out: Path, method: str = "full") -> dict:
+def lmforge_run(train_path: Path, dev_path: Path, test_path: Path, epochs: float, out: Path, method: str = "full",
+                overrides: list[str] = ()) -> dict:
     import json
 
-    from lmforge.config import config_from_dict
+    from lmforge.config import apply_overrides, config_from_dict
     from lmforge.training.loop import train
 
     def read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
 
-    cfg = config_from_dict({"name": f"conll-{method}", "task": "token-classification", "model": "minilm-l6", "method": method,
-                            "data": {"train": str(train_path), "dev": str(dev_path), "test": str(test_path)},
-                            "training": {"epochs": epochs, "tensorboard": False}})
+    cfg = config_from_dict(apply_overrides(
+        {"name": f"conll-{method}", "task": "token-classification", "model": "minilm-l6", "method": method,
+         "data": {"train": str(train_path), "dev": str(dev_path), "test": str(test_path)},
+         "training": {"epochs": epochs, "tensorboard": False}}, list(overrides)))
     start = time.perf_counter()
     run = train(cfg, out, output=out / f"conll-{method}")
     wall = time.perf_counter() - start
@@ -158,6 +160,7 @@ def main() -> None:
     parser.add_argument("--eval-docs", type=int, default=None, help="only the first N dev and test documents")
     parser.add_argument("--skip-trainer", action="store_true", help="lmforge alone (its dev-pass share; no ratios)")
     parser.add_argument("--name", default="train_speed", help="results file name under bench/results/")
+    parser.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides for the lmforge side (e.g. training.batch_size=8)")
     args = parser.parse_args()
     from lmforge.data.ner_readers import read_ner
     from lmforge.models.resolve import resolve_model
@@ -179,7 +182,7 @@ def main() -> None:
             base = trainer_baseline(model_path, train, dev, test, args.epochs, Path(tmp) / "trainer")
             print(base, flush=True)
         print("== lmforge defaults", flush=True)
-        ours = lmforge_run(files["train"], files["dev"], files["test"], args.epochs, Path(tmp))
+        ours = lmforge_run(files["train"], files["dev"], files["test"], args.epochs, Path(tmp), overrides=args.set)
         print(ours, flush=True)
     for r in (base, ours):
         if r is None:
@@ -190,7 +193,7 @@ def main() -> None:
     gflops = training_flops_per_token(model_path, avg_len) * ours["real_tokens_per_second"] / 1e9
     dev_share = (ours["dev_seconds"] / max(1, ours["dev_passes"])) / (ours["train_seconds"] / args.epochs) if ours.get("dev_passes") else None
     result = {
-        "epochs": args.epochs, "train_docs": args.train_docs, "eval_docs": args.eval_docs,
+        "epochs": args.epochs, "lmforge_overrides": args.set, "train_docs": args.train_docs, "eval_docs": args.eval_docs,
         "train_sentences": len(train), "precision": "bf16" if bf16_ok() else "fp32", "trainer": base, "lmforge": ours,
         "lmforge_dev_pass_share_of_epoch": round(dev_share, 3) if dev_share is not None else None,
         "lmforge_training_gflops": round(gflops, 1), "fraction_of_bf16_peak": round(gflops / BF16_PEAK_GFLOPS, 3),

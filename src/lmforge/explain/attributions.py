@@ -217,12 +217,11 @@ def _ner_problem(predictor, text: str, prediction: dict, index: int):
         offsets += per_word[w] or [ex.offsets[w]]
     offsets = offsets[: len(ids) - 1] + [(0, 0)]  # a huge last word is cut by the window
     cum = [0, *accumulate(plan.word_lens)]
-    positions = [1 + cum[w] - cum[span_start] for w in ent_words]
-    positions = [p for p in positions if p < len(ids) - 1]
-
-    with torch.inference_mode(), _fp32_eval(predictor.model):
-        logits = _forward(predictor.model, _batch([ids], None, predictor.device))
-    tags = logits[0, positions].argmax(dim=-1).tolist()
+    kept = [(w, 1 + cum[w] - cum[span_start]) for w in ent_words]
+    kept = [(w, p) for w, p in kept if p < len(ids) - 1]
+    positions = [p for _, p in kept]
+    # the entity's own tags (B- on its first word, I- on the rest): the decoded path, not each word's argmax
+    tags = [task.index[("B-" if w == first else "I-") + chosen["type"]] for w, _ in kept]
     pos_t = torch.tensor(positions, device=predictor.device)
     tag_t = torch.tensor(tags, device=predictor.device)
 

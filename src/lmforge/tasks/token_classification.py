@@ -204,15 +204,19 @@ class TokenClassificationTask(TaskBase):
         cut = np.full(len(self.labels), -np.inf)
         cut[self.index["O"]] = 0.0  # a word cut off at the window's end (only inside a huge word): O
         word_logp: list[np.ndarray] = [np.tile(cut, (len(ex.words), 1)) for ex in examples]
-        for plan in plans:
+        for plan in plans:  # a document's windows are its own: their log-softmax is computed once, kept per document
+            logp_of: dict[int, np.ndarray] = {}  # feature -> log-softmax of its logits [L, C]
             cum = [0, *accumulate(plan.word_lens)]
             for flat, (i, w) in enumerate(plan.members):
                 win = plan.best[flat]
-                logits = outputs[plan.features[win]]  # [L, C]
+                f = plan.features[win]
+                if f not in logp_of:
+                    z = outputs[f].astype(np.float64)
+                    z = z - z.max(axis=-1, keepdims=True)
+                    logp_of[f] = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
                 pos = 1 + cum[flat] - cum[plan.spans[win][0]]
-                if pos < len(logits) - 1:
-                    row = logits[pos].astype(np.float64)
-                    word_logp[i][w] = row - row.max() - np.log(np.exp(row - row.max()).sum())
+                if pos < len(logp_of[f]) - 1:
+                    word_logp[i][w] = logp_of[f][pos]
         return [self._prediction(ex, self._tag_path(logp), logp) for ex, logp in zip(examples, word_logp)]
 
     def _tag_path(self, logp: np.ndarray) -> list[int]:
