@@ -80,7 +80,7 @@ class FewShotSettings(_Section):
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, description="number of passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation)")
+    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 8 unless set (each sequence packs several sentences of a document)")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
@@ -151,6 +151,8 @@ class ProjectConfig(_Section):
             self.method = spec.default_method
         if spec.default_max_length and "max_length" not in self.data.model_fields_set:
             self.data.max_length = spec.default_max_length
+        if spec.default_batch_size and "batch_size" not in self.training.model_fields_set:
+            self.training.batch_size = spec.default_batch_size
         if self.training.learning_rate is None:
             self.training.learning_rate = spec.learning_rates[self.method]
         return self

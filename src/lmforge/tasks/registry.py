@@ -41,6 +41,7 @@ class TaskSpec:
     default_train_file = "data/train.csv"
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
+    default_batch_size: int | None = None  # None: TrainingConfig's default
     truncates_input = False  # texts are cut at data.max_length: init sizes it to the training texts (data/lengths.py)
     learning_rates = DEFAULT_LEARNING_RATES
     supports_lifecycle = False  # registry `update` (continual learning) and drift monitoring
