@@ -79,6 +79,7 @@ def test_decode_maps_entities_to_character_offsets(tiny_model):
 def test_new_runs_decode_the_best_valid_path_and_old_runs_keep_argmax(tiny_model):
     import numpy as np
 
+    from lmforge.config import config_from_dict
     from lmforge.tasks.token_classification import TokenClassificationSpec
 
     ex = TokenExample(words=["Alice", "Smith", "left"], tags=["B-PER", "I-PER", "O"])
@@ -93,7 +94,7 @@ def test_new_runs_decode_the_best_valid_path_and_old_runs_keep_argmax(tiny_model
     assert pred["tags"] == ["B-PER", "I-PER", "O"] and [e["text"] for e in pred["entities"]] == ["Alice Smith"]
     assert pred["word_scores"][0] == pytest.approx(0.4, abs=1e-3)  # the chosen tag's probability
     # a run saved before (labels.json without "decoding") reads each word's own best tag, repaired
-    cfg = type("Cfg", (), {"data": type("D", (), {"max_length": 16})()})()
+    cfg = config_from_dict({"task": "token-classification", "data": {"max_length": 16}})
     saved = {k: v for k, v in new.to_json().items() if k != "decoding"}
     old = TokenClassificationSpec().for_run(cfg, saved, new.tokenizer)
     assert not old.viterbi and old.to_json() == saved

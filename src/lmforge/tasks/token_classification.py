@@ -17,6 +17,7 @@ from ..data.words import CJK_CHAR
 from ..errors import DataError, UserError
 from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
+from .iob_viterbi import allowed_transitions, best_valid_path
 from .registry import TaskSpec, refuse_keys, register
 
 IGNORE = -100
@@ -56,7 +57,7 @@ class TokenClassificationTask(TaskBase):
         # tags decoded as the best valid IOB2 path (iob_viterbi); runs saved before (labels.json without
         # "decoding") keep per-word argmax + repair, as their figures were measured
         self.viterbi = viterbi
-        self._transitions: tuple[np.ndarray, np.ndarray] | None = None
+        self.transitions = allowed_transitions(self.labels)
 
     @staticmethod
     def discover_labels(examples: list[TokenExample]) -> list[str]:
@@ -224,11 +225,7 @@ class TokenClassificationTask(TaskBase):
         probable tag (runs saved before, whose figures were measured that way; repaired later)."""
         if not self.viterbi:
             return [int(k) for k in np.argmax(logp, axis=1)]
-        from .iob_viterbi import allowed_transitions, best_valid_path
-
-        if self._transitions is None:
-            self._transitions = allowed_transitions(self.labels)
-        return best_valid_path(logp, *self._transitions)
+        return best_valid_path(logp, *self.transitions)
 
     def _prediction(self, ex: TokenExample, ids: list[int], logp: np.ndarray) -> dict:
         from ..data.schemes import tags_to_spans
