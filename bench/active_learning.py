@@ -3,6 +3,7 @@ library functions `lmforge suggest` and `lmforge train` call.
 
     python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity]
                                     [--seeds 3] [--rounds 8] [--name active_learning]
+                                    [--random-extra SIZE ...] [--jobs N --threads T]
 
 Per dataset, strategy and seed: the first batch is the cold start (`suggest` without a run: cluster
 medoids of MiniLM-L6 embeddings; `random`: a seeded random sample), then each round trains a fresh
@@ -16,6 +17,10 @@ full-data score, read off each curve by linear interpolation.
 Pools are subsampled to fit the machine (SST-2: 4,000 training sentences; Banking77: the 10,003
 training texts; CoNLL-2003: 4,000 training sentences) and the test sets are official (SST-2: GLUE
 dev). Results go to bench/results/<name>.json after every round and the curves to <name>.png.
+`--random-extra` continues the random curves to larger label counts (to measure how many labels random
+needs where active learning needs fewer). `--jobs N` runs N curves at once in separate processes (a
+machine with many cores or a GPU: training and suggest then run on the GPU); results are saved as each
+curve completes. `LMFORGE_BENCH_DATA` points at a copy of the shared data on another machine.
 Issue 14's goals: classification reaches 98% of the full-data accuracy with <= 20% of the labels and
 >= 2x fewer labels than random; NER reaches 99% of the full-data F1 with <= 30% of the tokens.
 """
@@ -80,8 +85,8 @@ def load(dataset: str, pool_size: int, tmp: Path):
         key = _key(row[text_col])
         if key not in gold and len(gold) < pool_size:
             gold[key] = {"text": row[text_col].strip(), "label": row[label_col]}
-    pool = tmp / f"{dataset}-pool.txt"
-    pool.write_text("".join(r["text"] + "\n" for r in gold.values()), encoding="utf-8")
+    pool = tmp / f"{dataset}-pool.jsonl"  # JSONL, not one text per line: some texts hold a newline (Banking77)
+    pool.write_text("".join(json.dumps({"text": r["text"]}, ensure_ascii=False) + "\n" for r in gold.values()), encoding="utf-8")
     test_copy = tmp / f"{dataset}-test.jsonl"
     with test.open(encoding="utf-8", newline="") as fh:
         test_rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL))
@@ -96,13 +101,23 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     from lmforge.config import config_from_dict
     from lmforge.training.loop import train
 
-    data = {"train": str(labelled), "test": str(test), "format": "auto"}
+    # classification is scored here, not by train: a few labels need not cover every test class (Banking77),
+    # and train rightly refuses a test label it has never seen; those test examples count as errors
+    ner = task == "token-classification"
+    data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
     raw = {"name": out.name, "task": task, "model": "minilm-l6", "output_dir": str(out.parent), "data": data,
            "training": {"epochs": epochs, "seed": seed, "tensorboard": False}}
     start = time.perf_counter()
     run = train(config_from_dict(raw), out.parent, overwrite=True, console=Console(file=open("/dev/null", "w")))
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
-    return run, metrics["f1" if task == "token-classification" else "accuracy"], time.perf_counter() - start
+    if ner:
+        score = json.loads((run / "metrics.json").read_text())["test"]["f1"]
+    else:
+        from lmforge.predictor import Predictor
+
+        rows = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines()]
+        predictions = Predictor.from_run(run, device=_device()).predict([row["text"] for row in rows])
+        score = sum(p["label"] == row["label"] for p, row in zip(predictions, rows)) / len(rows)
+    return run, score, time.perf_counter() - start
 
 
 def size_of(records: list[dict]) -> int:
@@ -110,7 +125,14 @@ def size_of(records: list[dict]) -> int:
     return sum(len(r["tokens"]) for r in records) if records and "tokens" in records[0] else len(records)
 
 
-def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save) -> list[tuple[int, float]]:
+def _device() -> str | None:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save,
+          random_extra: tuple[int, ...] = ()) -> list[tuple[int, float]]:
     from lmforge.active.suggest import suggest
 
     task, pool_size, first, step, epochs = DATASETS[dataset]
@@ -120,10 +142,12 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         keys = random.Random(seed).sample(sorted(gold), first)
         chosen = [gold[k] for k in keys]
     else:
-        picks = suggest(None, pool, first, seed=seed, task=task).records
+        picks = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
         chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     points = []
-    for round_no in range(rounds):
+    extra = [round(share * len(gold)) for share in random_extra] if strategy == "random" else []
+    extra = [size for size in extra if size > first + (rounds - 1) * step]
+    for round_no in range(rounds + len(extra)):
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
         run, score, seconds = train_on(task, labelled_file, test, tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}", epochs, seed)
         points.append((size_of(chosen), score))
@@ -131,15 +155,17 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
               f"test {score:.4f}, {seconds:.0f} s", flush=True)
         results.setdefault(dataset, {}).setdefault(strategy, {})[str(seed)] = points
         save()
-        if round_no == rounds - 1:
+        if round_no == rounds + len(extra) - 1:
             break
         if strategy == "random":
             taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
             rest = [k for k in sorted(gold) if k not in taken]
-            chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(step, len(rest)))]
+            more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)
+            chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(more, len(rest)))]
             continue
         base, _, diverse = strategy.partition("+")
-        picks = suggest(run, pool, step, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed).records
+        picks = suggest(run, pool, step, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed,
+                        device=_device()).records
         chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     return points
 
@@ -179,19 +205,45 @@ def plot(results: dict, full: dict, path: Path) -> None:
     for ax, dataset in zip(axes[0], datasets):
         for strategy, seeds in results[dataset].items():
             curves = [np.array(points) for points in seeds.values()]
-            length = max(len(c) for c in curves)
-            curves = [c for c in curves if len(c) == length]  # a curve cut short (a stopped run) is left out
+            length = min(len(c) for c in curves)  # curves cut short (a stopped run) are drawn as far as every seed went
             xs = np.mean([c[:length, 0] for c in curves], axis=0)
             ys = np.array([c[:length, 1] for c in curves])
             ax.errorbar(xs, ys.mean(axis=0), yerr=ys.std(axis=0), label=f"{strategy} ({len(curves)} seed{'s' * (len(curves) > 1)})", capsize=2)
         if dataset in full:
             ax.axhline(full[dataset], color="grey", linestyle="--", label="full data")
+            ax.set_ylim(top=max(ax.get_ylim()[1], full[dataset] + 0.01))
         ax.set_title(dataset)
         ax.set_xlabel("labelled tokens" if DATASETS[dataset][0] == "token-classification" else "labelled examples")
         ax.set_ylabel("test F1" if DATASETS[dataset][0] == "token-classification" else "test accuracy")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _strategy_for(dataset: str, strategy: str) -> str:
+    return strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp")
+
+
+def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path):
+    """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
+    are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
+    import torch
+
+    DATASETS.update(settings)
+    if threads:
+        torch.set_num_threads(threads)
+    kind, dataset, strategy, seed = job
+    with tempfile.TemporaryDirectory() as tmp_name:
+        if kind == "full":
+            return full_score(dataset, Path(tmp_name))
+        mine: dict = {}
+        part = parts / f"{dataset}-{strategy.replace('+', '-')}-{seed}.json"
+
+        def save_part() -> None:
+            parts.mkdir(parents=True, exist_ok=True)
+            part.write_text(json.dumps(mine) + "\n")
+
+        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra)
 
 
 def main() -> None:
@@ -204,6 +256,12 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=None, help="smaller pools (a quick check)")
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--batch", type=int, default=None, help="first batch and batch per round")
+    parser.add_argument("--random-extra", type=float, nargs="*", default=[],
+                        help="shares of the pool (e.g. 0.3 0.4 0.5) the random curves continue to after the rounds")
+    parser.add_argument("--jobs", type=int, default=1, help="curves run at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per process (with --jobs)")
+    parser.add_argument("--merge-parts", type=Path, default=None,
+                        help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
     for name, (task, size, first, step, epochs) in list(DATASETS.items()):
         DATASETS[name] = (task, args.pool_size or size, args.batch or first, args.batch or step, args.epochs or epochs)
@@ -213,7 +271,8 @@ def main() -> None:
 
     def save() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"machine": machine(), "settings": {k: DATASETS[k] for k in args.datasets},
+        ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
+        path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
                                     "full_data": full, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
@@ -229,19 +288,55 @@ def main() -> None:
                     out.setdefault(dataset, {}).setdefault(strategy, {})[f"{int(level * 100)}%"] = values
         return out
 
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        for dataset in args.datasets:
-            if dataset not in full:
-                full[dataset] = full_score(dataset, tmp)
+    if args.merge_parts:
+        for part in sorted(args.merge_parts.glob("*.json")):
+            for dataset, strategies in json.loads(part.read_text()).items():
+                for strategy, seeds in strategies.items():
+                    for seed, points in seeds.items():
+                        if len(points) > len(results.get(dataset, {}).get(strategy, {}).get(seed, [])):
+                            results.setdefault(dataset, {}).setdefault(strategy, {})[seed] = points
+        save()
+        plot(results, full, RESULTS / f"{args.name}.png")
+        print(json.dumps(table(), indent=2))
+        return
+    jobs = [("full", dataset, "", 0) for dataset in args.datasets if dataset not in full]
+    for dataset in args.datasets:
+        for strategy in args.strategies:
+            for seed in range(args.seeds):
+                done = results.get(dataset, {}).get(_strategy_for(dataset, strategy), {}).get(str(seed), [])
+                if len(done) < args.rounds:  # a curve cut short (the run was stopped) is run again from its start
+                    jobs.append(("curve", dataset, strategy, seed))
+    if args.jobs <= 1:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            for kind, dataset, strategy, seed in jobs:
+                if kind == "full":
+                    full[dataset] = full_score(dataset, Path(tmp_name))
+                else:
+                    curve(dataset, _strategy_for(dataset, strategy), seed, args.rounds, Path(tmp_name), results, save,
+                          tuple(args.random_extra))
                 save()
-            for strategy in args.strategies:
-                for seed in range(args.seeds):
-                    done = results.get(dataset, {}).get(strategy, {}).get(str(seed), [])
-                    if len(done) >= args.rounds:
-                        continue  # a curve cut short (the run was stopped) is run again from its start
-                    curve(dataset, strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp"),
-                          seed, args.rounds, tmp, results, save)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        settings = dict(DATASETS)
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = RESULTS / f"{args.name}.parts"
+            futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), settings, args.threads, parts): job
+                       for job in jobs}
+            print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
+            for future in as_completed(futures):
+                kind, dataset, strategy, seed = futures[future]
+                try:
+                    value = future.result()
+                except Exception as err:  # one failed curve does not lose the others
+                    print(f"{kind} {dataset} {strategy} seed {seed} failed: {err!r}", flush=True)
+                    continue
+                if kind == "full":
+                    full[dataset] = value
+                else:
+                    results.setdefault(dataset, {}).setdefault(_strategy_for(dataset, strategy), {})[str(seed)] = value
+                save()
     plot(results, full, RESULTS / f"{args.name}.png")
     save()
     print(json.dumps(table(), indent=2))

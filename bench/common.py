@@ -15,6 +15,9 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def shared_data() -> Path:
+    """../shared/data, or $LMFORGE_BENCH_DATA (a copy of the files a bench reads, e.g. on another machine)."""
+    if os.environ.get("LMFORGE_BENCH_DATA"):
+        return Path(os.environ["LMFORGE_BENCH_DATA"])
     for candidate in (ROOT.parent / "shared" / "data", Path("/work/shared/data")):
         if candidate.is_dir():
             return candidate
@@ -33,8 +36,11 @@ def cpu() -> dict:
 
 
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "cpu": cpu(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    out = {"cpu_count": os.cpu_count(), "cpu": cpu(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+           "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
 
 
 def save(name: str, result: dict) -> Path:

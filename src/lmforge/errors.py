@@ -23,10 +23,14 @@ class DataError(UserError):
     def __init__(self, problems: list[str], total: int | None = None):
         self.problems = list(problems)
         total = len(problems) if total is None else total
+        self.total = total
         shown = "\n".join(f"  - {p}" for p in problems)
         more = f"\n  ... and {total - len(problems)} more" if total > len(problems) else ""
         noun = "problem" if total == 1 else "problems"
         super().__init__(f"{total} data {noun}:\n{shown}{more}")
+
+    def __reduce__(self):  # pickled across processes (DDP ranks, worker pools) it keeps its problems, not the message's characters
+        return type(self), (self.problems, self.total)
 
 
 class ProblemCollector:

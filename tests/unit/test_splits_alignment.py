@@ -115,3 +115,33 @@ def test_raw_text_words_split_punctuation_and_cjk(tiny_model):
     ex = words_of(AutoTokenizer.from_pretrained(tiny_model), "Hi, Bob! 北京大学 ok")
     assert ex.words == ["Hi", ",", "Bob", "!", "北", "京", "大", "学", "ok"]
     assert all(ex.text[s:e] == w for w, (s, e) in zip(ex.words, ex.offsets))
+
+
+def test_holdout_with_two_examples_per_class_holds_out_one_of_some_classes():
+    # an active-learning start: 154 labels over 77 classes; every class's 10% rounds to 0
+    examples = [TextExample(text=f"t{i}", labels=[f"c{i // 2}"]) for i in range(154)]
+    train, dev = holdout(examples, 0.1, seed=0)
+    assert len(dev) == 15 and len(train) == 139
+    assert {e.labels[0] for e in train} == {f"c{k}" for k in range(77)}  # every class keeps a training example
+    assert len({e.labels[0] for e in dev}) == 15  # one example from each of 15 classes
+    assert [e.text for e in holdout(examples, 0.1, seed=0)[1]] == [e.text for e in dev]  # seeded
+
+
+def test_holdout_with_one_example_per_class_says_what_to_do():
+    from lmforge.errors import UserError
+
+    examples = [TextExample(text=f"t{i}", labels=[f"c{i}"]) for i in range(20)]
+    with pytest.raises(UserError, match="every class has one example.*data.dev.*fewshot"):
+        holdout(examples, 0.1, seed=0)
+
+
+def test_data_error_survives_pickling():
+    # worker processes (DDP ranks, process pools) send exceptions back pickled
+    import pickle
+
+    from lmforge.errors import DataError
+
+    err = DataError(["a.csv:2: empty text", "a.csv:9: empty text"], total=12)
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, DataError) and back.problems == err.problems and back.total == 12
+    assert str(back) == str(err) and str(back).startswith("12 data problems:\n  - a.csv:2: empty text")

@@ -96,15 +96,16 @@ def _blank_lines(path: Path) -> int:
 
 def suggest(run_dir: Path | None, pool: Path, n: int, *, strategy: str = "auto", diversity: bool = True,
             exclude: list[Path] | None = None, seed: int = 0, model: str = "minilm-l6",
-            task: str = "text-classification", backend: str = "torch") -> Suggestions:
-    """The n pool texts most worth labelling (see the module doc)."""
+            task: str = "text-classification", backend: str = "torch", device: str | None = None) -> Suggestions:
+    """The n pool texts most worth labelling (see the module doc). device: where the model scores the
+    pool ("cuda" on a GPU machine); default: the CPU."""
     if n < 1:
         raise UserError(f"-n {n}: ask for at least one suggestion")
     start = time.perf_counter()
     if run_dir is None:
-        result = _cold_start(pool, n, exclude or [], seed, model, task)
+        result = _cold_start(pool, n, exclude or [], seed, model, task, device)
     else:
-        result = _from_run(Path(run_dir), pool, n, strategy, diversity, exclude or [], seed, backend)
+        result = _from_run(Path(run_dir), pool, n, strategy, diversity, exclude or [], seed, backend, device)
     if len(result.records) < n:
         result.notes.append(f"only {len(result.records)} text(s) are left to label in the pool; all are suggested (-n {n})")
     result.seconds = time.perf_counter() - start
@@ -112,10 +113,10 @@ def suggest(run_dir: Path | None, pool: Path, n: int, *, strategy: str = "auto",
 
 
 def _from_run(run_dir: Path, pool: Path, n: int, strategy: str, diversity: bool, exclude: list[Path], seed: int,
-              backend: str) -> Suggestions:
+              backend: str, device: str | None = None) -> Suggestions:
     from ..predictor import Predictor
 
-    predictor = Predictor.from_run(run_dir, backend=backend)
+    predictor = Predictor.from_run(run_dir, backend=backend, device=device)
     task = predictor.task
     if not task.suggest_strategies:
         raise UserError(f"{run_dir}: lmforge suggest works on classification and NER runs; this is a {predictor.config.task} run")
@@ -163,7 +164,7 @@ def _shown(prediction: dict) -> dict:
     return {"probabilities": dict(top)}
 
 
-def _cold_start(pool: Path, n: int, exclude: list[Path], seed: int, model: str, task: str) -> Suggestions:
+def _cold_start(pool: Path, n: int, exclude: list[Path], seed: int, model: str, task: str, device: str | None = None) -> Suggestions:
     """No model yet: diverse texts (cluster medoids of the base encoder's embeddings)."""
     from ..config import config_from_dict
     from ..models.build import load_model, load_tokenizer
@@ -179,7 +180,7 @@ def _cold_start(pool: Path, n: int, exclude: list[Path], seed: int, model: str, 
     path = resolve_model(model, Path.cwd())
     tokenizer = load_tokenizer(path)
     placeholder = get_task(task).for_run(cfg, {"labels": ["O"]}, tokenizer)  # reads the pool and writes records; predicts nothing
-    predictor = Predictor(load_model(AutoModel, path), tokenizer, placeholder, cfg)
+    predictor = Predictor(load_model(AutoModel, path).to(device or "cpu"), tokenizer, placeholder, cfg)
     known = _exclude_keys(cfg, exclude)
     examples, notes = read_pool(predictor, pool, known)
     if not examples:

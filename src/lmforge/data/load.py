@@ -51,7 +51,8 @@ def load_splits(cfg: ProjectConfig, base: Path) -> Splits:
 
 def holdout(examples: list, fraction: float, seed: int, by_document: bool = False) -> tuple[list, list]:
     """Seeded hold-out. Classification: stratified by (first) label, so rare classes keep at least one
-    training example. NER: whole documents are held out, so no document is split across train/dev."""
+    training example; when every class is too small for its share to round to one example (2-3 examples
+    per class), one example each of randomly chosen classes that have two or more. NER: whole documents are held out, so no document is split across train/dev."""
     rng = random.Random(seed)
     groups: dict[object, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -75,6 +76,13 @@ def holdout(examples: list, fraction: float, seed: int, by_document: bool = Fals
             n = round(len(idx) * fraction)
             n = min(n, len(idx) - 1)  # keep at least one example of every class in train
             held.update(idx[:n])
+        if not held:  # a few examples per class (e.g. an active-learning start): one from as many classes as needed
+            spare = [idx[-1] for key, idx in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(idx) > 1]
+            rng.shuffle(spare)
+            held.update(spare[: max(1, round(len(examples) * fraction))])
+    if not held and not by_document and len(groups) == len(examples):
+        raise UserError(f"cannot hold out a dev set from {len(examples)} training examples: every class has one example "
+                        "and needs it for training; give a data.dev file, or use method: fewshot (it needs no dev set)")
     if not held or len(held) == len(examples):
         raise UserError(f"cannot hold out a dev set from {len(examples)} training examples; give a data.dev file")
     train = [ex for i, ex in enumerate(examples) if i not in held]
