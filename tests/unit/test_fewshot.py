@@ -256,3 +256,21 @@ def test_label_text_reads_underscores_as_spaces():
     p = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(label_descriptions={"b": "a described label"})),
                         task=SimpleNamespace(labels=["card_arrival", "b", "__", "top_up_by_card"]))
     assert label_texts(p) == ["card arrival", "a described label", "__", "top up by card"]
+
+
+def test_fewshot_in_bf16_learns_and_fits_its_head_on_what_the_predictor_computes(tmp_path, tiny_model):
+    from lmforge.training.sentence_methods import embed_features
+
+    rows = sentiment_rows(24, 1)
+    data = {"train": str(write_csv(tmp_path / "train.csv", rows)), "test": str(write_csv(tmp_path / "test.csv", sentiment_rows(30, 3)))}
+    run = train(load_config(_config(tmp_path, tiny_model, "fewshot", data, training__precision="bf16")), tmp_path)
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.7
+    predictor = Predictor.from_run(run)
+    assert predictor.bf16
+    features, _ = predictor.task.encode_for_inference(predictor.task.examples_from_texts([text for text, _ in rows]))
+    bf16 = embed_features(predictor.model, features, predictor.tokenizer.pad_token_id, bf16=True)
+    fp32 = embed_features(predictor.model, features, predictor.tokenizer.pad_token_id)
+    logits = bf16 @ predictor.model.classifier.weight.detach().numpy().T + predictor.model.classifier.bias.detach().numpy()
+    probabilities = predictor.scores(predictor.task.examples_from_texts([text for text, _ in rows]))
+    assert np.array_equal(logits.argmax(1), probabilities.argmax(1))  # the head's inputs are the Predictor's bf16 embeddings
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05  # bf16 really ran, and stays close to fp32

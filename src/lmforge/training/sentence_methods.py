@@ -16,6 +16,9 @@ registry and update treat the run like any other.
   whose text it is most similar to (cosine), and the softmax gives probabilities.
 
 A few-shot run takes minutes, so it is not checkpointed: an interrupted one is started again.
+With `training.precision` bf16 (auto: on a CPU or GPU with native bf16) the encoder's forward runs
+under bf16 autocast in the contrastive stage and when the head's embeddings are computed, as the
+Predictor then predicts; the loss and the head fit stay in fp32.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import torch
 from rich.console import Console
 
 from ..errors import UserError
+from ..inference import autocast_context
+from ..models.build import bf16_supported
 from ..runs import RunFolder
 from ..tasks.base import collate
 from .finalize import finalize_run
@@ -137,6 +142,11 @@ def _unrelated(rng: random.Random, everyone: range, label_sets: list[frozenset],
     return rng.choice(others) if others else None
 
 
+def uses_bf16(model, precision: str) -> bool:
+    """bf16 autocast as full fine-tuning and the Predictor decide it (training.precision)."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(next(model.parameters()).device))
+
+
 def _loss(name: str, model):
     from sentence_transformers import losses
 
@@ -180,6 +190,8 @@ def contrastive_stage(model, p: Prepared, examples: list, features: list, consol
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(t.scheduler, int(t.warmup_ratio * total), total))
     loss_fn = _loss(fs.loss, model)
     feats, pad = features, p.tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    bf16 = uses_bf16(model, t.precision)
     model.train()
     progress = TrainProgress(total, 0, enabled=True, console=console)
     tokens, started = 0, time.perf_counter()
@@ -191,8 +203,10 @@ def contrastive_stage(model, p: Prepared, examples: list, features: list, consol
             batch = pairs[offset:offset + fs.batch_size]
             # both sides of the pairs in one forward pass: one larger matrix product per layer
             both = collate([_inputs(feats[i]) for i, _, _ in batch] + [_inputs(feats[j]) for _, j, _ in batch], pad)
-            targets = torch.tensor([target for _, _, target in batch])
-            left, right = model.embed(**both).split(len(batch))
+            targets = torch.tensor([target for _, _, target in batch], device=device)
+            with autocast_context(device, bf16):
+                embedded = model.embed(**{k: v.to(device) for k, v in both.items()})
+            left, right = embedded.float().split(len(batch))
             loss = loss_fn.compute_loss_from_embeddings([left, right], targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -219,15 +233,18 @@ def _inputs(feature: dict) -> dict:
 # -- heads ---------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def embed_features(model, features: list[dict], pad_id: int) -> np.ndarray:
-    """Normalised sentence embeddings [N, H] of encoded features, in order (length-sorted batches)."""
+def embed_features(model, features: list[dict], pad_id: int, bf16: bool = False) -> np.ndarray:
+    """Normalised sentence embeddings [N, H] of encoded features, in order (length-sorted batches);
+    bf16: under bf16 autocast, as the Predictor computes them."""
     model.eval()
+    device = next(model.parameters()).device
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out = np.zeros((len(features), model.config.hidden_size), dtype=np.float32)
     for start in range(0, len(order), EMBED_BATCH):
         chunk = order[start:start + EMBED_BATCH]
         batch = collate([_inputs(features[i]) for i in chunk], pad_id)
-        out[chunk] = model.embed(**batch).float().numpy()
+        with autocast_context(device, bf16):
+            out[chunk] = model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out
 
 
@@ -238,7 +255,7 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
-    x = embed_features(model, features, p.tokenizer.pad_token_id)
+    x = embed_features(model, features, p.tokenizer.pad_token_id, uses_bf16(model, p.cfg.training.precision))
     w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
@@ -274,7 +291,8 @@ def set_label_text_head(model, p: Prepared) -> None:
     """Zero-shot: each label's row is ZERO_SHOT_SCALE x the normalised embedding of its text."""
     texts = label_texts(p)
     features, _ = p.task.encode_for_inference(p.task.examples_from_texts(texts))
-    rows = embed_features(model, features, p.tokenizer.pad_token_id).astype(np.float64) * ZERO_SHOT_SCALE
+    rows = embed_features(model, features, p.tokenizer.pad_token_id, uses_bf16(model, p.cfg.training.precision))
+    rows = rows.astype(np.float64) * ZERO_SHOT_SCALE
     # multi-label: a label is as likely as not at cosine 0.5 (the threshold is then tuned on dev, when there is one)
     bias = np.full(len(texts), -0.5 * ZERO_SHOT_SCALE if p.task.multi_label else 0.0)
     _set_head(model, rows, bias)
