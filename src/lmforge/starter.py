@@ -72,7 +72,7 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
         if note:
             cfg = config_from_dict({**raw, "model": picked}, "init")
             notes.append(note)
-    if spec.truncates_input and train is not None:
+    if spec.overflow and train is not None:
         if first is None:
             try:
                 first = _first_examples(cfg, train)
@@ -87,8 +87,9 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
 
 
 def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | None]:
-    """data.max_length for a task that cuts texts there, sized to the first training examples under the
-    chosen model's tokenizer (data/lengths.py). A model that cannot be loaded yet leaves the default."""
+    """data.max_length for a task whose inputs must fit in it (texts are cut, NER sentences split across
+    windows), sized to the first training examples as the task encodes them under the chosen model's
+    tokenizer (data/lengths.py). A model that cannot be loaded yet leaves the default."""
     from .data.lengths import fitting_max_length
     from .models.build import load_tokenizer
     from .models.resolve import resolve_model
@@ -99,10 +100,11 @@ def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | Non
         tokenizer = load_tokenizer(resolve_model(cfg.model, base))
     except UserError:  # validate and train say what is wrong with the model
         return cfg.data.max_length, None
-    pairs = [ex.text_pair or "" for ex in examples] if any(ex.text_pair for ex in examples) else None
-    lengths = [len(ids) for ids in tokenizer([ex.text for ex in examples], pairs)["input_ids"]]
+    spec = get_task(cfg.task)
+    lengths = spec.input_lengths(examples, tokenizer)
     model_limit = getattr(tokenizer, "model_max_length", None)
-    return fitting_max_length(lengths, cfg.data.max_length, model_limit if model_limit and model_limit < 100_000 else None)
+    return fitting_max_length(lengths, cfg.data.max_length, model_limit if model_limit and model_limit < 100_000 else None,
+                              unit="sentences" if spec.holdout_by_document else "texts", overflow=spec.overflow)
 
 
 def _first_examples(cfg, train: Path, limit: int = 1000) -> list:

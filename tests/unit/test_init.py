@@ -224,6 +224,24 @@ def test_max_length_is_sized_to_the_training_texts(capsys, tmp_path: Path, tiny_
     assert code == 0 and data_of(out)["max_length"] == 128 and "data.max_length" not in err
 
 
+def test_ner_max_length_is_sized_so_that_sentences_are_not_split(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    """NER splits a sentence longer than data.max_length across windows: init sizes it to the sentences
+    (each alone, as the task encodes them), not to the documents they are packed into."""
+    long = [("John", "B-PER")] + [("movie", "O")] * 150  # 151 words of one piece each: over 128 pieces
+    short = [("Paris", "B-LOC"), ("is", "O"), ("far", "O")]
+    sentences = [long if i % 10 == 0 else short for i in range(60)]
+    path = tmp_path / "train.conll"
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n")
+    code, err, out = init(capsys, tmp_path, "--train", path, "--model", tiny_model, task="token-classification")
+    assert code == 0, err
+    assert data_of(out)["max_length"] == 256
+    assert "10% of the first 60 training sentences are longer than 128 tokens" in " ".join(err.split())
+    assert "split across windows" in err
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in short) for _ in range(60)) + "\n")  # many short sentences
+    code, err, out = init(capsys, tmp_path, "--train", path, "--model", tiny_model, task="token-classification")
+    assert code == 0 and data_of(out)["max_length"] == 128 and "data.max_length" not in err
+
+
 def test_fitting_max_length_choices() -> None:
     from lmforge.data.lengths import fitting_max_length
 

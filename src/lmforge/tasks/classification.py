@@ -258,7 +258,7 @@ class ClassificationSpec(TaskSpec):
     data_keys = ("text_field", "text_pair_field", "label_field", "multi_label", "label_delimiter", "labels", "label_descriptions")
     supports_lifecycle = True
     sentence_methods = True
-    truncates_input = True
+    overflow = "longer texts are cut at data.max_length"
 
     def check_config(self, cfg) -> list[str]:
         problems = []

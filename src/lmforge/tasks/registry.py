@@ -42,7 +42,8 @@ class TaskSpec:
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
     default_batch_size: int | None = None  # None: TrainingConfig's default
-    truncates_input = False  # texts are cut at data.max_length: init sizes it to the training texts (data/lengths.py)
+    # what happens to an input longer than data.max_length, for init's note; None: init does not size it
+    overflow: str | None = None
     learning_rates = DEFAULT_LEARNING_RATES
     supports_lifecycle = False  # registry `update` (continual learning) and drift monitoring
     sentence_methods = False  # method fewshot / zeroshot (a sentence-embedding classifier) apply
@@ -84,6 +85,12 @@ class TaskSpec:
 
     def lmforge_usage(self) -> list[str]:
         return ["from lmforge import Predictor", 'Predictor.from_run("path/to/run").predict(["some text"])']
+
+    def input_lengths(self, examples: list, tokenizer) -> list[int]:
+        """Token counts (with special tokens) of training inputs, as the task encodes them: what init
+        sizes data.max_length to (data/lengths.py). Text tasks: the text (and pair) under the tokenizer."""
+        pairs = [ex.text_pair or "" for ex in examples] if any(getattr(ex, "text_pair", None) for ex in examples) else None
+        return [len(ids) for ids in tokenizer([ex.text for ex in examples], pairs)["input_ids"]]
 
     def input_limit_note(self, max_length: int) -> str:
         return f"Inputs longer than {max_length} sub-word tokens are truncated (the rest is not seen)."
