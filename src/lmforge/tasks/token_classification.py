@@ -96,11 +96,6 @@ class TokenClassificationTask(TaskBase):
         return examples
 
     # -- sub-word pieces and documents -----------------------------------------------------
-    def sequence_lengths(self, examples: list[TokenExample]) -> list[int]:
-        """Each sentence's length on its own: its sub-word pieces plus [CLS] and [SEP]. A sentence longer
-        than max_length is split across windows."""
-        return [sum(len(word) for word in words) + 2 for words in self._pieces(examples)]
-
     def _pieces(self, examples: list[TokenExample]) -> list[list[list[int]]]:
         """Per example, per word: its sub-word token ids (a word the tokenizer drops becomes [UNK]).
 
@@ -283,7 +278,6 @@ class TokenClassificationTask(TaskBase):
         return {"f1": report["f1"], "precision": report["precision"], "recall": report["recall"]}
 
 
-
 def _word_pieces(pieces: list[int], marker: int | None, unmarked: dict[int, int]) -> list[int]:
     """A word's pieces as the model reads them: without a leading bare marker ("▁", "们" -> "们"), and a
     lone word-start CJK piece as its inner piece ("▁我" -> "我")."""
@@ -396,10 +390,8 @@ class TokenClassificationSpec(TaskSpec):
                 "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word and takes the",
                 "# most probable valid IOB2 path over those words (lmforge.tasks.iob_viterbi.best_valid_path)"]
 
-    def input_lengths(self, examples: list, tokenizer) -> list[int]:
-        """Each sentence's sub-word pieces as training encodes them (lone CJK characters as their inner
-        piece), plus the two special tokens."""
-        return TokenClassificationTask(["O"], tokenizer, 512).sequence_lengths(examples)
+    def input_lengths(self, examples: list, tokenizer) -> list[int]:  # each sentence alone as training encodes it, + [CLS], [SEP]
+        return [sum(map(len, words)) + 2 for words in TokenClassificationTask(["O"], tokenizer, 512)._pieces(examples)]
 
     def input_limit_note(self, max_length: int) -> str:
         return f"Inputs longer than {max_length} sub-word tokens are covered by sliding windows."
