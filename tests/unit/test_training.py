@@ -144,3 +144,21 @@ def test_the_step_logger_prints_the_divergence_warning():
     for step, loss in enumerate([0.7, 0.3, 0.7, 0.7, 0.7], start=1):
         logger.after_step(StepResult(step, loss, 1, 10, False, step / 100))
     assert len(notes) == 1 and "training has diverged" in notes[0] and "(now 2e-05)" in notes[0]
+
+
+def test_a_run_of_very_few_steps_is_warned_about(tmp_path, tiny_model, cls_data):
+    """A handful of labels and the default epochs give a few optimizer steps: the model learns nothing
+    (SST-2, 50 labels: one class predicted), so the run says so and what to change."""
+    from rich.console import Console
+
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    console = Console(record=True, width=400)
+    train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1)), tmp_path, console=console)
+    out = console.export_text()
+    assert "give only" in out and "optimizer steps over 1 epoch(s): likely too few to learn from" in out
+    assert "raise training.epochs (about" in out and "method: fewshot" in out
+    console = Console(record=True, width=400)
+    train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=20)), tmp_path, console=console, overwrite=True)
+    assert "likely too few" not in console.export_text()

@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import bf16_supported, count_parameters
 from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
+from ..tasks import get_task
 from . import checkpoint as ckpt
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .finalize import finalize_run
@@ -268,8 +269,22 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console) ->
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
     if p.truncated_train:
         console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
-    for warning in p.warnings:
+    for warning in p.warnings + few_steps_warning(p, training.total_steps):
         console.print(f"[bold yellow]warning: {escape(warning)}")
+
+
+FEW_STEPS = 50  # MiniLM-L6 on SST-2 (bench/active_learning.py): 20 steps (50 labels) learn nothing, 63 steps reach 71-76%
+
+
+def few_steps_warning(p: Prepared, steps: int) -> list[str]:
+    """A run of so few optimizer steps that the model is likely to learn nothing (a handful of labels)."""
+    t = p.cfg.training
+    if steps >= FEW_STEPS or not p.train_features:
+        return []
+    epochs = t.epochs * -(-100 // steps)  # about 100 steps
+    hint = " or, with 2-64 examples per class, method: fewshot" if get_task(p.cfg.task).sentence_methods else ""
+    return [f"{len(p.train_features)} training sequences in batches of {t.batch_size} give only {steps} optimizer steps over "
+            f"{t.epochs:g} epoch(s): likely too few to learn from; raise training.epochs (about {epochs:g} for 100 steps){hint}"]
 
 
 def _train_until_done(training: _Training, state: TrainState, accumulation: int, save_every: int,
