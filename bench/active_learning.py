@@ -3,7 +3,7 @@ library functions `lmforge suggest` and `lmforge train` call.
 
     python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity]
                                     [--seeds 3] [--rounds 8] [--name active_learning]
-                                    [--random-extra SIZE ...] [--jobs N --threads T]
+                                    [--random-extra SHARE ...] [--min-steps N] [--jobs N --threads T]
 
 Per dataset, strategy and seed: the first batch is the cold start (`suggest` without a run: cluster
 medoids of MiniLM-L6 embeddings; `random`: a seeded random sample), then each round trains a fresh
@@ -94,6 +94,9 @@ def load(dataset: str, pool_size: int, tmp: Path):
     return pool, test_copy, gold
 
 
+MIN_STEPS = 0  # --min-steps: classification rounds train at least this many optimizer steps (epochs raised)
+
+
 def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int) -> tuple[Path, float, float]:
     """A fresh minilm-l6 run on the labelled file; (run, test score, seconds)."""
     from rich.console import Console
@@ -104,6 +107,9 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     # classification is scored here, not by train: a few labels need not cover every test class (Banking77),
     # and train rightly refuses a test label it has never seen; those test examples count as errors
     ner = task == "token-classification"
+    if MIN_STEPS and not ner:  # batches of 16 (the default)
+        per_epoch = -(-sum(1 for line in labelled.open(encoding="utf-8") if line.strip()) // 16)
+        epochs = max(epochs, -(-MIN_STEPS // per_epoch))
     data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
     raw = {"name": out.name, "task": task, "model": "minilm-l6", "output_dir": str(out.parent), "data": data,
            "training": {"epochs": epochs, "seed": seed, "tensorboard": False}}
@@ -224,12 +230,14 @@ def _strategy_for(dataset: str, strategy: str) -> str:
     return strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp")
 
 
-def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path):
+def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
 
+    global MIN_STEPS
     DATASETS.update(settings)
+    MIN_STEPS = min_steps
     if threads:
         torch.set_num_threads(threads)
     kind, dataset, strategy, seed = job
@@ -260,9 +268,13 @@ def main() -> None:
                         help="shares of the pool (e.g. 0.3 0.4 0.5) the random curves continue to after the rounds")
     parser.add_argument("--jobs", type=int, default=1, help="curves run at once, each in its own process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (with --jobs)")
+    parser.add_argument("--min-steps", type=int, default=0,
+                        help="classification: train each round at least this many optimizer steps (epochs raised; 0: --epochs as given)")
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
+    global MIN_STEPS
+    MIN_STEPS = args.min_steps
     for name, (task, size, first, step, epochs) in list(DATASETS.items()):
         DATASETS[name] = (task, args.pool_size or size, args.batch or first, args.batch or step, args.epochs or epochs)
     path = RESULTS / f"{args.name}.json"
@@ -322,7 +334,7 @@ def main() -> None:
         settings = dict(DATASETS)
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             parts = RESULTS / f"{args.name}.parts"
-            futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), settings, args.threads, parts): job
+            futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), settings, args.threads, parts, args.min_steps): job
                        for job in jobs}
             print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
             for future in as_completed(futures):
