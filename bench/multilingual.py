@@ -37,7 +37,7 @@ DATASETS = {  # name: (task, train, dev, test, epochs, extra overrides)
     "resume_ner": ("token-classification", "resume_ner/train.char.bmes", "resume_ner/dev.char.bmes", "resume_ner/test.char.bmes", 8,
                    ["training.batch_size=8"]),
     "weibo_ner": ("token-classification", "weibo_ner/weiboNER_2nd_conll.train", "weibo_ner/weiboNER_2nd_conll.dev",
-                  "weibo_ner/weiboNER_2nd_conll.test", 10, ["training.batch_size=8", "training.head_learning_rate=1e-3"]),
+                  "weibo_ner/weiboNER_2nd_conll.test", 20, ["training.batch_size=8", "training.head_learning_rate=1e-3"]),
     "sst2_20k": ("text-classification", None, "sst2/glue/dev.tsv", None, 1, []),  # train: a seeded 20,000-row sample
 }
 ORDER = ["me5-small/chnsenticorp", "me5-small/resume_ner", "me5-small/weibo_ner", "minilm-l6/resume_ner",
