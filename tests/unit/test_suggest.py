@@ -122,6 +122,14 @@ def test_cold_start_picks_diverse_unlabelled_texts(tiny_model, tmp_path):
     assert all(set(r["tags"]) == {"O"} for r in ner.records)
 
 
+def test_suggest_on_a_named_device_gives_the_same_suggestions(cls_run, tiny_model, tmp_path):
+    """device= moves the scoring model (a GPU machine: "cuda"); on the CPU the picks are unchanged."""
+    pool = _pool(tmp_path, POOL)
+    assert suggest(cls_run, pool, 3, seed=0, device="cpu").records == suggest(cls_run, pool, 3, seed=0).records
+    cold = [suggest(None, pool, 3, model=str(tiny_model), seed=0, device=device).records for device in (None, "cpu")]
+    assert cold[0] == cold[1]
+
+
 def test_suggest_cli_writes_the_file_and_refuses_bad_input(cls_run, tmp_path):
     pool = _pool(tmp_path, POOL)
     out = tmp_path / "s.jsonl"

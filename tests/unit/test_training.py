@@ -162,3 +162,6 @@ def test_a_run_of_very_few_steps_is_warned_about(tmp_path, tiny_model, cls_data)
     console = Console(record=True, width=400)
     train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=20)), tmp_path, console=console, overwrite=True)
     assert "likely too few" not in console.export_text()
+    console = Console(record=True, width=400)  # a chosen cap (max_steps, e.g. a smoke run) is not warned about
+    train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1)), tmp_path, console=console, overwrite=True, max_steps=3)
+    assert "likely too few" not in console.export_text()

@@ -217,7 +217,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
                if rank == 0 else None)
     dev_feats, dev_plan = p.task.encode_for_inference(p.splits.dev)
     if rank == 0:
-        _announce(p, training, accelerator.num_processes, console)
+        _announce(p, training, accelerator.num_processes, console, capped=max_steps is not None)
     progress = TrainProgress(training.total_steps, state.step, enabled=rank == 0, console=console)
     bf16 = training.stepper.bf16
     dev = DevSelection(p.task, training.raw_model, p.splits.dev, dev_feats, dev_plan, p.metric, t.eval_every_steps,
@@ -261,7 +261,7 @@ def _restore(run_dir: Path, ckpt_root: Path, training: _Training, rank: int, con
     return state
 
 
-def _announce(p: Prepared, training: _Training, world: int, console: Console) -> None:
+def _announce(p: Prepared, training: _Training, world: int, console: Console, capped: bool = False) -> None:
     cfg = p.cfg
     console.print(f"[bold]{cfg.name}[/]: {cfg.task}, {cfg.method}, {training.trainable:,} of {training.total_params:,} "
                   f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
@@ -269,7 +269,7 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console) ->
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
     if p.truncated_train:
         console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
-    for warning in p.warnings + few_steps_warning(p, training.total_steps):
+    for warning in p.warnings + ([] if capped else few_steps_warning(p, training.total_steps)):  # max_steps: a chosen cap
         console.print(f"[bold yellow]warning: {escape(warning)}")
 
 
