@@ -18,6 +18,7 @@ Goals (issue 13): ChnSentiCorp test accuracy >= 92, Resume NER test entity F1 >=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -99,11 +100,9 @@ def main() -> None:
     epochs.update({k: float(v) for k, v in (e.split("=", 1) for e in args.epochs)})
     path = RESULTS / f"{args.name}.json"
     results = json.loads(path.read_text())["results"] if path.is_file() else {}
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        if args.keep_runs:
-            tmp = args.keep_runs.resolve()
-            tmp.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(str(args.keep_runs)) if args.keep_runs else tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name).resolve()
+        tmp.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         for job in args.only or ORDER:
             model, dataset = job.split("/")
