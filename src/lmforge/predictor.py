@@ -14,7 +14,7 @@ from .config import ProjectConfig
 from .data.words import words_of
 from .errors import UserError
 from .inference import Forward, run_batches, torch_forward
-from .models.build import bf16_supported, load_model, load_tokenizer
+from .models.build import load_model, load_tokenizer, uses_bf16
 from .runs import RunFolder
 
 
@@ -27,7 +27,7 @@ class Predictor:
         self.config = config
         self.run_dir = run_dir
         device = next(model.parameters()).device
-        self.bf16 = (config.training.precision == "bf16" or (config.training.precision == "auto" and bf16_supported(device))) if bf16 is None else bf16
+        self.bf16 = uses_bf16(config.training.precision, device) if bf16 is None else bf16
         self.forward: Forward = torch_forward(self.model, self.bf16)
         self.backend = "torch"
         self.version = version or (RunFolder(run_dir).version if run_dir is not None else config.name)

@@ -268,7 +268,7 @@ def test_fewshot_in_bf16_learns_and_fits_its_head_on_what_the_predictor_computes
     predictor = Predictor.from_run(run)
     assert predictor.bf16
     features, _ = predictor.task.encode_for_inference(predictor.task.examples_from_texts([text for text, _ in rows]))
-    bf16 = embed_features(predictor.model, features, predictor.tokenizer.pad_token_id, bf16=True)
+    bf16 = embed_features(predictor.model, features, predictor.tokenizer.pad_token_id, precision="bf16")
     fp32 = embed_features(predictor.model, features, predictor.tokenizer.pad_token_id)
     logits = bf16 @ predictor.model.classifier.weight.detach().numpy().T + predictor.model.classifier.bias.detach().numpy()
     probabilities = predictor.scores(predictor.task.examples_from_texts([text for text, _ in rows]))

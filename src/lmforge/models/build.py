@@ -113,6 +113,12 @@ def freeze_word_embeddings(model: nn.Module) -> None:
         emb.weight.requires_grad_(False)
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training.precision means bf16 autocast on `device` (auto: where it has native bf16 units).
+    Training, the few-shot stage, dev and test scoring and the Predictor all decide it here."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported(device))
+
+
 def bf16_supported(device: torch.device) -> bool:
     """bf16 autocast pays off only with native bf16 units (AVX512-BF16/AMX on CPU, Ampere+ GPUs)."""
     if device.type == "cuda":

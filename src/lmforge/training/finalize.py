@@ -124,11 +124,11 @@ def _evaluate_generation(run_dir: Path, p, device=None) -> dict:
     figures describe exactly what was written."""
     import torch
 
-    from ..models.build import bf16_supported, load_model
+    from ..models.build import load_model, uses_bf16
 
     device = device or torch.device("cpu")
     model = load_model(p.task.model_class(), RunFolder(run_dir).model_dir).to(device)
-    bf16 = p.cfg.training.precision == "bf16" or (p.cfg.training.precision == "auto" and bf16_supported(device))
+    bf16 = uses_bf16(p.cfg.training.precision, device)
     metrics: dict = {}
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:

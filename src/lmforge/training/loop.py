@@ -26,7 +26,7 @@ from rich.markup import escape
 from ..config import SENTENCE_METHODS, ProjectConfig, dump_config, is_builtin_dataset
 from ..errors import UserError
 from ..files import read_json, write_json_atomic, write_text_atomic
-from ..models.build import bf16_supported, count_parameters
+from ..models.build import count_parameters, uses_bf16
 from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
 from ..tasks import get_task
 from . import checkpoint as ckpt
@@ -188,7 +188,7 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     set_seed(t.seed)
     model = build_model(p)
     trainable, total_params = count_parameters(model)
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and bf16_supported(accelerator.device))
+    bf16 = uses_bf16(t.precision, accelerator.device)
     lengths = [len(f["input_ids"]) for f in p.train_features]
     plan_args = dict(batch_size=t.batch_size, max_tokens=t.max_tokens_per_batch, group_by_length=t.group_by_length, seed=t.seed)
     steps = total_steps(lengths, plan_args, t.epochs, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)

@@ -36,7 +36,7 @@ from rich.console import Console
 
 from ..errors import UserError
 from ..inference import autocast_context
-from ..models.build import bf16_supported
+from ..models.build import uses_bf16
 from ..runs import RunFolder
 from ..tasks.base import collate
 from .finalize import finalize_run
@@ -142,11 +142,6 @@ def _unrelated(rng: random.Random, everyone: range, label_sets: list[frozenset],
     return rng.choice(others) if others else None
 
 
-def uses_bf16(model, precision: str) -> bool:
-    """bf16 autocast as full fine-tuning and the Predictor decide it (training.precision)."""
-    return precision == "bf16" or (precision == "auto" and bf16_supported(next(model.parameters()).device))
-
-
 def _loss(name: str, model):
     from sentence_transformers import losses
 
@@ -191,7 +186,7 @@ def contrastive_stage(model, p: Prepared, examples: list, features: list, consol
     loss_fn = _loss(fs.loss, model)
     feats, pad = features, p.tokenizer.pad_token_id
     device = next(model.parameters()).device
-    bf16 = uses_bf16(model, t.precision)
+    bf16 = uses_bf16(t.precision, device)
     model.train()
     progress = TrainProgress(total, 0, enabled=True, console=console)
     tokens, started = 0, time.perf_counter()
@@ -233,11 +228,12 @@ def _inputs(feature: dict) -> dict:
 # -- heads ---------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def embed_features(model, features: list[dict], pad_id: int, bf16: bool = False) -> np.ndarray:
+def embed_features(model, features: list[dict], pad_id: int, precision: str = "fp32") -> np.ndarray:
     """Normalised sentence embeddings [N, H] of encoded features, in order (length-sorted batches);
-    bf16: under bf16 autocast, as the Predictor computes them."""
+    precision: training.precision (bf16 autocast as the Predictor decides it)."""
     model.eval()
     device = next(model.parameters()).device
+    bf16 = uses_bf16(precision, device)
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out = np.zeros((len(features), model.config.hidden_size), dtype=np.float32)
     for start in range(0, len(order), EMBED_BATCH):
@@ -255,7 +251,7 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
-    x = embed_features(model, features, p.tokenizer.pad_token_id, uses_bf16(model, p.cfg.training.precision))
+    x = embed_features(model, features, p.tokenizer.pad_token_id, p.cfg.training.precision)
     w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
@@ -291,8 +287,7 @@ def set_label_text_head(model, p: Prepared) -> None:
     """Zero-shot: each label's row is ZERO_SHOT_SCALE x the normalised embedding of its text."""
     texts = label_texts(p)
     features, _ = p.task.encode_for_inference(p.task.examples_from_texts(texts))
-    rows = embed_features(model, features, p.tokenizer.pad_token_id, uses_bf16(model, p.cfg.training.precision))
-    rows = rows.astype(np.float64) * ZERO_SHOT_SCALE
+    rows = embed_features(model, features, p.tokenizer.pad_token_id, p.cfg.training.precision).astype(np.float64) * ZERO_SHOT_SCALE
     # multi-label: a label is as likely as not at cosine 0.5 (the threshold is then tuned on dev, when there is one)
     bias = np.full(len(texts), -0.5 * ZERO_SHOT_SCALE if p.task.multi_label else 0.0)
     _set_head(model, rows, bias)
