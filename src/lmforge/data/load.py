@@ -52,7 +52,8 @@ def load_splits(cfg: ProjectConfig, base: Path) -> Splits:
 def holdout(examples: list, fraction: float, seed: int, by_document: bool = False) -> tuple[list, list]:
     """Seeded hold-out. Classification: stratified by (first) label, so rare classes keep at least one
     training example; when every class is too small for its share to round to one example (2-3 examples
-    per class), one example each of randomly chosen classes that have two or more. NER: whole documents are held out, so no document is split across train/dev."""
+    per class), one example each of randomly chosen classes that have two or more. NER: whole documents
+    are held out, so no document is split across train/dev."""
     rng = random.Random(seed)
     groups: dict[object, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
@@ -80,9 +81,9 @@ def holdout(examples: list, fraction: float, seed: int, by_document: bool = Fals
             spare = [idx[-1] for key, idx in sorted(groups.items(), key=lambda kv: str(kv[0])) if len(idx) > 1]
             rng.shuffle(spare)
             held.update(spare[: max(1, round(len(examples) * fraction))])
-    if not held and not by_document and len(groups) == len(examples):
-        raise UserError(f"cannot hold out a dev set from {len(examples)} training examples: every class has one example "
-                        "and needs it for training; give a data.dev file, or use method: fewshot (it needs no dev set)")
+        if not held:  # no class has a second example
+            raise UserError(f"cannot hold out a dev set from {len(examples)} training examples: every class has one example "
+                            "and needs it for training; give a data.dev file, or use method: fewshot (it needs no dev set)")
     if not held or len(held) == len(examples):
         raise UserError(f"cannot hold out a dev set from {len(examples)} training examples; give a data.dev file")
     train = [ex for i, ex in enumerate(examples) if i not in held]
