@@ -254,6 +254,55 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
         return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra)
 
 
+def labels_needed(results: dict, full: dict, rounds: int) -> dict:
+    """Per dataset and strategy, each complete curve's labels to reach 95% and 98% (NER: 99%) of full data."""
+    out = {}
+    for dataset, strategies in results.items():
+        if dataset not in full:
+            continue
+        levels = (0.99,) if DATASETS[dataset][0] == "token-classification" else (0.95, 0.98)
+        for strategy, seeds in strategies.items():
+            for level in levels:
+                values = [needed(points, level * full[dataset]) for points in seeds.values() if len(points) >= rounds]
+                out.setdefault(dataset, {}).setdefault(strategy, {})[f"{int(level * 100)}%"] = values
+    return out
+
+
+def merge_parts(results: dict, folder: Path) -> None:
+    """Add the per-curve part files of a stopped --jobs run to `results` (the longer curve wins)."""
+    for part in sorted(folder.glob("*.json")):
+        for dataset, strategies in json.loads(part.read_text()).items():
+            for strategy, seeds in strategies.items():
+                for seed, points in seeds.items():
+                    if len(points) > len(results.get(dataset, {}).get(strategy, {}).get(seed, [])):
+                        results.setdefault(dataset, {}).setdefault(strategy, {})[seed] = points
+
+
+def run_parallel(jobs: list, args, results: dict, full: dict, save) -> None:
+    """The jobs in `args.jobs` spawned processes; each result is saved as it arrives, and one failed
+    curve does not lose the others."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    parts = RESULTS / f"{args.name}.parts"
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
+                               args.min_steps): job for job in jobs}
+        print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
+        for future in as_completed(futures):
+            kind, dataset, strategy, seed = futures[future]
+            try:
+                value = future.result()
+            except Exception as err:
+                print(f"{kind} {dataset} {strategy} seed {seed} failed: {err!r}", flush=True)
+                continue
+            if kind == "full":
+                full[dataset] = value
+            else:
+                results.setdefault(dataset, {}).setdefault(_strategy_for(dataset, strategy), {})[str(seed)] = value
+            save()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
@@ -288,25 +337,10 @@ def main() -> None:
                                     "full_data": full, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
-        out = {}
-        for dataset, strategies in results.items():
-            if dataset not in full:
-                continue
-            levels = (0.99,) if DATASETS[dataset][0] == "token-classification" else (0.95, 0.98)
-            for strategy, seeds in strategies.items():
-                for level in levels:
-                    values = [needed(points, level * full[dataset]) for points in seeds.values()
-                              if len(points) >= args.rounds]  # complete curves only
-                    out.setdefault(dataset, {}).setdefault(strategy, {})[f"{int(level * 100)}%"] = values
-        return out
+        return labels_needed(results, full, args.rounds)
 
     if args.merge_parts:
-        for part in sorted(args.merge_parts.glob("*.json")):
-            for dataset, strategies in json.loads(part.read_text()).items():
-                for strategy, seeds in strategies.items():
-                    for seed, points in seeds.items():
-                        if len(points) > len(results.get(dataset, {}).get(strategy, {}).get(seed, [])):
-                            results.setdefault(dataset, {}).setdefault(strategy, {})[seed] = points
+        merge_parts(results, args.merge_parts)
         save()
         plot(results, full, RESULTS / f"{args.name}.png")
         print(json.dumps(table(), indent=2))
@@ -328,27 +362,7 @@ def main() -> None:
                           tuple(args.random_extra))
                 save()
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        settings = dict(DATASETS)
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = RESULTS / f"{args.name}.parts"
-            futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), settings, args.threads, parts, args.min_steps): job
-                       for job in jobs}
-            print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
-            for future in as_completed(futures):
-                kind, dataset, strategy, seed = futures[future]
-                try:
-                    value = future.result()
-                except Exception as err:  # one failed curve does not lose the others
-                    print(f"{kind} {dataset} {strategy} seed {seed} failed: {err!r}", flush=True)
-                    continue
-                if kind == "full":
-                    full[dataset] = value
-                else:
-                    results.setdefault(dataset, {}).setdefault(_strategy_for(dataset, strategy), {})[str(seed)] = value
-                save()
+        run_parallel(jobs, args, results, full, save)
     plot(results, full, RESULTS / f"{args.name}.png")
     save()
     print(json.dumps(table(), indent=2))
