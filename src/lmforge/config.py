@@ -104,6 +104,8 @@ class TrainingConfig(_Section):
     freeze_embeddings: bool | None = Field(None, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters); empty: frozen when the vocabulary has 100,000 rows or more (me5-small's 250k), trained otherwise")
     anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
     logit_adjustment: float = Field(0.0, ge=0, description="single-label classification: train with tau * log(class share in the training set) added to the logits (logit-adjusted loss, Menon et al. 2021) so that frequent classes do not win on frequency alone; lmforge update sets 1.0; 0: off")
+    average_last: int | None = Field(None, ge=2, description="keep the mean of the weights at the last N dev evaluations (stochastic weight averaging) as the trained model instead of the single best evaluation: steadier than picking one epoch by a small, noisy dev set (Weibo NER); dev is still scored at every evaluation and the averaged model is evaluated at the end; empty: the best evaluation")
+    compile: bool = Field(False, description="run the training forward and backward through torch.compile (inductor; needs a C compiler on a CPU): the first steps compile, about a minute; falls back to eager with a warning if compiling fails. Off by default: bench/train_compile.py measures what it gains on your machine")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory for long sequences, about 30% slower")
 
 
@@ -181,6 +183,8 @@ def _method_problems(cfg: "ProjectConfig", spec) -> list[str]:
     problems = []
     if cfg.data.text_pair_field:
         problems.append(f"data.text_pair_field: method {method} classifies single texts; use method: full for pairs")
+    if cfg.training.average_last:
+        problems.append(f"training.average_last: method {method} trains in one pass without dev evaluations; remove it or use method: full")
     if method == "zeroshot" and not (cfg.data.labels and len(cfg.data.labels) >= (1 if cfg.data.multi_label else 2)):
         problems.append("data.labels: method zeroshot classifies into the labels given here (at least two); e.g. data.labels: [refund, card lost]")
     if method == "fewshot" and not cfg.data.train:

@@ -25,11 +25,12 @@ def dropout_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-dropout"), layers=4, hidden=64, dropout=0.1)
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model):
+@pytest.mark.parametrize("averaging", [{}, {"average_last": 3}], ids=["best", "average_last"])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model, averaging):
     data = {"train": write_csv(tmp_path / "train.csv", sentiment_rows(240, 5)),
             "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(30, 6))}
     cfg = make_config(tmp_path, dropout_model, data, epochs=5, learning_rate=1e-3, save_every_steps=7,
-                      batch_size=8, num_threads=1)
+                      batch_size=8, num_threads=1, **averaging)
     ok = run_cli("train", cfg, "--output", tmp_path / "straight")
     assert ok.returncode == 0, ok.stderr
 
@@ -62,6 +63,8 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model):
     ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     mb = json.loads((run / "metrics.json").read_text())
     assert ma["dev"] == mb["dev"] and ma["training"]["best_step"] == mb["training"]["best_step"]
+    if averaging:  # the window of evaluations survived the kill: the last 3 of the 5 epoch ends
+        assert mb["training"]["averaged_steps"] == ma["training"]["averaged_steps"] == [90, 120, 150]
     steps = [json.loads(l)["step"] for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()
              if json.loads(l)["split"] == "train"]
     assert steps == sorted(set(steps)), "log has duplicated steps after resume"

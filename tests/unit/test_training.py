@@ -165,3 +165,125 @@ def test_a_run_of_very_few_steps_is_warned_about(tmp_path, tiny_model, cls_data)
     console = Console(record=True, width=400)  # a chosen cap (max_steps, e.g. a smoke run) is not warned about
     train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1)), tmp_path, console=console, overwrite=True, max_steps=3)
     assert "likely too few" not in console.export_text()
+
+
+def test_the_weight_window_keeps_the_last_evaluations_and_averages_them(tmp_path):
+    """`training.average_last`: each evaluation's weights join a window of the last N on disk; steps a
+    killed run wrote after the resumed one are dropped; the average is the plain mean."""
+    import torch
+
+    from lmforge.training import checkpoint as ckpt
+
+    model = torch.nn.Linear(3, 2)
+    for step in (10, 20, 30, 40):
+        with torch.no_grad():
+            model.weight.fill_(step)
+            model.bias.fill_(-step)
+        ckpt.save_window(tmp_path, model, step, size=2)
+    assert sorted(p.name for p in tmp_path.glob("avg-*")) == ["avg-00000030.safetensors", "avg-00000040.safetensors"]
+    with torch.no_grad():  # a resumed run re-evaluates step 30: the stale step-40 file goes
+        model.weight.fill_(31)
+        model.bias.fill_(-31)
+    ckpt.save_window(tmp_path, model, 30, size=2)
+    assert sorted(p.name for p in tmp_path.glob("avg-*")) == ["avg-00000030.safetensors"]
+    with torch.no_grad():
+        model.weight.fill_(50)
+        model.bias.fill_(-50)
+    ckpt.save_window(tmp_path, model, 50, size=2)
+    assert ckpt.load_average(tmp_path, model, until=50, size=2) == [30, 50]
+    assert torch.allclose(model.weight, torch.full((2, 3), 40.5)) and torch.allclose(model.bias, torch.full((2,), -40.5))
+    assert ckpt.load_average(tmp_path, model, until=40, size=2) == [30]
+    assert ckpt.load_average(tmp_path / "none", model, until=40, size=2) == []
+
+
+def test_a_run_with_average_last_saves_the_mean_of_its_last_evaluations(tmp_path, tiny_model, cls_data, monkeypatch):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lmforge.config import load_config
+    from lmforge.training import checkpoint as ckpt
+    from lmforge.training.loop import train
+
+    recorded = {}
+    original = ckpt.save_window
+
+    def record(root, model, step, size):
+        recorded[step] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        original(root, model, step, size)
+
+    monkeypatch.setattr(ckpt, "save_window", record)
+    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=4, average_last=3)), tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    steps = sorted(recorded)
+    assert len(steps) == 4 and info["averaged_steps"] == steps[-3:]
+    assert json.loads((run / "metrics.json").read_text())["training"]["averaged_steps"] == steps[-3:]
+    saved = load_file(str(run / "model" / "model.safetensors"))
+    for name in recorded[steps[-1]]:
+        mean = sum(recorded[s][name].double() for s in steps[-3:]) / 3
+        assert torch.allclose(saved[name].double(), mean, atol=1e-6), name
+    assert not list((run / "checkpoints").glob("avg-*")) if (run / "checkpoints").exists() else True
+
+
+def test_average_last_is_refused_where_there_are_no_evaluations(tmp_path, tiny_model, cls_data):
+    from lmforge.config import load_config
+
+    with pytest.raises(Exception, match="training.average_last: method fewshot trains in one pass"):
+        load_config(make_config(tmp_path, tiny_model, cls_data, method="fewshot", average_last=3))
+    with pytest.raises(Exception, match="average_last"):
+        load_config(make_config(tmp_path, tiny_model, cls_data, average_last=1))
+
+
+def _steps_of(p, n: int):
+    """The losses of the first `n` optimizer steps of a run built as the loop builds it, and its weights."""
+    from accelerate import Accelerator
+
+    from lmforge.training.loop import _build
+    from lmforge.training.state import TrainState
+    from lmforge.training.steps import train_steps
+
+    training = _build(p, Accelerator(cpu=True), None)
+    training.stepper.model.train()
+    gen = train_steps(training.stepper, TrainState(), training.lengths, training.plan_args, 1)
+    losses = [next(gen).loss_sum for _ in range(n)]
+    return losses, {k: v.detach().clone() for k, v in training.raw_model.named_parameters()}, training.stepper
+
+
+def test_a_compiled_training_step_matches_the_eager_one(tmp_path, tiny_model, cls_data):
+    """training.compile: torch.compile (inductor) computes the same losses and updates as eager, across
+    batches of different lengths (dynamic shapes), within float tolerance."""
+    import torch
+
+    from lmforge.config import load_config
+    from lmforge.training.setup import prepare
+
+    cfg = load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1))
+    eager_losses, eager_weights, _ = _steps_of(prepare(cfg, tmp_path), 4)
+    cfg.training.compile = True
+    losses, weights, stepper = _steps_of(prepare(cfg, tmp_path), 4)
+    assert stepper.eager is not None, "compiling fell back to eager"
+    assert losses == pytest.approx(eager_losses, rel=1e-4, abs=1e-5)
+    for name, value in eager_weights.items():
+        assert torch.allclose(weights[name], value, atol=1e-5, rtol=1e-4), name
+
+
+def test_a_failed_compile_falls_back_to_eager_with_a_warning(tmp_path, tiny_model, cls_data, monkeypatch):
+    import torch._dynamo.exc
+
+    from lmforge.config import load_config
+    from lmforge.training import steps
+    from lmforge.training.setup import prepare
+
+    class Broken(torch.nn.Module):
+        def forward(self, **_):
+            raise torch._dynamo.exc.TorchRuntimeError("no C compiler found")
+
+    monkeypatch.setattr("lmforge.training.loop.compiled", lambda model: Broken())
+    cfg = load_config(make_config(tmp_path, tiny_model, cls_data, epochs=1))
+    eager_losses, _, _ = _steps_of(prepare(cfg, tmp_path), 3)
+    cfg.training.compile = True
+    with pytest.warns(UserWarning, match="torch.compile failed .TorchRuntimeError: no C compiler found.; training continues uncompiled"):
+        losses, _, stepper = _steps_of(prepare(cfg, tmp_path), 3)
+    assert losses == eager_losses and stepper.eager is None
+    assert steps.is_compile_error(torch._dynamo.exc.TorchRuntimeError("x")) and not steps.is_compile_error(ValueError("x"))

@@ -109,6 +109,41 @@ def prune_best(root: Path, keep_step: int | None) -> None:
             path.unlink(missing_ok=True)
 
 
+def _window_path(root: Path, step: int) -> Path:
+    return root / f"avg-{step:08d}.safetensors"
+
+
+def _window(root: Path) -> list[tuple[int, Path]]:
+    return sorted((int(path.stem.split("-")[1]), path) for path in root.glob("avg-*.safetensors"))
+
+
+def save_window(root: Path, model, step: int, size: int) -> None:
+    """Weight averaging (`training.average_last`): the weights at this evaluation join the window of
+    the last `size`; older ones, and any a killed run left from steps after this one, are removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / ".avg.safetensors.tmp"
+    save_file(trainable_state(model), str(tmp))
+    tmp.replace(_window_path(root, step))
+    kept = [(s, path) for s, path in _window(root) if s <= step]
+    for s, path in _window(root):
+        if s > step or (s, path) not in kept[-size:]:
+            path.unlink(missing_ok=True)
+
+
+def load_average(root: Path, model, until: int, size: int) -> list[int]:
+    """Load into `model` the mean of the weights of the last `size` evaluations up to step `until`;
+    returns the steps averaged (none: the model is left as it is)."""
+    window = [(s, path) for s, path in _window(root) if s <= until][-size:]
+    if not window:
+        return []
+    total: dict[str, torch.Tensor] = {}
+    for _, path in window:
+        for name, value in load_file(str(path)).items():
+            total[name] = total[name] + value.double() if name in total else value.double()
+    load_trainable_state(model, {name: (value / len(window)).to(torch.float32) for name, value in total.items()})
+    return [s for s, _ in window]
+
+
 def load_best(root: Path, model, step: int | None) -> dict | None:
     if step is None or not _best_path(root, step).is_file():
         return None

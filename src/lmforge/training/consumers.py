@@ -67,7 +67,8 @@ def global_mean(accelerator, local_loss_sum: float, global_units: int) -> float:
 @dataclass
 class DevSelection:
     """Scores dev with the task's `dev_headline`, keeps the best weights so far (by `metric`, in the
-    task's direction) and says when early stopping should end training."""
+    task's direction) or, with weight averaging, the weights of the last `average_last` evaluations,
+    and says when early stopping should end training."""
 
     task: Any
     raw_model: Any
@@ -83,6 +84,7 @@ class DevSelection:
     rank: int
     tracker: Tracker | None
     progress: TrainProgress
+    average_last: int | None = None
 
     def due(self, s: StepResult) -> bool:
         return s.step % self.every == 0 if self.every else s.end_of_epoch
@@ -99,10 +101,12 @@ class DevSelection:
         improved = self.improves(score, state.best)
         if improved:
             state.best, state.best_step, state.bad_evals = score, step, 0
-            if self.rank == 0:
+            if self.rank == 0 and not self.average_last:
                 ckpt.save_best(self.ckpt_root, self.raw_model, step)
         else:
             state.bad_evals += 1
+        if self.rank == 0 and self.average_last:
+            ckpt.save_window(self.ckpt_root, self.raw_model, step, self.average_last)
         if self.rank == 0:
             self.tracker.log(step, {**scores, "epoch": state.epoch}, prefix="dev")
             self.progress.note(f"dev {self.metric} {score:.4f}" + (" (best)" if improved else "") + f" in {seconds:.1f} s")

@@ -18,8 +18,11 @@ from . import checkpoint as ckpt
 
 def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16: bool, console: Console,
                  trainable: int, total_params: int, device=None) -> None:
-    best = ckpt.load_best(ckpt_root, raw_model, state.get("best_step"))
+    averaged = ckpt.load_average(ckpt_root, raw_model, state["step"], p.cfg.training.average_last) if p.cfg.training.average_last else []
+    best = None if averaged else ckpt.load_best(ckpt_root, raw_model, state.get("best_step"))
     info = read_json(run_dir / RUN_INFO)
+    if averaged:  # the saved model is the mean of these evaluations' weights, not one of them
+        info["averaged_steps"] = averaged
     # recorded before model/ is written, so that a reader never applies an adapter to a merged model
     info["merged"] = p.cfg.method in ("full", *SENTENCE_METHODS) or (p.cfg.method in ("lora", "ia3") and p.cfg.peft.merge)
     write_json_atomic(run_dir / RUN_INFO, info)
@@ -35,6 +38,8 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
         info["threshold"] = metrics["threshold"]
     metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "dev_seconds", "dev_passes", "tokens_per_second", "trained_parameters",
                                                    "precision")}
+    if averaged:
+        metrics["training"]["averaged_steps"] = averaged
     write_json_atomic(run_dir / METRICS, metrics)
     from ..model_card import finish_artefacts
 

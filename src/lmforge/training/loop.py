@@ -35,7 +35,7 @@ from .finalize import finalize_run
 from .progress import TrainProgress
 from .setup import Prepared, build_model, prepare
 from .state import TrainState
-from .steps import Stepper, anchor, optimizer, schedule, total_steps, train_steps
+from .steps import Stepper, anchor, compiled, optimizer, schedule, total_steps, train_steps
 from .tracking import Tracker, mlflow_for
 
 
@@ -201,8 +201,8 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     penalty = anchor(raw_model, t.anchor_strength)
     if t.logit_adjustment:
         p.task.adjust_for_prior(p.train_features, t.logit_adjustment)
-    stepper = Stepper(accelerator, model, opt, scheduler, p.task, p.train_features, p.tokenizer.pad_token_id, bf16,
-                      t.pad_to_multiple_of, t.max_grad_norm, penalty)
+    stepper = Stepper(accelerator, compiled(model) if t.compile else model, opt, scheduler, p.task, p.train_features,
+                      p.tokenizer.pad_token_id, bf16, t.pad_to_multiple_of, t.max_grad_norm, penalty, model if t.compile else None)
     return _Training(stepper, raw_model, steps, lengths, plan_args, trainable, total_params)
 
 
@@ -222,7 +222,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     bf16 = training.stepper.bf16
     dev = DevSelection(p.task, training.raw_model, p.splits.dev, dev_feats, dev_plan, p.metric, t.eval_every_steps,
                        t.early_stopping_patience, sharded_logits(accelerator, training.raw_model, p.tokenizer.pad_token_id, bf16),
-                       bf16, ckpt_root, rank, tracker, progress)
+                       bf16, ckpt_root, rank, tracker, progress, t.average_last)
     logger = StepLogger(accelerator, tracker, progress, training.stepper.scheduler, t.log_every_steps, training.total_steps,
                         t.learning_rate)
     checkpointer = Checkpointer(ckpt_root, accelerator, training.raw_model, training.stepper.optimizer, training.stepper.scheduler)
@@ -267,6 +267,9 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
                   f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
                   f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps"
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
+    if cfg.training.average_last:
+        console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
+                      "(training.average_last), not the best one")
     if p.truncated_train:
         console.print(f"[yellow]{p.truncated_train} training text(s) were longer than data.max_length={cfg.data.max_length} and were truncated")
     for warning in p.warnings + ([] if capped else few_steps_warning(p, training.total_steps)):  # max_steps: a chosen cap

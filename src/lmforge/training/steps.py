@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -51,8 +52,21 @@ class Stepper:
     pad_multiple: int = 1
     max_grad_norm: float | None = None
     anchor: Callable[[], torch.Tensor] | None = None
+    eager: Any = None  # with training.compile: the uncompiled model, used if compiling fails
 
     def step(self, group: list[list[int]], units: int) -> float:
+        try:
+            return self._step(group, units)
+        except Exception as error:  # noqa: BLE001 - only compiler failures are caught, the rest re-raised
+            if self.eager is None or not is_compile_error(error):
+                raise
+            warnings.warn(f"training.compile: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                          "training continues uncompiled", stacklevel=2)
+            self.model, self.eager = self.eager, None
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._step(group, units)
+
+    def _step(self, group: list[list[int]], units: int) -> float:
         """Forward and backward over this process's share of each batch, then one optimizer step.
         The loss is scaled by world / units, so that DDP's gradient average is the gradient of the
         mean loss over the global step. Returns this process's summed loss."""
@@ -80,6 +94,17 @@ class Stepper:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_total
+
+
+def compiled(model) -> Any:
+    """The model wrapped by torch.compile (inductor), with dynamic sequence lengths and batch sizes:
+    batches padded to their longest example would otherwise recompile at every new shape."""
+    return torch.compile(model, dynamic=True)
+
+
+def is_compile_error(error: BaseException) -> bool:
+    """An error raised by torch.compile's tracing or code generation (not by the model or the data)."""
+    return any(type(e).__module__.startswith(("torch._dynamo", "torch._inductor")) for e in (error, error.__cause__) if e is not None)
 
 
 def train_steps(stepper: Stepper, state: TrainState, lengths: list[int], plan_args: dict,
