@@ -60,7 +60,8 @@ class Stepper:
         except Exception as error:  # noqa: BLE001 - only compiler failures are caught, the rest re-raised
             if self.eager is None or not is_compile_error(error):
                 raise
-            warnings.warn(f"training.compile: torch.compile failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            first_line = (str(error).splitlines() or [""])[0][:200]
+            warnings.warn(f"training.compile: torch.compile failed ({type(error).__name__}: {first_line}); "
                           "training continues uncompiled", stacklevel=2)
             self.model, self.eager = self.eager, None
             self.optimizer.zero_grad(set_to_none=True)
