@@ -74,7 +74,14 @@ class FewShotSettings(_Section):
     loss: Literal["cosine", "cosent"] = Field("cosine", description="fewshot: contrastive loss on the pairs (sentence-transformers' CosineSimilarityLoss, as SetFit, or CoSENTLoss)")
     label_texts: bool = Field(True, description="fewshot: add each label's text (data.label_descriptions, else the label name) as one more example of it")
     label_text_weight: float | None = Field(None, gt=0, description="fewshot, with label_texts: weight of each label's text in the head fit, in examples; empty: as many as the label has examples (its text and its examples have equal say)")
-    head_c: float = Field(1.0, gt=0, description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C)")
+    head_c: float | Literal["auto"] = Field("auto", description="fewshot: inverse L2 strength of the logistic-regression head fitted on the embeddings (scikit-learn's C); auto: chosen among 0.1, 1, 10 and 100 by stratified cross-validation on the training examples (1 where a class has a single example, and for multi-label)")
+
+    @field_validator("head_c")
+    @classmethod
+    def _positive_c(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError("must be a positive number or auto")
+        return value
 
 
 class TrainingConfig(_Section):

@@ -274,3 +274,32 @@ def test_fewshot_in_bf16_learns_and_fits_its_head_on_what_the_predictor_computes
     probabilities = predictor.scores(predictor.task.examples_from_texts([text for text, _ in rows]))
     assert np.array_equal(logits.argmax(1), probabilities.argmax(1))  # the head's inputs are the Predictor's bf16 embeddings
     assert 0 < np.abs(bf16 - fp32).max() < 0.05  # bf16 really ran, and stays close to fp32
+
+
+def test_head_c_auto_is_chosen_by_cross_validation_on_the_training_examples():
+    """fewshot.head_c: auto picks C among 0.1/1/10/100 by stratified k-fold accuracy on the training
+    embeddings; where a class has one example there is no fold to hold out, and C stays 1."""
+    import numpy as np
+
+    from lmforge.training.sentence_methods import HEAD_CS, choose_head_c
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    x = np.concatenate([centres[k] + 0.9 * rng.normal(size=(8, 16)) for k in range(20)])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)  # unit-length, as the sentence embeddings are
+    y = np.repeat(np.arange(20), 8)
+    chosen = choose_head_c(x, y, np.ones(len(y)), seed=0)
+    assert chosen in HEAD_CS and chosen > 0.1, "20 classes on unit-length embeddings need a weaker penalty than 0.1"
+    assert choose_head_c(x, y, np.ones(len(y)), seed=0) == chosen  # seeded folds
+    assert choose_head_c(x[:9], y[:9], np.ones(9), seed=0) == 1.0  # class 1 has a single example
+
+
+def test_head_c_accepts_auto_or_a_positive_number(tmp_path):
+    from lmforge.config import config_from_dict
+
+    base = {"method": "fewshot", "data": {"train": "t.csv"}}
+    assert config_from_dict(base).fewshot.head_c == "auto"
+    assert config_from_dict({**base, "fewshot": {"head_c": 10}}).fewshot.head_c == 10
+    for bad in (0, -1, "big"):
+        with pytest.raises(Exception, match="head_c"):
+            config_from_dict({**base, "fewshot": {"head_c": bad}})

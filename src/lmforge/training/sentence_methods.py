@@ -263,10 +263,12 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
                 share = (column.sum() + 1) / (len(column) + 2)
                 bias[k] = math.log(share / (1 - share))
                 continue
-            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
+            clf = LogisticRegression(C=1.0 if c == "auto" else c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
     else:
         y = np.array([f["labels"] for f in features])
+        if c == "auto":
+            c = choose_head_c(x, y, w, p.cfg.training.seed)
         clf = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=w)
         if len(clf.classes_) == 2:  # one logit z for classes_[1]: softmax([-z/2, z/2]) = sigmoid(z)
             weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
@@ -297,3 +299,28 @@ def _set_head(model, weight: np.ndarray, bias: np.ndarray) -> None:
     with torch.no_grad():
         model.classifier.weight.copy_(torch.from_numpy(weight).to(model.classifier.weight.dtype))
         model.classifier.bias.copy_(torch.from_numpy(bias).to(model.classifier.bias.dtype))
+
+
+HEAD_CS = (0.1, 1.0, 10.0, 100.0)
+
+
+def choose_head_c(x: np.ndarray, y: np.ndarray, weights: np.ndarray, seed: int) -> float:
+    """`fewshot.head_c: auto`: the C of the logistic-regression head with the best weighted accuracy
+    in stratified k-fold cross-validation on the training embeddings (k = the smallest class count,
+    at most 4; the smaller C on a tie); 1.0 when a class has a single example."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = min(4, int(np.unique(y, return_counts=True)[1].min()))
+    if folds < 2:
+        return 1.0
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
+    scores = []
+    for c in HEAD_CS:
+        right = total = 0.0
+        for fit, held in splits:
+            clf = LogisticRegression(C=c, max_iter=2000).fit(x[fit], y[fit], sample_weight=weights[fit])
+            right += float(((clf.predict(x[held]) == y[held]) * weights[held]).sum())
+            total += float(weights[held].sum())
+        scores.append(right / max(total, 1e-9))
+    return HEAD_CS[int(np.argmax(scores))]  # argmax: the first (smallest C) of equal scores
