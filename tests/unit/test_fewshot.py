@@ -46,6 +46,7 @@ def test_fewshot_run_is_an_ordinary_run_that_learned(fewshot_run):
     assert labels["pooling"] == "mean" and labels["labels"] == ["negative", "neutral", "positive"]
     info = json.loads((fewshot_run / "run.json").read_text())
     assert info["status"] == "complete" and info["merged"] is True and info["steps"] > 0
+    assert info["head_c"] in (0.1, 1.0, 10.0, 100.0)  # fewshot.head_c: auto, cross-validated over 8 examples per label
     assert (fewshot_run / "model" / HEAD_FILE).is_file() and (fewshot_run / "model" / "modules.json").is_file()
     metrics = json.loads((fewshot_run / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.7  # chance is 0.33: the label words are learnt from 8 examples each

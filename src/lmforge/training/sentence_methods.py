@@ -37,7 +37,7 @@ from rich.console import Console
 from ..errors import UserError
 from ..inference import autocast_context
 from ..models.build import uses_bf16
-from ..runs import RunFolder
+from ..runs import RunFolder, mark_run
 from ..tasks.base import collate
 from .finalize import finalize_run
 from .progress import TrainProgress
@@ -73,11 +73,14 @@ def run_sentence_method(p: Prepared, run_dir: Path, console: Console, max_steps:
             raise SystemExit(130)
         finally:
             tracker.close()
-        fit_logistic_head(model, p, features, head_weights(p, examples))
+        head_c = fit_logistic_head(model, p, features, head_weights(p, examples))
+        mark_run(run_dir, head_c=head_c)  # the head's C as fitted (fewshot.head_c: auto chooses it)
     else:
         set_label_text_head(model, p)
+        head_c = None
     seconds = time.perf_counter() - start
-    console.print(f"{cfg.method}: {steps} contrastive steps, head ready in {seconds:.1f} s")
+    console.print(f"{cfg.method}: {steps} contrastive steps, head ready in {seconds:.1f} s"
+                  + (f" (C = {head_c:g}, {'cross-validated' if cfg.fewshot.head_c == 'auto' else 'fewshot.head_c'})" if head_c else ""))
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad) if steps else 0
     total = sum(x.numel() for x in model.parameters())
     state = {"step": steps, "best_step": None, "train_seconds": seconds, "real_tokens": tokens}
@@ -244,10 +247,10 @@ def embed_features(model, features: list[dict], pad_id: int, precision: str = "f
     return out
 
 
-def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] | None = None) -> None:
+def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] | None = None) -> float:
     """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples (each
     with its sample weight, default 1) and copy it into the linear head (one multinomial model;
-    multi-label: one binary model per label)."""
+    multi-label: one binary model per label). Returns the C it was fitted with."""
     from sklearn.linear_model import LogisticRegression
 
     task, c = p.task, p.cfg.fewshot.head_c
@@ -265,6 +268,7 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
                 continue
             clf = LogisticRegression(C=1.0 if c == "auto" else c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
+        c = 1.0 if c == "auto" else c
     else:
         y = np.array([f["labels"] for f in features])
         if c == "auto":
@@ -276,6 +280,7 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
         else:
             weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
     _set_head(model, weight, bias)
+    return float(c)
 
 
 def label_texts(p: Prepared) -> list[str]:
