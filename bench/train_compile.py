@@ -19,7 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
 from common import save, shared_data
 
 
@@ -55,7 +54,7 @@ def measure(p, mode: str, warm: int, steps: int) -> dict:
     gen = train_steps(stepper, state, training.lengths, training.plan_args, 1)
     started = time.perf_counter()
     for _ in range(warm):
-        losses.append(next(gen).loss_sum)
+        next(gen)
     warm_seconds = time.perf_counter() - started
     started = time.perf_counter()
     for _ in range(steps):
@@ -64,7 +63,7 @@ def measure(p, mode: str, warm: int, steps: int) -> dict:
         tokens += s.real_tokens
     seconds = time.perf_counter() - started
     return {"ms_per_step": round(1000 * seconds / steps, 1), "tokens_per_second": round(tokens / seconds, 1),
-            "warm_seconds": round(warm_seconds, 1), "losses": [round(x, 5) for x in losses[warm:]], "bf16": stepper.bf16,
+            "warm_seconds": round(warm_seconds, 1), "losses": [round(x, 5) for x in losses], "bf16": stepper.bf16,
             "fell_back_to_eager": mode == "compiled" and stepper.eager is None}
 
 

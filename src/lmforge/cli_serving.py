@@ -100,10 +100,6 @@ def serve(
                                  continuous_rows=continuous_rows, api_key=api_key_from_env(api_key_env))
     except ValidationError as e:
         raise UserError("; ".join(f"--{'-'.join(str(p) for p in x['loc']).replace('_', '-')}: {x['msg']}" for x in e.errors())) from None
-    if str(run_dir).startswith("registry:"):  # a bad name is an argument error: said before the port or the registry is looked at
-        from .lifecycle.versions import check_name
-
-        check_name(str(run_dir).removeprefix("registry:"))
     run_server(str(run_dir), settings, backend=backend, log_level=log_level, registry_root=registry,
                log_sample=log_sample, log_texts=log_texts, threshold=threshold)
 

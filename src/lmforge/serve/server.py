@@ -80,10 +80,10 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
     if not is_loopback(settings.host):
         warning = "" if settings.api_key else " without an API key (--api-key-env)"
         log.warning("binding %s: the API is reachable from other machines%s", settings.host, warning)
-    check_port_free(settings.host, settings.port)
     from .slots import registry_target
 
-    name = registry_target(run_dir)
+    name = registry_target(run_dir)  # a bad registry:NAME is an argument error, said before the port is tried
+    check_port_free(settings.host, settings.port)
     if threshold is not None and (name is not None or serves_generation(run_dir)):
         raise UserError("--threshold applies to a multi-label run folder (each registered version keeps the threshold "
                         "tuned for it)")

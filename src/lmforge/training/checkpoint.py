@@ -124,10 +124,11 @@ def save_window(root: Path, model, step: int, size: int) -> None:
     tmp = root / ".avg.safetensors.tmp"
     save_file(trainable_state(model), str(tmp))
     tmp.replace(_window_path(root, step))
-    kept = [(s, path) for s, path in _window(root) if s <= step]
-    for s, path in _window(root):
-        if s > step or (s, path) not in kept[-size:]:
-            path.unlink(missing_ok=True)
+    window = _window(root)
+    stale = [path for s, path in window if s > step]
+    older = [path for s, path in window if s <= step][:-size]
+    for path in stale + older:
+        path.unlink(missing_ok=True)
 
 
 def load_average(root: Path, model, until: int, size: int) -> list[int]:

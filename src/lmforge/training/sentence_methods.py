@@ -259,6 +259,7 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
     n_labels, hidden = len(task.labels), x.shape[1]
     weight, bias = np.zeros((n_labels, hidden), dtype=np.float64), np.zeros(n_labels, dtype=np.float64)
     if task.multi_label:
+        c = 1.0 if c == "auto" else c  # one C for every label's binary model
         y = np.array([f["labels"] for f in features], dtype=np.float64)  # [N, C]
         for k in range(n_labels):
             column = y[:, k]
@@ -266,9 +267,8 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
                 share = (column.sum() + 1) / (len(column) + 2)
                 bias[k] = math.log(share / (1 - share))
                 continue
-            clf = LogisticRegression(C=1.0 if c == "auto" else c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
+            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
-        c = 1.0 if c == "auto" else c
     else:
         y = np.array([f["labels"] for f in features])
         if c == "auto":
