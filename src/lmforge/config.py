@@ -92,6 +92,7 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of the new task head; empty: same as learning_rate")
+    layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise learning-rate decay: layer i of L trains at layer_decay^(L - i) of the learning rate, the embeddings at layer_decay^(L + 1), the head at its own rate (lower layers, which hold general language knowledge, move less; helps small data sets); e.g. 0.8; empty: one rate for the body")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps with a linear warmup")
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="learning-rate decay after warmup")

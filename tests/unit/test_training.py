@@ -287,3 +287,51 @@ def test_a_failed_compile_falls_back_to_eager_with_a_warning(tmp_path, tiny_mode
         losses, _, stepper = _steps_of(prepare(cfg, tmp_path), 3)
     assert losses == eager_losses and stepper.eager is None
     assert steps.is_compile_error(torch._dynamo.exc.TorchRuntimeError("x")) and not steps.is_compile_error(ValueError("x"))
+
+
+def test_layer_decay_gives_lower_layers_lower_learning_rates(tmp_path, tiny_model, cls_data):
+    """training.layer_decay: layer i of L at decay^(L - i), the embeddings at decay^(L + 1), the head
+    at head_learning_rate; without it one rate for the body."""
+    from transformers import AutoModelForSequenceClassification
+
+    from lmforge.config import load_config
+    from lmforge.training.steps import optimizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    depth = model.config.num_hidden_layers
+    assert depth >= 2
+    cfg = load_config(make_config(tmp_path, tiny_model, cls_data, learning_rate=1e-3, head_learning_rate=5e-3, layer_decay=0.5))
+    opt = optimizer(model, cfg)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)  # the logged rate is the body's full rate
+    for i in range(depth):
+        assert lr_of[id(params[f"bert.encoder.layer.{i}.attention.self.query.weight"])] == pytest.approx(1e-3 * 0.5 ** (depth - i))
+    assert lr_of[id(params["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** (depth + 1))
+    assert lr_of[id(params["bert.pooler.dense.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(params["classifier.weight"])] == pytest.approx(5e-3)
+    decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decays[id(params["bert.encoder.layer.0.attention.self.query.bias"])] == 0.0
+    assert decays[id(params["bert.encoder.layer.0.attention.self.query.weight"])] == cfg.training.weight_decay
+
+    flat = optimizer(model, load_config(make_config(tmp_path, tiny_model, cls_data, learning_rate=1e-3)))
+    assert {g["lr"] for g in flat.param_groups} == {1e-3}
+
+
+def test_layer_decay_outside_zero_to_one_is_refused(tmp_path, tiny_model, cls_data):
+    from lmforge.config import load_config
+
+    for bad in (0, 1.5, -0.2):
+        with pytest.raises(Exception, match="layer_decay"):
+            load_config(make_config(tmp_path, tiny_model, cls_data, layer_decay=bad))
+
+
+def test_a_run_with_layer_decay_trains_and_learns(tmp_path, tiny_model, cls_data):
+    import json
+
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=10, layer_decay=0.8)), tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"]["accuracy"] >= 0.8

@@ -10,6 +10,7 @@ at every yield, so a checkpoint written then resumes exactly there.
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from contextlib import nullcontext
@@ -161,21 +162,46 @@ def schedule(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 
 
 def optimizer(model, cfg: ProjectConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and norms, and with its own learning rate for the head."""
+    """AdamW without weight decay on biases and norms, with its own learning rate for the head, and
+    (training.layer_decay) lower learning rates for the lower layers."""
     t = cfg.training
     head_lr = t.head_learning_rate or t.learning_rate
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
+    named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    scales = layer_scales([name for name, _ in named], t.layer_decay)
+    groups: dict[tuple[bool, float, bool], list] = {}
+    for name, param in named:
         no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        groups.setdefault((no_decay, is_head(name)), []).append(param)
-    param_groups = [{"params": ps, "weight_decay": 0.0 if nd else t.weight_decay, "lr": head_lr if head else t.learning_rate}
-                    for (nd, head), ps in groups.items()]
+        head = is_head(name)
+        groups.setdefault((head, -(head_lr if head else t.learning_rate * scales[name]), no_decay), []).append(param)
+    # the body at the full rate first: the logged learning rate is the first group's
+    param_groups = [{"params": groups[key], "weight_decay": 0.0 if key[2] else t.weight_decay, "lr": -key[1]} for key in sorted(groups)]
     try:  # the fused kernel is ~8x faster than foreach on CPU (12.8 vs 107 ms for MiniLM's 22.7M parameters)
         return torch.optim.AdamW(param_groups, lr=t.learning_rate, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(param_groups, lr=t.learning_rate, foreach=True)
+
+
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_scales(names: list[str], decay: float | None) -> dict[str, float]:
+    """Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA): with L numbered layers, layer i
+    (0 at the bottom) trains at decay^(L - i) of the learning rate and the embeddings at decay^(L + 1);
+    what sits above the layers (pooler, final norm) and the head keep the full rate. Names without a
+    layer number are matched by "embed". decay None or 1: every scale is 1."""
+    layers = {name: int(m.group(1)) for name in names if (m := _LAYER.search(name))}
+    if not decay or decay == 1 or not layers:
+        return dict.fromkeys(names, 1.0)
+    depth = 1 + max(layers.values())
+    out = {}
+    for name in names:
+        if name in layers:
+            out[name] = decay ** (depth - layers[name])
+        elif "embed" in name and not is_head(name):
+            out[name] = decay ** (depth + 1)
+        else:
+            out[name] = 1.0
+    return out
 
 
 def is_head(name: str) -> bool:
