@@ -335,3 +335,16 @@ def test_a_run_with_layer_decay_trains_and_learns(tmp_path, tiny_model, cls_data
     run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=10, layer_decay=0.8)), tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["dev"]["accuracy"] >= 0.8
+
+
+def test_layer_decay_places_embeddings_by_position_whatever_their_name():
+    """GPT-2 names its embeddings wte/wpe: they sit before layer 0, so they decay most; the final norm
+    after the last layer keeps the full rate."""
+    from lmforge.training.steps import layer_scales
+
+    names = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
+             "transformer.h.1.attn.c_attn.weight", "transformer.ln_f.weight"]
+    scales = layer_scales(names, 0.5)
+    assert scales == {"transformer.wte.weight": 0.125, "transformer.wpe.weight": 0.125, "transformer.h.0.attn.c_attn.weight": 0.25,
+                      "transformer.h.1.attn.c_attn.weight": 0.5, "transformer.ln_f.weight": 1.0}
+    assert set(layer_scales(names, None).values()) == {1.0} and set(layer_scales(names, 1.0).values()) == {1.0}

@@ -168,13 +168,14 @@ def optimizer(model, cfg: ProjectConfig) -> torch.optim.Optimizer:
     head_lr = t.head_learning_rate or t.learning_rate
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     scales = layer_scales([name for name, _ in named], t.layer_decay)
-    groups: dict[tuple[bool, float, bool], list] = {}
+    groups: dict[tuple[bool, float, bool], list] = {}  # (head, learning rate, no weight decay) -> parameters
     for name, param in named:
         no_decay = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
         head = is_head(name)
-        groups.setdefault((head, -(head_lr if head else t.learning_rate * scales[name]), no_decay), []).append(param)
-    # the body at the full rate first: the logged learning rate is the first group's
-    param_groups = [{"params": groups[key], "weight_decay": 0.0 if key[2] else t.weight_decay, "lr": -key[1]} for key in sorted(groups)]
+        groups.setdefault((head, head_lr if head else t.learning_rate * scales[name], no_decay), []).append(param)
+    # the body at its full rate first (the logged learning rate is the first group's), lower rates after it, the head last
+    order = sorted(groups, key=lambda key: (key[0], -key[1], key[2]))
+    param_groups = [{"params": groups[key], "lr": key[1], "weight_decay": 0.0 if key[2] else t.weight_decay} for key in order]
     try:  # the fused kernel is ~8x faster than foreach on CPU (12.8 vs 107 ms for MiniLM's 22.7M parameters)
         return torch.optim.AdamW(param_groups, lr=t.learning_rate, fused=True)
     except (RuntimeError, ValueError):
@@ -186,22 +187,17 @@ _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 def layer_scales(names: list[str], decay: float | None) -> dict[str, float]:
     """Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA): with L numbered layers, layer i
-    (0 at the bottom) trains at decay^(L - i) of the learning rate and the embeddings at decay^(L + 1);
-    what sits above the layers (pooler, final norm) and the head keep the full rate. Names without a
-    layer number are matched by "embed". decay None or 1: every scale is 1."""
+    (0 at the bottom) trains at decay^(L - i) of the learning rate; what the model registers before its
+    first layer (the embeddings, whatever they are called: "embeddings", "wte") at decay^(L + 1), and
+    what comes after its layers (pooler, final norm, head) at the full rate. `names` in the model's
+    `named_parameters` order. decay None or 1: every scale is 1."""
     layers = {name: int(m.group(1)) for name in names if (m := _LAYER.search(name))}
     if not decay or decay == 1 or not layers:
         return dict.fromkeys(names, 1.0)
     depth = 1 + max(layers.values())
-    out = {}
-    for name in names:
-        if name in layers:
-            out[name] = decay ** (depth - layers[name])
-        elif "embed" in name and not is_head(name):
-            out[name] = decay ** (depth + 1)
-        else:
-            out[name] = 1.0
-    return out
+    first = next(k for k, name in enumerate(names) if name in layers)
+    return {name: decay ** (depth - layers[name]) if name in layers else decay ** (depth + 1) if k < first else 1.0
+            for k, name in enumerate(names)}
 
 
 def is_head(name: str) -> bool:
