@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,7 @@ def run_job(model: str, dataset: str, epochs: float, tmp: Path, more: list[str] 
     name = f"{model}-{dataset}"
     overrides = [f"name={name}", f"output_dir={tmp / 'runs'}", f"training.epochs={epochs}", "training.tensorboard=false", *extra, *more]
     start = time.perf_counter()
-    proc = subprocess.run([LMFORGE, "train", str(cfg), *overrides], capture_output=True, text=True)
+    proc = run_child([LMFORGE, "train", str(cfg), *overrides])
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:], "returncode": proc.returncode}
@@ -87,7 +88,27 @@ def run_job(model: str, dataset: str, epochs: float, tmp: Path, more: list[str] 
               "overrides": overrides[2:], "stderr_tail": [line for line in proc.stderr.splitlines() if "warn" in line.lower()][-5:]}
     if test:
         result["metrics"] = {k: v for k, v in metrics[split].items() if isinstance(v, (int, float))}
+    if "transitions" in metrics:  # NER: the weight of the training tag bigrams chosen on dev, and dev F1 at each
+        result["transitions"] = {k: metrics["transitions"][k] for k in ("value", "dev_f1_by_weight")}
     return result
+
+
+def run_child(command: list[str]) -> subprocess.CompletedProcess:
+    """Run `lmforge train`, capturing its output; if this bench is stopped (Ctrl-C or a plain kill),
+    the training stops with it instead of running on alone."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        out, err = proc.communicate()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def main() -> None:

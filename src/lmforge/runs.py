@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import ProjectConfig, config_from_dict
 from .errors import UserError
@@ -60,6 +60,15 @@ class RunInfo(BaseModel):
     data: dict[str, Any] = {}
 
 
+class TagBigrams(BaseModel):
+    """labels.json "transitions" (NER): training tag bigrams and their dev-tuned weight (tasks.iob_viterbi)."""
+
+    model_config = ConfigDict(extra="allow")
+    weight: float = Field(ge=0)
+    first: list[float]
+    pairs: list[list[float]]
+
+
 class RunLabels(BaseModel):
     """labels.json: the task and what its head predicts (`Task.to_json`)."""
 
@@ -69,6 +78,14 @@ class RunLabels(BaseModel):
     multi_label: bool = False
     threshold: float | None = None  # multi-label: tuned on dev
     document_context: bool = True  # NER
+    transitions: TagBigrams | None = None  # NER
+
+    @model_validator(mode="after")
+    def _square_transitions(self) -> "RunLabels":
+        t, n = self.transitions, len(self.labels)
+        if t is not None and (len(t.first) != n or len(t.pairs) != n or any(len(row) != n for row in t.pairs)):
+            raise ValueError(f"transitions: first and pairs must be {n} and {n}x{n} numbers, one per label")
+        return self
 
 
 def process_fields() -> dict:

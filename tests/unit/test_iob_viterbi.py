@@ -1,6 +1,7 @@
 """Constrained IOB2 decoding: the best valid path, against brute force and on the case argmax gets wrong."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -51,3 +52,51 @@ def test_agrees_with_argmax_when_argmax_is_valid_and_handles_empty():
     probs = np.array([[0.1, 0.8, 0.05, 0.03, 0.02], [0.1, 0.1, 0.7, 0.05, 0.05], [0.9, 0.02, 0.04, 0.02, 0.02]])
     assert best_valid_path(np.log(probs), *allowed_transitions(LABELS)) == [1, 2, 0]
     assert best_valid_path(np.zeros((0, 5)), *allowed_transitions(LABELS)) == []
+
+
+def test_tag_bigrams_are_add_one_smoothed_counts():
+    from lmforge.tasks.iob_viterbi import tag_bigrams
+
+    first, pairs = tag_bigrams([np.array([0, 3, 4, 0]), np.array([3, 0]), np.array([], dtype=np.int64)], len(LABELS))
+    # first tags: O once, B-PER once, + one each -> O 2/7, B-PER 2/7, the rest 1/7
+    assert np.allclose(np.exp(first), [2 / 7, 1 / 7, 1 / 7, 2 / 7, 1 / 7])
+    # B-PER is followed by I-PER once and O once (+5 smoothing): I-PER 2/7, O 2/7
+    assert np.allclose(np.exp(pairs[3]), [2 / 7, 1 / 7, 1 / 7, 1 / 7, 2 / 7])
+    assert np.allclose(np.exp(pairs).sum(axis=1), 1.0)
+
+
+def test_transition_scores_change_the_path_only_with_a_weight():
+    from lmforge.tasks.iob_viterbi import TagTransitions
+
+    # word 1 is a toss-up between O and I-PER after a confident B-PER; in training B-PER is nearly always
+    # followed by I-PER, so the bigrams tip it: the two-word entity, not a one-word one
+    probs = np.array([[0.05, 0.0, 0.0, 0.95, 0.0], [0.52, 0.0, 0.0, 0.0, 0.48]]) + 1e-9
+    train = [["B-PER", "I-PER", "O"]] * 20 + [["B-PER", "O"]]
+    trans = TagTransitions.from_training(train, LABELS)
+    allowed = allowed_transitions(LABELS)
+    assert trans.weight == 0.0 and trans.scores() is None  # untuned: as without bigrams
+    assert best_valid_path(np.log(probs), *allowed, trans.scores()) == [3, 0]
+    trans.weight = 0.25
+    assert best_valid_path(np.log(probs), *allowed, trans.scores()) == [3, 4]
+    # what labels.json holds comes back the same, and a run saved before bigrams existed has none
+    again = TagTransitions.from_json(json.loads(json.dumps(trans.to_json())))
+    assert again.weight == 0.25 and np.allclose(again.pairs, trans.pairs, atol=1e-6) and np.allclose(again.first, trans.first, atol=1e-6)
+    assert TagTransitions.from_json(None) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_weighted_path_matches_brute_force(seed):
+    from lmforge.tasks.iob_viterbi import tag_bigrams
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 6))
+    logits = rng.normal(size=(n, len(LABELS))) * 3
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    first, pairs = tag_bigrams([rng.integers(0, len(LABELS), size=8) for _ in range(5)], len(LABELS))
+    w = 0.5
+
+    def total(p):
+        return logp[np.arange(n), list(p)].sum() + w * first[p[0]] + sum(w * pairs[a, b] for a, b in zip(p, p[1:]))
+    best = max((p for p in itertools.product(range(len(LABELS)), repeat=n) if _valid(list(p))), key=total)
+    path = best_valid_path(logp, *allowed_transitions(LABELS), (w * first, w * pairs))
+    assert _valid(path) and np.isclose(total(path), total(best))

@@ -96,10 +96,13 @@ def test_plain_transformers_and_peft_load_same_predictions(tmp_path, tiny_model,
         for i, pred in enumerate(ours):
             word_ids = enc.word_ids(i)
             firsts = [j for j, w in enumerate(word_ids) if w is not None and (j == 0 or word_ids[j - 1] != w)]
-            # lmforge's decoding over the plain model's first-piece log-probabilities: the best valid IOB2 path
+            # lmforge's decoding over the plain model's first-piece log-probabilities: the best valid IOB2 path,
+            # scored with the training tag bigrams of labels.json times their tuned weight
             from lmforge.tasks.iob_viterbi import allowed_transitions, best_valid_path
+            saved = json.loads((run / "labels.json").read_text())["transitions"]
+            scores = (saved["weight"] * np.array(saved["first"]), saved["weight"] * np.array(saved["pairs"]))
             logp = torch.log_softmax(logits[i, firsts].double(), -1).numpy()
-            plain_tags = [labels[k] for k in best_valid_path(logp, *allowed_transitions(labels))]
+            plain_tags = [labels[k] for k in best_valid_path(logp, *allowed_transitions(labels), scores)]
             assert plain_tags == pred["tags"]
     if method != "full":  # the adapter loads with peft on the base model and agrees with the merged model
         from peft import PeftModel
@@ -137,3 +140,53 @@ def test_multilabel_and_pairs(tmp_path, tiny_model):
     preds = Predictor.from_run(run, bf16=False).predict([("rain card today", "please"), ("today", "please")])
     assert sorted(preds[0]["labels"]) == ["banking", "weather"]
     assert preds[1]["labels"] == []
+
+
+def test_ner_tag_transitions_tuned_on_dev_and_used_everywhere(tmp_path, tiny_model, ner_data):
+    """A NER run stores its training tag bigrams and the dev-tuned weight in labels.json; the dev figure
+    of metrics.json is the one at that weight; a run saved before bigrams existed decodes without them."""
+    from lmforge.data.load import read_split
+    from lmforge.tasks.iob_viterbi import WEIGHTS
+
+    run = _train(tmp_path, tiny_model, ner_data, "token-classification", "full", epochs=3)
+    labels = json.loads((run / "labels.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    info = json.loads((run / "run.json").read_text())
+    chosen = metrics["transitions"]
+    assert labels["transitions"]["weight"] == chosen["value"] in WEIGHTS
+    assert info["transitions"] == chosen and chosen["chosen_on"] == "dev" and chosen["dev_examples"] == 10
+    by_weight = chosen["dev_f1_by_weight"]
+    assert set(by_weight) == {str(w) for w in WEIGHTS}
+    assert by_weight[str(chosen["value"])] == max(by_weight.values())
+    assert all(by_weight[str(w)] < max(by_weight.values()) for w in WEIGHTS if w < chosen["value"])  # smallest on a tie
+    assert round(metrics["dev"]["f1"], 5) == by_weight[str(chosen["value"])]
+    pairs = np.exp(np.array(labels["transitions"]["pairs"]))
+    assert np.allclose(pairs.sum(axis=1), 1.0, atol=1e-4) and len(pairs) == len(labels["labels"])
+
+    cfg = load_config(run / "config.yaml")
+    dev, _ = read_split(cfg, ner_data["dev"])
+    assert round(Predictor.from_run(run, bf16=False).evaluate(dev)[0]["f1"], 5) == by_weight[str(chosen["value"])]
+    # the predictor decodes with what labels.json holds: bigrams that forbid leaving O leave no entity
+    n = len(labels["labels"])
+    forced = dict(labels)
+    forced["transitions"] = {**labels["transitions"], "weight": 1.0, "first": [0.0] + [-1e4] * (n - 1),
+                             "pairs": [[0.0] + [-1e4] * (n - 1)] * n}
+    (run / "labels.json").write_text(json.dumps(forced))
+    assert all(not p["entities"] for p in Predictor.from_run(run, bf16=False).predict_examples(dev))
+    del labels["transitions"]  # as runs saved before this existed
+    (run / "labels.json").write_text(json.dumps(labels))
+    old = Predictor.from_run(run, bf16=False)
+    assert old.task.tag_transitions is None
+    assert round(old.evaluate(dev)[0]["f1"], 5) == by_weight["0.0"]
+
+
+@pytest.mark.parametrize("damage", [{"weight": -1.0}, {"first": [0.0]}, {"pairs": [[0.0]]}, {"weight": "heavy"}])
+def test_damaged_tag_transitions_are_a_clear_error(tmp_path, tiny_model, ner_data, damage):
+    from lmforge.errors import UserError
+
+    run = _train(tmp_path, tiny_model, ner_data, "token-classification", "full", epochs=1)
+    labels = json.loads((run / "labels.json").read_text())
+    labels["transitions"].update(damage)
+    (run / "labels.json").write_text(json.dumps(labels))
+    with pytest.raises(UserError, match="labels.json: not a valid labels.json .*the run folder is damaged"):
+        Predictor.from_run(run, bf16=False)

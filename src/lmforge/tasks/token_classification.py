@@ -17,7 +17,7 @@ from ..data.words import CJK_CHAR
 from ..errors import DataError, UserError
 from ..evaluation.report import ReportStyle
 from .base import Feature, TaskBase
-from .iob_viterbi import allowed_transitions, best_valid_path
+from .iob_viterbi import TagTransitions, allowed_transitions, best_valid_path, repair_iob2  # noqa: F401 - repair_iob2 re-exported
 from .registry import TaskSpec, refuse_keys, register
 
 IGNORE = -100
@@ -42,7 +42,7 @@ class TokenClassificationTask(TaskBase):
     token_level = True
 
     def __init__(self, labels: list[str], tokenizer, max_length: int, document_context: bool = True, inner_cjk_pieces: bool = True,
-                 viterbi: bool = True):
+                 viterbi: bool = True, tag_transitions: TagTransitions | None = None):
         self.labels = list(labels)
         self.index = {label: i for i, label in enumerate(self.labels)}
         self.tokenizer = tokenizer
@@ -58,6 +58,7 @@ class TokenClassificationTask(TaskBase):
         # "decoding") keep per-word argmax + repair, as their figures were measured
         self.viterbi = viterbi
         self.transitions = allowed_transitions(self.labels)
+        self.tag_transitions = tag_transitions  # training tag bigrams, weighted into the path once tuned on dev
 
     @staticmethod
     def discover_labels(examples: list[TokenExample]) -> list[str]:
@@ -79,6 +80,8 @@ class TokenClassificationTask(TaskBase):
             out["cjk_pieces"] = "inner"
         if self.viterbi:
             out["decoding"] = "iob2-viterbi"
+        if self.tag_transitions is not None:
+            out["transitions"] = self.tag_transitions.to_json()
         return out
 
     def check_labels(self, examples: list[TokenExample], label_map: dict[str, str], split: str) -> list[TokenExample]:
@@ -225,7 +228,7 @@ class TokenClassificationTask(TaskBase):
         probable tag (runs saved before, whose figures were measured that way; repaired later)."""
         if not self.viterbi:
             return [int(k) for k in np.argmax(logp, axis=1)]
-        return best_valid_path(logp, *self.transitions)
+        return best_valid_path(logp, *self.transitions, self.tag_transitions and self.tag_transitions.scores())
 
     def _prediction(self, ex: TokenExample, ids: list[int], logp: np.ndarray) -> dict:
         from ..data.schemes import tags_to_spans
@@ -294,17 +297,6 @@ def _bare_marker(tokenizer) -> int | None:
     return None if marker is None or marker == tokenizer.unk_token_id else marker
 
 
-def repair_iob2(tags: list[str]) -> list[str]:
-    """Make predicted tags valid IOB2: an I-X that does not continue an X entity starts one (B-X)."""
-    out, prev = [], "O"
-    for t in tags:
-        if t.startswith("I-") and prev[2:] != t[2:]:
-            t = "B-" + t[2:]
-        out.append(t)
-        prev = t
-    return out
-
-
 def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
     """Text and character offsets for pre-tokenized words, joined by single spaces."""
     offsets, pos = [], 0
@@ -371,7 +363,8 @@ class TokenClassificationSpec(TaskSpec):
         labels = TokenClassificationTask.discover_labels(splits.train)
         if len(labels) < 3:
             raise UserError(f"{cfg.data.train}: found labels {labels}; training needs at least two different labels (entity types for NER)")
-        return TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context)
+        return TokenClassificationTask(labels, tokenizer, cfg.data.max_length, cfg.data.document_context,
+                                       tag_transitions=TagTransitions.from_training((ex.tags for ex in splits.train), labels))
 
     def for_run(self, cfg, labels, tokenizer, *, threshold=None) -> TokenClassificationTask:
         if threshold is not None:
@@ -379,7 +372,8 @@ class TokenClassificationSpec(TaskSpec):
                             "this run tags entities; leave the threshold out")
         return TokenClassificationTask(labels["labels"], tokenizer, cfg.data.max_length, labels.get("document_context", True),
                                        inner_cjk_pieces=labels.get("cjk_pieces") == "inner",
-                                       viterbi=labels.get("decoding") == "iob2-viterbi")
+                                       viterbi=labels.get("decoding") == "iob2-viterbi",
+                                       tag_transitions=TagTransitions.from_json(labels.get("transitions")))
 
     def report_style(self, cfg) -> ReportStyle:
         return NER_REPORT
@@ -388,7 +382,8 @@ class TokenClassificationSpec(TaskSpec):
         return ['inputs = tokenizer("Alice visited Paris", return_tensors="pt")',
                 "with torch.no_grad():", "    tags = model(**inputs).logits.argmax(-1)[0]",
                 "# one IOB2 tag per sub-word; lmforge reads the first sub-word of each word and takes the",
-                "# most probable valid IOB2 path over those words (lmforge.tasks.iob_viterbi.best_valid_path)"]
+                "# most probable valid IOB2 path over those words (lmforge.tasks.iob_viterbi.best_valid_path),",
+                "# scored with the training tag bigrams in labels.json (\"transitions\") times their weight"]
 
     def input_lengths(self, examples: list, tokenizer) -> list[int]:  # each sentence alone as training encodes it, + [CLS], [SEP]
         return [sum(map(len, words)) + 2 for words in TokenClassificationTask(["O"], tokenizer, 512)._pieces(examples)]

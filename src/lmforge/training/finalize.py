@@ -36,6 +36,8 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
     metrics = evaluate_splits(run_dir, p, console, device)
     if "threshold" in metrics:  # multi-label: how the decision threshold was chosen, and any warning
         info["threshold"] = metrics["threshold"]
+    if "transitions" in metrics:  # NER: the weight of the training tag bigrams in decoding
+        info["transitions"] = metrics["transitions"]
     metrics["training"] = {k: info[k] for k in ("steps", "best_step", "train_seconds", "dev_seconds", "dev_passes", "tokens_per_second", "trained_parameters",
                                                    "precision")}
     if averaged:
@@ -102,6 +104,8 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     metrics: dict = {}
     if p.cfg.data.multi_label and p.splits.dev:  # before any report: dev and test are scored at the tuned threshold
         metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
+    if getattr(predictor.task, "tag_transitions", None) is not None and p.splits.dev:
+        metrics["transitions"] = _tune_transitions(run_dir, predictor, p.splits.dev, console)
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
@@ -121,6 +125,17 @@ def _tune_threshold(run_dir: Path, predictor, dev: list, console: Console) -> di
                   f"{choice['dev_micro_f1_at_0.5']:.4f} at 0.5 -> {choice['dev_micro_f1_tuned']:.4f}")
     for warning in choice["warnings"]:
         console.print(f"[yellow]warning: {warning}")
+    return choice
+
+
+def _tune_transitions(run_dir: Path, predictor, dev: list, console: Console) -> dict:
+    from .transitions import choose_weight, save_weight
+
+    choice = choose_weight(predictor, dev)
+    save_weight(run_dir, choice)
+    f1 = choice["dev_f1_by_weight"]
+    console.print(f"tag transitions weight {choice['value']:g} (tuned on dev): dev F1 {f1['0.0']:.4f} without -> "
+                  f"{f1[str(choice['value'])]:.4f}")
     return choice
 
 

@@ -1,0 +1,40 @@
+"""The weight of the training tag bigrams in NER decoding, tuned on dev after training.
+
+The token-classification head scores each word alone; the path through a sentence is the best valid
+IOB2 path (lmforge.tasks.iob_viterbi). After training, lmforge also scores that path by how tags
+followed each other in the training data (log P(tag | previous tag), `TagTransitions`), added with
+the weight from `WEIGHTS` that gives the highest dev entity F1 (the smallest on a tie, so 0 stays
+unless the bigrams help). The dev logits are computed once and decoded at every weight. The weight
+goes into labels.json, which `Predictor.from_run` reads, so evaluate, predict, explain, serve and
+the studio decode alike; how it was chosen goes into run.json and metrics.json.
+"""
+
+from __future__ import annotations
+
+from ..files import read_json, write_json_atomic
+from ..inference import run_batches
+from ..runs import LABELS
+from ..tasks.iob_viterbi import WEIGHTS
+
+
+def choose_weight(predictor, dev: list) -> dict:
+    """Decode the dev examples at every weight; returns what run.json / metrics.json record."""
+    task = predictor.task
+    features, plan = task.encode_for_inference(dev)
+    outputs = run_batches(features, predictor.tokenizer.pad_token_id, predictor.forward)
+    by_weight = {}
+    for weight in WEIGHTS:
+        task.tag_transitions.weight = weight
+        by_weight[weight] = task.metrics(dev, task.decode(dev, plan, outputs))["f1"]
+    best = max(WEIGHTS, key=lambda w: (by_weight[w], -w))
+    task.tag_transitions.weight = best
+    return {"value": best, "chosen_on": "dev", "dev_examples": len(dev),
+            "method": "the weight of the training tag bigrams that maximises dev entity F1 (smallest on a tie)",
+            "dev_f1_by_weight": {str(w): round(f1, 5) for w, f1 in by_weight.items()}}
+
+
+def save_weight(run_dir, choice: dict) -> None:
+    """Store the weight where the predictor reads it (labels.json)."""
+    labels = read_json(run_dir / LABELS)
+    labels["transitions"]["weight"] = choice["value"]
+    write_json_atomic(run_dir / LABELS, labels)
