@@ -58,7 +58,7 @@ def render_card(run_dir: Path, cfg, base: str, metrics: dict, info: dict, exampl
             lines += [f"Multi-label decision threshold: {labels['threshold']:.4g} (a label is predicted when its sigmoid "
                       "probability reaches it; tuned on dev after training).", ""]
         if (labels.get("transitions") or {}).get("weight"):
-            lines += [f"Tags are decoded as the best valid IOB2 path, scored with the training tag bigrams in `labels.json` "
+            lines += [f"Tags are decoded as the best valid IOB2 path, scored with the training tag bigrams in the run folder's `labels.json` "
                       f"(`transitions`) at weight {labels['transitions']['weight']:g} (tuned on dev after training).", ""]
     lines += _data_section(cfg, examples) + _metrics_section(metrics) + _usage_section(cfg, info) + _limitations(cfg, info, examples)
     return "\n".join(lines) + "\n"

@@ -151,6 +151,44 @@ def test_closing_a_stream_early_releases_the_model(gen):
     assert gen.generate([PROMPTS[1]], max_new_tokens=3)[0]["tokens"] <= 3
 
 
+def test_stream_into_pushes_the_same_pieces_generating_on_the_calling_thread(gen):
+    import threading
+
+    forward_threads = set()
+    hook = gen.model.register_forward_hook(lambda *_: forward_threads.add(threading.get_ident()))
+    try:
+        for prompt in PROMPTS:
+            pieces: list[str] = []
+            gen.stream_into(pieces.append, prompt, max_new_tokens=12)
+            assert "".join(pieces) == "".join(gen.stream(prompt, max_new_tokens=12))
+        forward_threads.clear()
+        text = gen.generate([PROMPTS[0]], max_new_tokens=24, ignore_eos=True)[0]["text"]
+        stop, pieces = text[6:9], []
+        gen.stream_into(pieces.append, PROMPTS[0], max_new_tokens=24, stop=[stop])
+        assert "".join(pieces) == text[: text.find(stop)]
+    finally:
+        hook.remove()
+    assert forward_threads == {threading.get_ident()}  # the model ran on this thread only (serve/loading.py)
+    sampled_a, sampled_b = [], []
+    gen.stream_into(sampled_a.append, PROMPTS[1], max_new_tokens=10, temperature=1.0, seed=3)
+    gen.stream_into(sampled_b.append, PROMPTS[1], max_new_tokens=10, temperature=1.0, seed=3)
+    assert sampled_a == sampled_b
+
+
+def test_stream_into_stops_when_the_receiver_fails(gen):
+    seen = []
+
+    def emit(piece: str) -> None:
+        seen.append(piece)
+        raise ConnectionError("client went away")
+    with pytest.raises(ConnectionError, match="client went away"):
+        gen.stream_into(emit, PROMPTS[0], max_new_tokens=200, chat=False)
+    assert len(seen) == 1
+    assert gen.generate([PROMPTS[1]], max_new_tokens=3)[0]["tokens"] <= 3  # the model is free again
+    with pytest.raises(UserError, match="one prompt"):
+        gen.stream_into(seen.append, ["a", "b"])
+
+
 def test_stop_helpers():
     assert first_stop("abc\n\ndef", ["\n\n", "d"]) == 3 and first_stop("abc", ["x"]) is None
     assert held_back("hello wor", ["world"]) == 3 and held_back("hello", ["xyz"]) == 0

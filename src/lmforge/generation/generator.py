@@ -21,17 +21,17 @@ on a 4-bit grid (see lowbit.py; the packaged SmolLM2 does).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from ..errors import UserError
 from ..models.build import bf16_supported, load_model, load_tokenizer
+from .sources import locate, repaired_cache, weights_version
 from .stops import Cancelled, StopStrings, first_stop, pieces_until_stop
 
 MAX_NEW_TOKENS = 8192
@@ -92,7 +92,7 @@ class Generator:
             tokenizer = load_tokenizer(folder)
             model = load_model(AutoModelForCausalLM, folder, attn_implementation=ATTENTION)
         except Exception:  # noqa: BLE001 - e.g. a SafetensorError from a damaged cached conversion
-            if not _repaired(source):
+            if not repaired_cache(source):
                 raise
             tokenizer = load_tokenizer(folder)
             model = load_model(AutoModelForCausalLM, folder, attn_implementation=ATTENTION)
@@ -108,7 +108,7 @@ class Generator:
 
             packed = pack_exact_lowbit(model)
         model = model.to(device=device, dtype=torch.bfloat16 if bf16 else torch.float32)
-        return cls(model, tokenizer, source=folder, name=name, bf16=bf16, packed=packed, version=_version(name, folder))
+        return cls(model, tokenizer, source=folder, name=name, bf16=bf16, packed=packed, version=weights_version(name, folder))
 
     # -- inputs ----------------------------------------------------------------------------
     def encode(self, prompt: str, chat: bool = True) -> list[int]:
@@ -173,6 +173,49 @@ class Generator:
             return self._engine_pieces(self.engine, ids, max_new_tokens, stops)
         return self._pieces(ids, max_new_tokens, temperature, top_p, stops, seed)
 
+    def stream_into(self, emit: Callable[[str], None], prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0,
+                    top_p: float = 1.0, stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True) -> None:
+        """`stream()` pushed instead of pulled: each text piece goes to `emit` as it is known. Off the
+        continuous batch, the generation runs on the calling thread (the server's model thread, which
+        owns the model's OpenMP pool; a second thread running torch would slow both: serve/loading.py)
+        and a helper thread that only decodes text calls `emit`. If `emit` raises, the generation stops."""
+        if not isinstance(prompt, str):
+            raise UserError("stream_into() takes one prompt (a string)")
+        stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
+        ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
+        if self.engine is not None and temperature == 0:
+            for piece in self._engine_pieces(self.engine, ids, max_new_tokens, stops):
+                emit(piece)
+            return
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()
+        failure: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                for piece in pieces_until_stop(_growing(streamer), stops):
+                    emit(piece)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+                failure.append(err)
+                cancel.set()
+                for _ in streamer:  # drain, so that the generation never waits on a full queue
+                    pass
+
+        helper = threading.Thread(target=consume, name="lmforge-stream-pieces", daemon=True)
+        helper.start()
+        try:
+            with self._lock, _seeded(seed):
+                self._generate_batch([ids], max_new_tokens, temperature, top_p, stops, False, streamer=streamer, cancel=cancel)
+        except BaseException:
+            streamer.end()  # the helper's loop ends; the error is this thread's to raise
+            raise
+        finally:
+            helper.join()
+        if failure:
+            raise failure[0]
+
     def _engine_pieces(self, engine, ids: list[int], max_new_tokens: int, stops: list[str]) -> Iterator[str]:
         """Text pieces of a greedy request on the continuous batch: the text so far is decoded after every
         token; what could still become a stop string, or ends in a partial character, is held back."""
@@ -201,14 +244,8 @@ class Generator:
 
         worker = threading.Thread(target=work, name="lmforge-generate", daemon=True)
         worker.start()
-        def grown() -> Iterator[str]:
-            text = ""
-            for piece in streamer:
-                text += piece
-                yield text
-
         try:
-            yield from pieces_until_stop(grown(), stops)
+            yield from pieces_until_stop(_growing(streamer), stops)
         finally:
             cancel.set()
             worker.join()
@@ -294,58 +331,12 @@ class Generator:
         return ids
 
 
-def locate(source: str | Path) -> tuple[Path, str, Path | None]:
-    """(model folder, display name, unmerged adapter folder or None) for a run folder, a packaged
-    short name or a local Hugging Face folder."""
-    from ..models.resolve import PACKAGED_MODELS, resolve_model
-    from ..runs import is_run_folder
-
-    path = Path(source).expanduser()
-    if is_run_folder(path):
-        return _locate_run(path)
-    folder = resolve_model(str(source))
-    return folder, str(source) if str(source) in PACKAGED_MODELS else folder.name, None
-
-
-def _repaired(source: str | Path) -> bool:
-    """After a failed load of a converted packaged model: check its files' sha256 and convert it
-    again if they differ (a cache damaged without changing sizes). True if it was converted again."""
-    from ..models.cache import problems
-    from ..models.resolve import PACKAGED_MODELS, resolve_model
-
-    if str(source) not in PACKAGED_MODELS or not PACKAGED_MODELS[str(source)].format:
-        return False
-    folder = resolve_model(str(source))
-    if not problems(folder, full=True):
-        return False
-    resolve_model(str(source), verify="full")
-    return True
-
-
-def _locate_run(run_dir: Path) -> tuple[Path, str, Path | None]:
-    from ..runs import RunFolder
-
-    run = RunFolder.open(run_dir)
-    if not run.is_decoder:
-        raise UserError(f"{run_dir} is a {run.config.task} run, not a generation run: use `lmforge predict {run_dir} FILE`")
-    return run.model_dir, run.config.name, run.adapter_dir if run.uses_adapter else None
-
-
-def _version(name: str, folder: Path) -> str:
-    """`<name>-<first 12 hex digits of the weights' sha256>`: changes whenever the weights do (as
-    the classification Predictor's). A converted packaged model has the digest in its manifest."""
-    from ..models.cache import MANIFEST
-    from ..files import read_json, update_digest
-
-    weights = sorted(folder.glob("*.safetensors"))
-    if len(weights) == 1 and (folder / MANIFEST).is_file():
-        recorded = read_json(folder / MANIFEST)["files"].get(weights[0].name)
-        if recorded is not None:
-            return f"{name}-{recorded['sha256'][:12]}"
-    digest = hashlib.sha256()
-    for path in weights:
-        update_digest(digest, path)
-    return f"{name}-{digest.hexdigest()[:12]}"
+def _growing(streamer) -> Iterator[str]:
+    """The completion so far after each piece a TextIteratorStreamer hands over."""
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -128,12 +128,11 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
-    def produce() -> None:
+    def produce() -> None:  # the generation runs on this thread; pieces are pushed to the event loop as they come
         try:
-            for piece in generator.stream(prompt, max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
-                                          top_p=params["top_p"], stop=list(params["stop"]) or None, seed=params["seed"],
-                                          chat=params["chat"]):
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
+            generator.stream_into(lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), prompt,
+                                  max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
+                                  top_p=params["top_p"], stop=list(params["stop"]) or None, seed=params["seed"], chat=params["chat"])
         except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
             log.exception("streamed generation failed")
             loop.call_soon_threadsafe(queue.put_nowait, err)

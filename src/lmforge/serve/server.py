@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 from ..errors import UserError
+from .loading import on_short_thread
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
@@ -96,7 +97,7 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
         if not 0.0 <= log_sample <= 1.0:
             raise UserError(f"--log-sample {log_sample}: give a fraction between 0 and 1")
         registry = Registry(registry_root)
-        slot = RegistrySlot(registry, name, backend=backend, poll_s=poll_s)
+        slot = on_short_thread(lambda: RegistrySlot(registry, name, backend=backend, poll_s=poll_s))
         prediction_log = PredictionLog(registry.db_path, name, sample_rate=log_sample, store_texts=log_texts)
         log.info("registry %s: serving %s; promotions and rollbacks are picked up within %.0f s; logging %.0f%% of "
                  "predictions (%s)", registry.root, slot.current.version_tag, poll_s, log_sample * 100,
@@ -107,9 +108,9 @@ def serve(run_dir: Path | str, settings: ServeSettings, *, backend: str = "torch
 
         if backend != "torch":
             raise UserError(f"--backend {backend}: generation models are served with the torch backend")
-        api = GenerationApi(Generator.from_pretrained(str(run_dir)), settings)
+        api = GenerationApi(on_short_thread(lambda: Generator.from_pretrained(str(run_dir))), settings)
     else:
-        api = PredictApi(Predictor.from_run(run_dir, backend=backend, threshold=threshold), settings)
+        api = PredictApi(on_short_thread(lambda: Predictor.from_run(run_dir, backend=backend, threshold=threshold)), settings)
     config = uvicorn_config(create_server_app(api), settings, log_level=log_level)
     log.info("serving %s (%s, %s backend) on http://%s:%s; API docs at /docs", run_dir, api.version(), backend,
              settings.host, settings.port)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from .loading import on_short_thread
 
 log = logging.getLogger("lmforge.serve")
 WARMUP_TEXTS = ["warm up the model"]
@@ -77,6 +78,12 @@ class RegistrySlot:
         predictor.version = version.ref
         return Loaded(predictor, version.ref, version.version, load_vocab(version.path), load_reference(version.path))
 
+    def _load_warm(self, version) -> Loaded:
+        loaded = self._load(version)
+        for _ in range(3):  # allocate and pick kernels before real requests arrive
+            loaded.predictor.predict(WARMUP_TEXTS)
+        return loaded
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._watch, name="lmforge-registry-watch", daemon=True)
         self._thread.start()
@@ -104,9 +111,7 @@ class RegistrySlot:
         else:
             version = self.registry.get(self.name, production)
             log.info("%s: production is now %s; loading it", self.name, version.ref)
-            loaded = self._load(version)
-            for _ in range(3):  # allocate and pick kernels before real requests arrive
-                loaded.predictor.predict(WARMUP_TEXTS)
+            loaded = on_short_thread(lambda: self._load_warm(version))  # not on this long-lived thread (serve/loading.py)
         self._previous = previous
         self.current = loaded  # one reference assignment: the next batch uses the new version
         self.swaps += 1
