@@ -25,6 +25,19 @@ from common import save  # noqa: E402
 
 
 def run(model: str, benchmark: str, limit: int | None, max_new_tokens: int, continuous: bool, out: Path) -> dict:
+    """One evaluation in a fresh process (as `lmforge evaluate` runs it), so that neither way inherits the
+    other's threads: PyTorch's OpenMP keeps a thread pool per thread that ran torch work (lmforge/threads.py)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--child", "continuous" if continuous else "static", "--model", model, "--benchmark", benchmark,
+           "--max-new-tokens", str(max_new_tokens), "--out", str(out)] + (["--limit", str(limit)] if limit else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_here(model: str, benchmark: str, limit: int | None, max_new_tokens: int, continuous: bool, out: Path) -> dict:
     from lmforge.codeeval.run import evaluate_benchmark
 
     start = time.perf_counter()
@@ -41,7 +54,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each runs both, the order alternating")
+    parser.add_argument("--child", choices=["static", "continuous"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_here(args.model, args.benchmark, args.limit, args.max_new_tokens, args.child == "continuous", args.out)))
+        return
     results: dict[str, list[dict]] = {"static": [], "continuous": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):

@@ -168,7 +168,7 @@ def test_stream_into_pushes_the_same_pieces_generating_on_the_calling_thread(gen
         assert "".join(pieces) == text[: text.find(stop)]
     finally:
         hook.remove()
-    assert forward_threads == {threading.get_ident()}  # the model ran on this thread only (serve/loading.py)
+    assert forward_threads == {threading.get_ident()}  # the model ran on this thread only (lmforge/threads.py)
     sampled_a, sampled_b = [], []
     gen.stream_into(sampled_a.append, PROMPTS[1], max_new_tokens=10, temperature=1.0, seed=3)
     gen.stream_into(sampled_b.append, PROMPTS[1], max_new_tokens=10, temperature=1.0, seed=3)

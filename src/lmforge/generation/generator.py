@@ -177,7 +177,7 @@ class Generator:
                     top_p: float = 1.0, stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True) -> None:
         """`stream()` pushed instead of pulled: each text piece goes to `emit` as it is known. Off the
         continuous batch, the generation runs on the calling thread (the server's model thread, which
-        owns the model's OpenMP pool; a second thread running torch would slow both: serve/loading.py)
+        owns the model's OpenMP pool; a second thread running torch would slow both: lmforge/threads.py)
         and a helper thread that only decodes text calls `emit`. If `emit` raises, the generation stops."""
         if not isinstance(prompt, str):
             raise UserError("stream_into() takes one prompt (a string)")

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from ..errors import UserError
-from .loading import on_short_thread
+from ..threads import on_short_thread
 from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")

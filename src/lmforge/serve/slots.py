@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from .loading import on_short_thread
+from ..threads import on_short_thread
 
 log = logging.getLogger("lmforge.serve")
 WARMUP_TEXTS = ["warm up the model"]
@@ -111,7 +111,7 @@ class RegistrySlot:
         else:
             version = self.registry.get(self.name, production)
             log.info("%s: production is now %s; loading it", self.name, version.ref)
-            loaded = on_short_thread(lambda: self._load_warm(version))  # not on this long-lived thread (serve/loading.py)
+            loaded = on_short_thread(lambda: self._load_warm(version))  # not on this long-lived thread (lmforge/threads.py)
         self._previous = previous
         self.current = loaded  # one reference assignment: the next batch uses the new version
         self.swaps += 1

@@ -1,4 +1,4 @@
-"""Load models for a server off the main thread, so that only the threads that serve own an OpenMP pool.
+"""Load models off the main thread, so that only the threads that compute own an OpenMP pool.
 
 PyTorch's CPU build runs each operator's parallel part with OpenMP (libgomp), which keeps one pool of
 threads per application thread that has run parallel work, for as long as that thread lives. With
