@@ -17,6 +17,11 @@ This runs the same greedy batch-1 generation (SmolLM2-135M, 64 new tokens) four 
 - all in one thread: loading and generation both on one non-main thread (the main thread never runs
   a torch operator, so there is only one pool).
 
+With `--encoder RUN` (any classification or NER run folder) it also times `Predictor.predict` on 32
+sentences, each way in a fresh process: loaded and predicting on the main thread; loaded on the main
+thread and predicting on another (what the server did before); loaded on a short-lived thread and
+predicting on another (what `lmforge serve` does now).
+
 Results go to bench/results/NAME.json. Set OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment to
 see their effect (they must be set before the process starts).
 """
@@ -70,11 +75,58 @@ def _one_thread(rounds: int) -> list[float]:
     return _on_thread(body)
 
 
+ENCODER_TEXTS = [f"EU rejects German call number {i} to boycott British lamb and Peter Blackburn said so in Brussels ."
+                 for i in range(32)]
+
+
+def _encoder_child(run: str, way: str, rounds: int) -> float:
+    """Seconds per predict() of ENCODER_TEXTS, the median of `rounds` timed rounds of 10 calls."""
+    def load():
+        from lmforge.predictor import Predictor
+
+        return Predictor.from_run(run)
+
+    def timed(predictor) -> float:
+        predictor.predict(ENCODER_TEXTS)
+        out = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(10):
+                predictor.predict(ENCODER_TEXTS)
+            out.append((time.perf_counter() - start) / 10)
+        return statistics.median(out)
+    if way == "main":
+        return timed(load())
+    predictor = _on_thread(load) if way == "loaded off main" else load()
+    return _on_thread(lambda: timed(predictor))
+
+
+def _encoder(run: str, rounds: int) -> dict:
+    import subprocess
+
+    rows = {}
+    for way in ("main", "loaded on main, predicting on another thread", "loaded off main"):
+        proc = subprocess.run([sys.executable, __file__, "--encoder", run, "--child", way, "--rounds", str(rounds)],
+                              capture_output=True, text=True, check=True)
+        seconds = float(proc.stdout.strip().splitlines()[-1])
+        rows[way] = {"ms_per_batch_of_32": round(seconds * 1000, 1)}
+    base = rows["main"]["ms_per_batch_of_32"]
+    for way, row in rows.items():
+        row["speed_vs_main"] = round(base / row["ms_per_batch_of_32"], 2)
+        print(f"encoder {way:48s} {row['ms_per_batch_of_32']:6.1f} ms  {row['speed_vs_main']:.2f}x main", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="thread_pools")
+    parser.add_argument("--encoder", help="also time an encoder run folder's predictions")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(_encoder_child(args.encoder, args.child, args.rounds))
+        return
 
     times: dict[str, list[float]] = {"all in one thread": _one_thread(args.rounds)}  # first: before main touches torch
     from transformers import TextIteratorStreamer
@@ -102,10 +154,12 @@ def main() -> None:
         rows[name] = {"tokens_per_second": round(rate, 1), "ratio_to_main": round(rate / main_rate, 2),
                       "seconds": [round(s, 3) for s in seconds]}
         print(f"{name:18s} {rate:6.1f} tokens/s  {rate / main_rate:.2f}x main", flush=True)
+    encoder = _encoder(args.encoder, args.rounds) if args.encoder else None
     env = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS") if k in os.environ}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{args.name}.json"
-    out.write_text(json.dumps({"machine": machine(), "env": env, "new_tokens": NEW_TOKENS, "rounds": args.rounds, "results": rows},
+    out.write_text(json.dumps({"machine": machine(), "env": env, "new_tokens": NEW_TOKENS, "rounds": args.rounds, "results": rows,
+                               "encoder": encoder and {"run": args.encoder, "results": encoder}},
                               indent=2) + "\n")
     print(f"results written to {out}")
 
