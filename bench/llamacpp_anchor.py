@@ -13,7 +13,8 @@ Batch 1 (one prompt at a time, exactly N new tokens, end tokens ignored, prefill
 The prompts are the same token ids for all (lmforge's chat template). Texts are compared.
 
 8 concurrent streams (each client one streamed greedy completion of a different long-answer prompt,
-stopping at the end token or N): a real `lmforge serve` (continuous batching, 8 rows) against
+stopping at the end token or N): a real `lmforge serve` (continuous batching, 8 rows; with
+`--continuous-rows 8 0` also `--continuous-rows 0`: the streams gathered into static batches) against
 `llama-server --parallel 8` (llama.cpp's continuous batching), each alone on the machine; aggregate
 tokens/s = all tokens streamed / wall time of the burst. Run it alone: both use every core.
 """
@@ -180,12 +181,13 @@ def run_streams(lm, args, threads: int) -> dict:
         seconds, texts = burst(base, args.clients, n)
         return seconds, sum(count(t) for t in texts)
 
-    servers = {"lmforge": (lambda: start("smollm2-135m", 8), lambda base: burst(base, 1, 4), ours),
-               "llama.cpp": (lambda: start_llama_server(args.clients, threads), lambda base: llama_stream(base, stream_ids[0], 4),
-                             lambda base, n: llama_burst(base, stream_ids, args.clients, n))}
+    servers = {("lmforge" if rows else "lmforge-static"): (lambda rows=rows: start("smollm2-135m", rows), lambda base: burst(base, 1, 4), ours)
+               for rows in args.continuous_rows}
+    servers["llama.cpp"] = (lambda: start_llama_server(args.clients, threads), lambda base: llama_stream(base, stream_ids[0], 4),
+                            lambda base, n: llama_burst(base, stream_ids, args.clients, n))
     streams: dict = {}
     for r in range(args.rounds):
-        for who in (["lmforge", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "lmforge"]):
+        for who in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
             launch, warm, hit = servers[who]
             proc, base = launch()
             try:
@@ -201,9 +203,12 @@ def run_streams(lm, args, threads: int) -> dict:
     for n, by in streams.items():
         med = {who: median(v) for who, v in by.items()}
         by["median"] = med
-        by["ratio_lmforge_over_llamacpp"] = round(med["lmforge"] / med["llama.cpp"], 2)
-        print(f"{args.clients} streams, {n} tokens: lmforge {med['lmforge']:.1f}, llama.cpp {med['llama.cpp']:.1f} tokens/s; "
-              f"ratio {by['ratio_lmforge_over_llamacpp']:.2f} (goal > 1)", flush=True)
+        for who in med:
+            if who != "llama.cpp":
+                key = "ratio_lmforge_over_llamacpp" if who == "lmforge" else f"ratio_{who}_over_llamacpp"
+                by[key] = round(med[who] / med["llama.cpp"], 2)
+                print(f"{args.clients} streams, {n} tokens: {who} {med[who]:.1f}, llama.cpp {med['llama.cpp']:.1f} tokens/s; "
+                      f"ratio {by[key]:.2f} (goal > 1)", flush=True)
     return streams
 
 
@@ -213,6 +218,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--skip-streams", action="store_true")
+    parser.add_argument("--skip-batch1", action="store_true")
+    parser.add_argument("--continuous-rows", type=int, nargs="+", default=[8],
+                        help="lmforge servers to run: 8 = the continuous batch (\"lmforge\"), 0 = static batches of gathered streams (\"lmforge-static\")")
     parser.add_argument("--name", default="llamacpp_anchor")
     args = parser.parse_args()
     if not (ENV / "venv" / "bin" / "python").is_file() or not (BIN / "llama-server").is_file():
@@ -225,7 +233,8 @@ def main() -> None:
     quiet_transformers()
     threads = torch.get_num_threads()
     lm = Generator.from_pretrained("smollm2-135m")
-    result: dict = {"gguf": gguf_path().name, "threads": threads, "rounds": args.rounds, **run_batch1(lm, args, threads)}
+    result: dict = {"gguf": gguf_path().name, "threads": threads, "rounds": args.rounds,
+                    **({} if args.skip_batch1 else run_batch1(lm, args, threads))}
     result["streams"] = {} if args.skip_streams else run_streams(lm, args, threads)
     save(args.name, result)
 

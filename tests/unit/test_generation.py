@@ -189,6 +189,28 @@ def test_stream_into_stops_when_the_receiver_fails(gen):
         gen.stream_into(seen.append, ["a", "b"])
 
 
+def test_stream_batch_into_streams_every_row_as_its_own_stream(gen):
+    rows: list[list[str]] = [[] for _ in PROMPTS]
+    gen.stream_batch_into([r.append for r in rows], PROMPTS, max_new_tokens=12)
+    for prompt, pieces in zip(PROMPTS, rows):
+        assert pieces and "".join(pieces) == "".join(gen.stream(prompt, max_new_tokens=12))
+    text = gen.generate([PROMPTS[0]], max_new_tokens=24, ignore_eos=True)[0]["text"]
+    stop = text[6:9]
+    rows = [[] for _ in PROMPTS]
+    gen.stream_batch_into([r.append for r in rows], PROMPTS, max_new_tokens=24, stop=[stop])
+    for prompt, pieces in zip(PROMPTS, rows):
+        assert "".join(pieces) == "".join(gen.stream(prompt, max_new_tokens=24, stop=[stop]))
+    assert "".join(rows[0]) == text[: text.find(stop)]
+
+
+def test_a_failing_row_receiver_leaves_the_other_rows_alone(gen):
+    def gone(piece: str) -> None:
+        raise ConnectionError("client went away")
+    kept: list[str] = []
+    gen.stream_batch_into([gone, kept.append], PROMPTS[:2], max_new_tokens=12)
+    assert "".join(kept) == "".join(gen.stream(PROMPTS[1], max_new_tokens=12))
+
+
 def test_stop_helpers():
     assert first_stop("abc\n\ndef", ["\n\n", "d"]) == 3 and first_stop("abc", ["x"]) is None
     assert held_back("hello wor", ["world"]) == 3 and held_back("hello", ["xyz"]) == 0

@@ -135,12 +135,20 @@ def test_a_prompt_that_fails_is_not_blamed_on_the_prompts_batched_with_it(genera
 
 
 @pytest.mark.parametrize("rows", [8, 0])
-def test_concurrent_streams_with_and_without_the_continuous_batch(generator, rows):
-    """Greedy streams decode together on the continuous batch (rows > 0) or one at a time (0): the same texts."""
+def test_concurrent_streams_with_and_without_the_continuous_batch(generator, rows, monkeypatch):
+    """Greedy streams decode together on the continuous batch (rows > 0) or gathered into static batches
+    (0): the same texts."""
     prompts = ["say hi", "how are you", "what is two plus three", "write a function that reverses string s"]
     want = [r["text"] for r in generator.generate(prompts, max_new_tokens=10)]
     got: dict[int, str] = {}
-    with _client(generator, continuous_rows=rows) as c:
+    batches: list[int] = []
+    real = generator.stream_batch_into
+
+    def spy(emits, batch_prompts, **kwargs):
+        batches.append(len(batch_prompts))
+        return real(emits, batch_prompts, **kwargs)
+    monkeypatch.setattr(generator, "stream_batch_into", spy)
+    with _client(generator, continuous_rows=rows, max_wait_ms=1000 if rows == 0 else 5) as c:
         _ready(c)
         assert (generator.engine is not None) == bool(rows)
 
@@ -157,3 +165,7 @@ def test_concurrent_streams_with_and_without_the_continuous_batch(generator, row
             t.join(timeout=120)
     assert generator.engine is None  # stopped with the server
     assert [got.get(i, "").strip() for i in range(len(prompts))] == [w.strip() for w in want]
+    if rows == 0:  # the four streams were decoded in batches, not one by one
+        assert sum(batches) == len(prompts) and max(batches) > 1, batches
+    else:
+        assert batches == []

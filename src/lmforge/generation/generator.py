@@ -216,6 +216,18 @@ class Generator:
         if failure:
             raise failure[0]
 
+    def stream_batch_into(self, emits: Sequence[Callable[[str], None]], prompts: Sequence[str], *, max_new_tokens: int = 128,
+                          stop: Sequence[str] | str | None = None, chat: bool = True) -> None:
+        """Greedy completions of `prompts` decoded as one static batch on the calling thread, each row's
+        text pieces pushed to its `emits[i]` as they are known (generation/row_streams.py)."""
+        from .row_streams import RowStreamer
+
+        stops = self._check(list(prompts), max_new_tokens, 0.0, 1.0, stop, None)
+        batch = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
+        streamer = RowStreamer(self._decode, emits, stops, self.eos_ids)
+        with self._lock:
+            self._generate_batch(batch, max_new_tokens, 0.0, 1.0, stops, False, streamer=streamer)
+
     def _engine_pieces(self, engine, ids: list[int], max_new_tokens: int, stops: list[str]) -> Iterator[str]:
         """Text pieces of a greedy request on the continuous batch: the text so far is decoded after every
         token; what could still become a stop string, or ends in a partial character, is held back."""

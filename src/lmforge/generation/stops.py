@@ -64,18 +64,44 @@ def pieces_until_stop(texts: Iterable[str], stops: Sequence[str]) -> Iterator[st
     """Text pieces to send from successive versions of a growing completion: cut at the first stop
     string; the end that could still become one, or that is a character whose bytes are not all
     generated yet, is held back until it is known."""
-    text, sent = "", 0
+    cutter = PieceCutter(stops)
+    text = ""
     for text in texts:
-        cut = first_stop(text, stops)
-        if cut is not None:
-            if cut > sent:
-                yield text[sent:cut]
+        piece = cutter.feed(text)
+        if piece:
+            yield piece
+        if cutter.done:
             return
-        safe = len(text) - held_back(text, stops)
-        while safe > sent and text[safe - 1] == "\ufffd":
+    piece = cutter.finish(text)
+    if piece:
+        yield piece
+
+
+class PieceCutter:
+    """`pieces_until_stop` pushed: `feed` each version of the growing completion, get the piece to
+    send now (or ""); `finish` with the last version for what was held back. `done` once a stop
+    string appeared (nothing more is sent)."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops, self.sent, self.done = stops, 0, False
+
+    def feed(self, text: str) -> str:
+        if self.done:
+            return ""
+        cut = first_stop(text, self.stops)
+        if cut is not None:
+            self.done = True
+            return text[self.sent:cut] if cut > self.sent else ""
+        safe = len(text) - held_back(text, self.stops)
+        while safe > self.sent and text[safe - 1] == "\ufffd":
             safe -= 1
-        if safe > sent:
-            yield text[sent:safe]
-            sent = safe
-    if len(text) > sent:
-        yield text[sent:]
+        if safe <= self.sent:
+            return ""
+        piece, self.sent = text[self.sent:safe], safe
+        return piece
+
+    def finish(self, text: str) -> str:
+        if self.done or len(text) <= self.sent:
+            return ""
+        self.done = True
+        return text[self.sent:]

@@ -2,8 +2,9 @@
 health, readiness, metrics, request limits).
 
 Greedy streams (temperature 0) share one continuous batch (`continuous_rows`, generation/continuous.py):
-up to that many decode together and a finished one is replaced by the next at once. Sampled streams,
-and every stream with `continuous_rows: 0`, run on the model thread one at a time. Non-streaming
+up to that many decode together and a finished one is replaced by the next at once. With
+`continuous_rows: 0`, greedy streams that arrive together are decoded as one static batch on the
+model thread (serve/stream_gather.py). Sampled streams run on the model thread one at a time. Non-streaming
 requests go through the micro-batcher: concurrent prompts with the same sampling settings are
 generated as one left-padded batch (on a CPU a static batch step costs less than a paged continuous
 one, so they stay there).
@@ -70,6 +71,12 @@ class GenerationApi:
 
     def add_routes(self, server: Server) -> None:
         generator, decode_request = self.generator, self.decode_request
+        gatherer = None
+        if not self.settings.continuous_rows and hasattr(generator, "stream_batch_into"):  # static serving: gather greedy streams
+            from .stream_gather import StreamGatherer
+
+            gatherer = StreamGatherer(generator, server.batcher.run_exclusive, max_rows=self.settings.max_batch_size,
+                                      wait_s=self.settings.max_wait_ms / 1000)
 
         @server.app.post("/v1/generate", dependencies=server.guarded, response_model=GenerateResponse, response_class=JSONResponse,
                          responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {"schema": STREAM_EVENT}},
@@ -78,7 +85,8 @@ class GenerationApi:
         async def generate(body: GenerateRequest):
             params = decode_request(body)
             if body.stream:
-                return StreamingResponse(sse_events(generator, server.batcher.run_exclusive, body.prompt, params), media_type="text/event-stream",
+                return StreamingResponse(sse_events(generator, server.batcher.run_exclusive, body.prompt, params, gatherer=gatherer),
+                                         media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             try:
                 [result] = await server.submit([(body.prompt, params)])
@@ -121,16 +129,29 @@ def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
     return results  # type: ignore[return-value]
 
 
-async def sse_events(generator, run_exclusive, prompt: str, params: dict):
+async def sse_events(generator, run_exclusive, prompt: str, params: dict, gatherer=None):
     """Server-sent events (`{"text"}` pieces, then `{"done"}` or `{"error"}`) of one streamed generation;
     `run_exclusive(fn)` runs the blocking generation where the model may run (the server's model
-    thread, the studio's lock)."""
+    thread, the studio's lock). With a `gatherer` (static serving), greedy streams are decoded in
+    batches with the streams that arrive with them (serve/stream_gather.py)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
+    def emit(piece: str) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, piece)
+
+    async def gathered() -> None:
+        try:
+            await gatherer.run(prompt, params, emit)
+        except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
+            log.exception("streamed generation failed")
+            queue.put_nowait(err)
+        finally:
+            queue.put_nowait(_END)
+
     def produce() -> None:  # the generation runs on this thread; pieces are pushed to the event loop as they come
         try:
-            generator.stream_into(lambda piece: loop.call_soon_threadsafe(queue.put_nowait, piece), prompt,
+            generator.stream_into(emit, prompt,
                                   max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                   top_p=params["top_p"], stop=list(params["stop"]) or None, seed=params["seed"], chat=params["chat"])
         except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
@@ -141,6 +162,8 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict):
 
     if getattr(generator, "engine", None) is not None and params["temperature"] == 0:
         job = asyncio.ensure_future(asyncio.to_thread(produce))  # the continuous batch: streams decode together
+    elif gatherer is not None and params["temperature"] == 0:
+        job = asyncio.ensure_future(gathered())
     else:
         job = asyncio.ensure_future(run_exclusive(produce))
     pieces = 0
