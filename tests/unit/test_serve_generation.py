@@ -169,3 +169,27 @@ def test_concurrent_streams_with_and_without_the_continuous_batch(generator, row
         assert sum(batches) == len(prompts) and max(batches) > 1, batches
     else:
         assert batches == []
+
+
+def test_a_gathered_stream_that_fails_leaves_the_streams_batched_with_it_alone(generator):
+    """Static serving gathers streams into one batch; a prompt longer than the model's positions gets
+    its own error event and the others their text."""
+    too_long = "hi " * 600  # 600 tokens; the tiny model has 512 positions
+    prompts = ["say hi", "how are you", too_long]
+    want = {p: generator.generate([p], max_new_tokens=6, chat=False)[0]["text"] for p in prompts[:2]}
+    events: dict[str, list] = {}
+    with _client(generator, continuous_rows=0, max_wait_ms=1000) as c:
+        _ready(c)
+
+        def stream(prompt: str) -> None:
+            with c.stream("POST", "/v1/generate", json={"prompt": prompt, "max_new_tokens": 6, "chat": False, "stream": True}) as r:
+                events[prompt] = [json.loads(line[len("data: "):]) for line in r.iter_lines() if line.startswith("data: ")]
+        threads = [threading.Thread(target=stream, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    for prompt in prompts[:2]:
+        assert events[prompt][-1].get("done") is True, events[prompt]
+        assert "".join(e["text"] for e in events[prompt][:-1]).strip() == want[prompt].strip()
+    assert "positions" in events[too_long][-1]["error"]

@@ -216,6 +216,10 @@ class Generator:
         if failure:
             raise failure[0]
 
+    def check_prompt(self, prompt: str, *, max_new_tokens: int, chat: bool = True) -> None:
+        """A UserError if this prompt cannot be generated (empty, or longer than the model's positions)."""
+        self._encode_checked(prompt, 0, chat, max_new_tokens)
+
     def stream_batch_into(self, emits: Sequence[Callable[[str], None]], prompts: Sequence[str], *, max_new_tokens: int = 128,
                           stop: Sequence[str] | str | None = None, chat: bool = True) -> None:
         """Greedy completions of `prompts` decoded as one static batch on the calling thread, each row's

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
+from ..errors import UserError
+
 Emit = Callable[[str], None]
 
 
@@ -46,6 +48,9 @@ class StreamGatherer:
 
     async def _run_batch(self, items: list) -> None:
         params = items[0][1]
+        items = [item for item in items if self._fits(item)]  # a prompt the model refuses fails alone
+        if not items:
+            return
         try:
             await self.run_exclusive(lambda: self.generator.stream_batch_into(
                 [emit for _, _, emit, _ in items], [prompt for prompt, _, _, _ in items],
@@ -58,6 +63,16 @@ class StreamGatherer:
         for *_, done in items:
             if not done.done():
                 done.set_result(None)
+
+
+    def _fits(self, item) -> bool:
+        prompt, params, _, done = item
+        try:
+            self.generator.check_prompt(prompt, max_new_tokens=params["max_new_tokens"], chat=params["chat"])
+        except UserError as err:
+            done.set_exception(err)
+            return False
+        return True
 
 
 def _key(params: dict) -> tuple:
