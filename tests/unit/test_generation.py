@@ -177,13 +177,19 @@ def test_stream_into_pushes_the_same_pieces_generating_on_the_calling_thread(gen
 
 def test_stream_into_stops_when_the_receiver_fails(gen):
     seen = []
+    forwards = []
 
     def emit(piece: str) -> None:
         seen.append(piece)
         raise ConnectionError("client went away")
-    with pytest.raises(ConnectionError, match="client went away"):
-        gen.stream_into(emit, PROMPTS[0], max_new_tokens=200, chat=False)
+    hook = gen.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(ConnectionError, match="client went away"):
+            gen.stream_into(emit, PROMPTS[0], max_new_tokens=200, chat=False, stop=None)
+    finally:
+        hook.remove()
     assert len(seen) == 1
+    assert len(forwards) < 20  # the generation stopped soon after, not after 200 tokens
     assert gen.generate([PROMPTS[1]], max_new_tokens=3)[0]["tokens"] <= 3  # the model is free again
     with pytest.raises(UserError, match="one prompt"):
         gen.stream_into(seen.append, ["a", "b"])

@@ -176,9 +176,11 @@ class Generator:
     def stream_into(self, emit: Callable[[str], None], prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0,
                     top_p: float = 1.0, stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True) -> None:
         """`stream()` pushed instead of pulled: each text piece goes to `emit` as it is known. Off the
-        continuous batch, the generation runs on the calling thread (the server's model thread, which
-        owns the model's OpenMP pool; a second thread running torch would slow both: lmforge/threads.py)
-        and a helper thread that only decodes text calls `emit`. If `emit` raises, the generation stops."""
+        continuous batch, the generation and `emit` run on the calling thread (the server's model thread,
+        which owns the model's OpenMP pool; a second thread running torch would slow both:
+        lmforge/threads.py). If `emit` raises, the generation stops and its error is raised here."""
+        from .row_streams import RowStreamer
+
         if not isinstance(prompt, str):
             raise UserError("stream_into() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
@@ -187,34 +189,12 @@ class Generator:
             for piece in self._engine_pieces(self.engine, ids, max_new_tokens, stops):
                 emit(piece)
             return
-        from transformers import TextIteratorStreamer
-
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()
-        failure: list[BaseException] = []
-
-        def consume() -> None:
-            try:
-                for piece in pieces_until_stop(_growing(streamer), stops):
-                    emit(piece)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-                failure.append(err)
-                cancel.set()
-                for _ in streamer:  # drain, so that the generation never waits on a full queue
-                    pass
-
-        helper = threading.Thread(target=consume, name="lmforge-stream-pieces", daemon=True)
-        helper.start()
-        try:
-            with self._lock, _seeded(seed):
-                self._generate_batch([ids], max_new_tokens, temperature, top_p, stops, False, streamer=streamer, cancel=cancel)
-        except BaseException:
-            streamer.end()  # the helper's loop ends; the error is this thread's to raise
-            raise
-        finally:
-            helper.join()
-        if failure:
-            raise failure[0]
+        streamer = RowStreamer(self._decode, [emit], stops, self.eos_ids, cancel=cancel)
+        with self._lock, _seeded(seed):
+            self._generate_batch([ids], max_new_tokens, temperature, top_p, stops, False, streamer=streamer, cancel=cancel)
+        if streamer.failures:
+            raise streamer.failures[0]
 
     def check_prompt(self, prompt: str, *, max_new_tokens: int, chat: bool = True) -> None:
         """A UserError if this prompt cannot be generated (empty, or longer than the model's positions)."""
@@ -228,9 +208,10 @@ class Generator:
 
         stops = self._check(list(prompts), max_new_tokens, 0.0, 1.0, stop, None)
         batch = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
-        streamer = RowStreamer(self._decode, emits, stops, self.eos_ids)
+        cancel = threading.Event()  # set once every receiver is gone
+        streamer = RowStreamer(self._decode, emits, stops, self.eos_ids, cancel=cancel)
         with self._lock:
-            self._generate_batch(batch, max_new_tokens, 0.0, 1.0, stops, False, streamer=streamer)
+            self._generate_batch(batch, max_new_tokens, 0.0, 1.0, stops, False, streamer=streamer, cancel=cancel)
 
     def _engine_pieces(self, engine, ids: list[int], max_new_tokens: int, stops: list[str]) -> Iterator[str]:
         """Text pieces of a greedy request on the continuous batch: the text so far is decoded after every

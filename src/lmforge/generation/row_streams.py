@@ -11,6 +11,7 @@ gathered into one batch decode several times faster than one after the other (se
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Sequence
 
 from .stops import PieceCutter
@@ -20,11 +21,13 @@ log = logging.getLogger("lmforge.generation")
 
 class RowStreamer:
     """A transformers streamer (put/end) for a left-padded batch: `emits[r](piece)` for row r. A
-    receiver that raises is dropped (its row keeps decoding with the others, unsent)."""
+    receiver that raises is dropped (its row keeps decoding with the others, unsent; its error kept in
+    `failures`); once every receiver is gone, `cancel` is set (a `Cancelled` criterion stops the batch)."""
 
     def __init__(self, decode: Callable[[list[int]], str], emits: Sequence[Callable[[str], None]], stops: Sequence[str],
-                 eos_ids: set[int]):
-        self.decode, self.emits, self.eos_ids = decode, list(emits), eos_ids
+                 eos_ids: set[int], cancel: threading.Event | None = None):
+        self.decode, self.emits, self.eos_ids, self.cancel = decode, list(emits), eos_ids, cancel
+        self.failures: list[Exception] = []
         self.tokens: list[list[int]] = [[] for _ in emits]
         self.ended = [False] * len(emits)
         self.cutters = [PieceCutter(stops) for _ in emits]
@@ -54,6 +57,9 @@ class RowStreamer:
             return
         try:
             self.emits[row](piece)
-        except Exception:  # noqa: BLE001 - one gone receiver must not fail the other rows
+        except Exception as err:  # noqa: BLE001 - one gone receiver must not fail the other rows
             log.info("a streamed row's receiver failed; the row is no longer sent", exc_info=True)
+            self.failures.append(err)
             self.emits[row] = None
+            if self.cancel is not None and all(emit is None for emit in self.emits):
+                self.cancel.set()
