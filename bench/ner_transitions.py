@@ -47,7 +47,7 @@ def main() -> None:
     task.tag_transitions = TagTransitions.from_training((ex.tags for ex in train), task.labels)
     dev, _ = read_split(cfg, args.data[0], scheme="auto")
     test, _ = read_split(cfg, args.data[1], scheme="auto")
-    chosen = choose_weight(predictor, dev)["value"]
+    chosen = choose_weight(predictor, dev)[0]["value"]
     result: dict = {"run": str(args.run), "train_sentences": len(train), "weight_chosen_on_dev": chosen}
     for path, examples in zip(args.data, (dev, test)):
         row = {}

@@ -102,9 +102,11 @@ class Predictor:
         outputs = run_batches(features, self.tokenizer.pad_token_id, self.forward)
         return self.task.probabilities(np.stack(outputs))  # [N, C]
 
-    def evaluate(self, examples: list, progress=None) -> tuple[dict, list[dict]]:
-        """Metrics report on labelled examples, and the predictions."""
-        predictions = self.predict_examples(examples, progress=progress)
+    def evaluate(self, examples: list, progress=None, predictions: list[dict] | None = None) -> tuple[dict, list[dict]]:
+        """Metrics report on labelled examples, and the predictions (`predictions`: already made for
+        these examples with this predictor; not made again)."""
+        if predictions is None:
+            predictions = self.predict_examples(examples, progress=progress)
         report = self.task.metrics(examples, predictions)
         report["num_examples"] = len(examples)
         report["truncated"] = self.task.truncated

@@ -104,12 +104,13 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     metrics: dict = {}
     if p.cfg.data.multi_label and p.splits.dev:  # before any report: dev and test are scored at the tuned threshold
         metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
+    known: dict[str, list[dict]] = {}  # predictions already made at the final settings
     if getattr(predictor.task, "tag_transitions", None) is not None and p.splits.dev:
-        metrics["transitions"] = _tune_transitions(run_dir, predictor, p.splits.dev, console)
+        metrics["transitions"], known["dev"] = _tune_transitions(run_dir, predictor, p.splits.dev, console)
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
-        report, _ = predictor.evaluate(examples)
+        report, _ = predictor.evaluate(examples, predictions=known.get(split))
         write_report(report, RunFolder(run_dir).eval_dir(split), style=spec.report_style(p.cfg), title=f"{p.cfg.name}: {split}")
         metrics[split] = predictor.task.headline(report)
     return metrics
@@ -128,15 +129,15 @@ def _tune_threshold(run_dir: Path, predictor, dev: list, console: Console) -> di
     return choice
 
 
-def _tune_transitions(run_dir: Path, predictor, dev: list, console: Console) -> dict:
+def _tune_transitions(run_dir: Path, predictor, dev: list, console: Console) -> tuple[dict, list[dict]]:
     from .transitions import choose_weight, save_weight
 
-    choice = choose_weight(predictor, dev)
+    choice, predictions = choose_weight(predictor, dev)
     save_weight(run_dir, choice)
     f1 = choice["dev_f1_by_weight"]
     console.print(f"tag transitions weight {choice['value']:g} (tuned on dev): dev F1 {f1['0.0']:.4f} without -> "
                   f"{f1[str(choice['value'])]:.4f}")
-    return choice
+    return choice, predictions
 
 
 def _evaluate_generation(run_dir: Path, p, device=None) -> dict:

@@ -17,20 +17,22 @@ from ..runs import LABELS
 from ..tasks.iob_viterbi import WEIGHTS
 
 
-def choose_weight(predictor, dev: list) -> dict:
-    """Decode the dev examples at every weight; returns what run.json / metrics.json record."""
+def choose_weight(predictor, dev: list) -> tuple[dict, list[dict]]:
+    """Decode the dev examples at every weight; returns what run.json / metrics.json record, and the
+    dev predictions at the chosen weight (so that dev is not run through the model again)."""
     task = predictor.task
     features, plan = task.encode_for_inference(dev)
     outputs = run_batches(features, predictor.tokenizer.pad_token_id, predictor.forward)
-    by_weight = {}
+    by_weight, predictions = {}, {}
     for weight in WEIGHTS:
         task.tag_transitions.weight = weight
-        by_weight[weight] = task.metrics(dev, task.decode(dev, plan, outputs))["f1"]
+        predictions[weight] = task.decode(dev, plan, outputs)
+        by_weight[weight] = task.metrics(dev, predictions[weight])["f1"]
     best = max(WEIGHTS, key=lambda w: (by_weight[w], -w))
     task.tag_transitions.weight = best
     return {"value": best, "chosen_on": "dev", "dev_examples": len(dev),
             "method": "the weight of the training tag bigrams that maximises dev entity F1 (smallest on a tie)",
-            "dev_f1_by_weight": {str(w): round(f1, 5) for w, f1 in by_weight.items()}}
+            "dev_f1_by_weight": {str(w): round(f1, 5) for w, f1 in by_weight.items()}}, predictions[best]
 
 
 def save_weight(run_dir, choice: dict) -> None:
