@@ -49,3 +49,12 @@ def save(name: str, result: dict) -> Path:
     path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
     print(f"results written to {path.relative_to(ROOT)}")
     return path
+
+
+def save_run(name: str, label: str, result: dict) -> Path:
+    """Add `result` under `label` to the "runs" of bench/results/NAME.json (the other labels kept),
+    for benches that measure one kept run folder at a time."""
+    path = RESULTS / f"{name}.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else {}
+    runs[label] = result
+    return save(name, {"runs": runs})

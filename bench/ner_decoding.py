@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine  # noqa: E402
+from common import save_run  # noqa: E402
 
 
 def main() -> None:
@@ -46,12 +46,7 @@ def main() -> None:
         row["f1_gain"] = round(row["viterbi"]["f1"] - row["argmax"]["f1"], 2)
         result[path.name] = row
         print(path.name, json.dumps(row), flush=True)
-    out = RESULTS / f"{args.name}.json"
-    runs = json.loads(out.read_text())["runs"] if out.is_file() else {}
-    runs[args.label or args.run.name] = result
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2) + "\n")
-    print(f"results written to {out}")
+    save_run(args.name, args.label or args.run.name, result)
 
 
 if __name__ == "__main__":

@@ -26,17 +26,25 @@ def test_allowed_transitions_follow_iob2():
     assert follow[:, i["O"]].all() and follow[:, i["B-LOC"]].all()
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.5])
 @pytest.mark.parametrize("seed", range(30))
-def test_matches_brute_force(seed):
+def test_matches_brute_force(seed, weight):
+    """Against every valid path: the per-word log-probabilities alone (weight 0, no scores given) and
+    plus weighted tag bigrams."""
+    from lmforge.tasks.iob_viterbi import tag_bigrams
+
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 6))
     logits = rng.normal(size=(n, len(LABELS))) * 3
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    best = max((p for p in itertools.product(range(len(LABELS)), repeat=n) if _valid(list(p))),
-               key=lambda p: logp[np.arange(n), list(p)].sum())
-    path = best_valid_path(logp, *allowed_transitions(LABELS))
+    first, pairs = tag_bigrams([rng.integers(0, len(LABELS), size=8) for _ in range(5)], len(LABELS))
+
+    def total(p):
+        return logp[np.arange(n), list(p)].sum() + weight * (first[p[0]] + sum(pairs[a, b] for a, b in zip(p, p[1:])))
+    best = max((p for p in itertools.product(range(len(LABELS)), repeat=n) if _valid(list(p))), key=total)
+    path = best_valid_path(logp, *allowed_transitions(LABELS), (weight * first, weight * pairs) if weight else None)
     assert _valid(path)
-    assert np.isclose(logp[np.arange(n), path].sum(), logp[np.arange(n), list(best)].sum())
+    assert np.isclose(total(path), total(best))
 
 
 def test_keeps_an_entity_that_argmax_and_repair_would_cut():
@@ -82,21 +90,3 @@ def test_transition_scores_change_the_path_only_with_a_weight():
     again = TagTransitions.from_json(json.loads(json.dumps(trans.to_json())))
     assert again.weight == 0.25 and np.allclose(again.pairs, trans.pairs, atol=1e-6) and np.allclose(again.first, trans.first, atol=1e-6)
     assert TagTransitions.from_json(None) is None
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_weighted_path_matches_brute_force(seed):
-    from lmforge.tasks.iob_viterbi import tag_bigrams
-
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(1, 6))
-    logits = rng.normal(size=(n, len(LABELS))) * 3
-    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    first, pairs = tag_bigrams([rng.integers(0, len(LABELS), size=8) for _ in range(5)], len(LABELS))
-    w = 0.5
-
-    def total(p):
-        return logp[np.arange(n), list(p)].sum() + w * first[p[0]] + sum(w * pairs[a, b] for a, b in zip(p, p[1:]))
-    best = max((p for p in itertools.product(range(len(LABELS)), repeat=n) if _valid(list(p))), key=total)
-    path = best_valid_path(logp, *allowed_transitions(LABELS), (w * first, w * pairs))
-    assert _valid(path) and np.isclose(total(path), total(best))

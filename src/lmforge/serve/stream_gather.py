@@ -64,7 +64,6 @@ class StreamGatherer:
             if not done.done():
                 done.set_result(None)
 
-
     def _fits(self, item) -> bool:
         prompt, params, _, done = item
         try:
