@@ -62,11 +62,24 @@ class Generator:
         one at once. Sampled requests keep the static path (a seed reproduces a batch there). On a CPU a
         step of the paged continuous batch costs more than a static batch's, so plain `generate` calls
         keep static batches (measured: bench/continuous_batching.py, bench/generate_concurrency.py)."""
-        from .continuous import StreamEngine
+        from .refill import supported
 
-        if self.engine is None:
+        if self.engine is None and supported(self.model):
+            from .refill_engine import RefillEngine
+
+            self.engine = RefillEngine(self.model, eos_ids=self.eos_ids, max_rows=max_rows)
+        elif self.engine is None:
+            from .continuous import StreamEngine
+
             config = self._generation_config(256, 0.0, 1.0, False)
             self.engine = StreamEngine(self.model, config, max_rows=max_rows, tokens_per_row=tokens_per_row)
+
+    def _usable_engine(self):
+        """The continuous batch, unless this is its own thread (a job there cannot wait for the batch it blocks)."""
+        engine = self.engine
+        if engine is None or getattr(engine, "on_engine_thread", lambda: False)():
+            return None
+        return engine
 
     def stop_continuous(self) -> None:
         if self.engine is not None:
@@ -139,18 +152,24 @@ class Generator:
         encoded = [self._encode_checked(p, i, chat, max_new_tokens) for i, p in enumerate(prompts)]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # similar lengths share a batch
         results: list[dict] = [{}] * len(encoded)
-        engine = self.engine
+        engine = self._usable_engine()
         if continuous and engine is not None and temperature == 0 and not ignore_eos:
             done = engine.run_many(encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops, decode=self._decode,
                                    ignore_eos=ignore_eos)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos:
-            from .continuous import generate_continuous
+            from .refill import generate_refill, supported
 
-            config = self._generation_config(max_new_tokens, temperature, top_p, ignore_eos)
             with self._lock, torch.inference_mode():
-                done = generate_continuous(self.model, config, encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids,
-                                           stops=stops, decode=self._decode, ignore_eos=ignore_eos, max_rows=batch_size)
+                if supported(self.model):
+                    done = generate_refill(self.model, encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops,
+                                           decode=self._decode, max_rows=batch_size)
+                else:
+                    from .continuous import generate_continuous
+
+                    done = generate_continuous(self.model, self._generation_config(max_new_tokens, temperature, top_p, ignore_eos),
+                                               encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops,
+                                               decode=self._decode, max_rows=batch_size)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         with self._lock, _seeded(seed):
             for start in range(0, len(order), batch_size):
@@ -169,7 +188,7 @@ class Generator:
             raise UserError("stream() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
         ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
-        if self.engine is not None and temperature == 0:
+        if self._usable_engine() is not None and temperature == 0:
             return self._engine_pieces(self.engine, ids, max_new_tokens, stops)
         return self._pieces(ids, max_new_tokens, temperature, top_p, stops, seed)
 
@@ -185,7 +204,7 @@ class Generator:
             raise UserError("stream_into() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
         ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
-        if self.engine is not None and temperature == 0:
+        if self._usable_engine() is not None and temperature == 0:
             for piece in self._engine_pieces(self.engine, ids, max_new_tokens, stops):
                 emit(piece)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -40,7 +40,13 @@ class MicroBatcher:
         self.waiting = 0  # texts queued, not yet handed to the model
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")
+        self._own_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-model")
+        self._executor: Executor = self._own_executor
+
+    def use_executor(self, executor: Executor) -> None:
+        """Run the model jobs on `executor` (one thread) instead of the batcher's own model thread, e.g.
+        on the continuous batch's engine thread, so that one thread runs all torch work."""
+        self._executor = executor
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -53,7 +59,7 @@ class MicroBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._executor.shutdown(wait=True)
+        self._own_executor.shutdown(wait=True)
 
     async def submit(self, items: Sequence[Any]) -> list:
         """The model's results for `items`, in order, computed together with other requests' items."""

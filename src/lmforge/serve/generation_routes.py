@@ -28,6 +28,7 @@ from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
 WARMUP_PROMPT = "Say hello."
+STREAM_THREADS = 64
 WARMUP_PARAMS = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
 _END = object()
 
@@ -41,15 +42,31 @@ class GenerationApi:
 
     def __init__(self, generator, settings: ServeSettings):
         self.generator, self.settings = generator, settings
+        self.stream_threads = None  # with the continuous batch: threads that wait for streams' tokens
 
     # -- what the HTTP base calls --------------------------------------------------------------------
     def setup(self) -> None:
         if self.settings.continuous_rows and hasattr(self.generator, "start_continuous"):
+            from concurrent.futures import ThreadPoolExecutor
+
             self.generator.start_continuous(max_rows=self.settings.continuous_rows)
+            # one waiting thread per stream in flight; asyncio's default pool (cores + 4 threads) would
+            # leave rows of the batch empty while streams queue for a thread
+            self.stream_threads = ThreadPoolExecutor(max_workers=max(STREAM_THREADS, 4 * self.settings.continuous_rows),
+                                                     thread_name_prefix="lmforge-stream")
+
+    def model_executor(self):
+        """The continuous batch's engine when it can also run the other model jobs (generation/refill_engine.py)."""
+        from concurrent.futures import Executor
+
+        engine = getattr(self.generator, "engine", None)
+        return engine if isinstance(engine, Executor) else None
 
     def teardown(self) -> None:
         if getattr(self.generator, "engine", None) is not None:
             self.generator.stop_continuous()
+        if self.stream_threads is not None:
+            self.stream_threads.shutdown(wait=True)
 
     def predict(self, items: list) -> list:
         return generate_items(self.generator, items)
@@ -85,7 +102,8 @@ class GenerationApi:
         async def generate(body: GenerateRequest):
             params = decode_request(body)
             if body.stream:
-                return StreamingResponse(sse_events(generator, server.batcher.run_exclusive, body.prompt, params, gatherer=gatherer),
+                return StreamingResponse(sse_events(generator, server.batcher.run_exclusive, body.prompt, params, gatherer=gatherer,
+                                                            stream_threads=self.stream_threads),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             try:
@@ -129,7 +147,7 @@ def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
     return results  # type: ignore[return-value]
 
 
-async def sse_events(generator, run_exclusive, prompt: str, params: dict, gatherer=None):
+async def sse_events(generator, run_exclusive, prompt: str, params: dict, gatherer=None, stream_threads=None):
     """Server-sent events (`{"text"}` pieces, then `{"done"}` or `{"error"}`) of one streamed generation;
     `run_exclusive(fn)` runs the blocking generation where the model may run (the server's model
     thread, the studio's lock). With a `gatherer` (static serving), greedy streams are decoded in
@@ -161,7 +179,8 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
     if getattr(generator, "engine", None) is not None and params["temperature"] == 0:
-        job = asyncio.ensure_future(asyncio.to_thread(produce))  # the continuous batch: streams decode together
+        # the continuous batch: streams decode together; this stream's thread waits for its tokens
+        job = asyncio.ensure_future(loop.run_in_executor(stream_threads, produce))
     elif gatherer is not None and params["temperature"] == 0:
         job = asyncio.ensure_future(gathered())
     else:
