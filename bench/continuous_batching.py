@@ -2,9 +2,10 @@
 
     python bench/continuous_batching.py [--model smollm2-135m] [--benchmark mbpp] [--limit 64] [--max-new-tokens 512]
 
-`lmforge evaluate MODEL --benchmark mbpp` both ways (`--no-continuous-batching`: batches of 8 that
-wait for their longest completion; default: 8 rows, a finished one replaced by the next problem at
-once), the order alternated between two rounds so that neither always runs on a warmer machine.
+`lmforge evaluate MODEL --benchmark mbpp` both ways, each in its own process (`--no-continuous-batching`:
+batches of `--static-rows` 8 that wait for their longest completion; default: `--continuous-rows` 16,
+a finished one replaced by the next problem at once), the order alternated between rounds so that
+neither always runs on a warmer machine.
 Reported: generation seconds of each, their ratio, pass@1 of each and how many completions are
 identical. Issue 16's goal: MBPP-test pass@1 evaluation wall time <= 0.5x static, identical pass@1.
 Slow on 2 CPU cores: run it alone.
@@ -42,7 +43,7 @@ def run_here(model: str, benchmark: str, limit: int | None, max_new_tokens: int,
 
     start = time.perf_counter()
     summary = evaluate_benchmark(model, benchmark, limit=limit, max_new_tokens=max_new_tokens, output=out, continuous=continuous,
-                                 batch_size=rows)
+                                 rows=rows)
     completions = [json.loads(line)["completion"] for line in (out / "results.jsonl").read_text().splitlines()]
     return {"pass@1": summary["pass_at_k"]["pass@1"], "generation_s": round(summary["generation_seconds"], 1),
             "wall_s": round(time.perf_counter() - start, 1), "completions": completions}
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each runs both, the order alternating")
     parser.add_argument("--static-rows", type=int, default=8, help="static batch size")
-    parser.add_argument("--continuous-rows", type=int, default=8, help="rows of the continuous batch")
+    parser.add_argument("--continuous-rows", type=int, default=16, help="rows of the continuous batch (lmforge's default)")
     parser.add_argument("--child", choices=["static", "continuous"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)

@@ -139,6 +139,7 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, min=1, max=1024, help="--benchmark: sandboxed programs run in parallel (default: the cores)"),
     stop_at_fence: bool = typer.Option(True, help="--benchmark: end each completion at its first closing ``` fence (the extractor reads the first code block)"),
     continuous_batching: bool = typer.Option(True, help="--benchmark, greedy: a finished completion's row takes the next problem at once (off: each batch waits for its longest completion)"),
+    rows: Optional[int] = typer.Option(None, min=1, max=1024, help="--benchmark: completions decoding at once (default 16 with continuous batching, else 8)"),
     output: Optional[Path] = typer.Option(None, help="report folder (default: RUN_DIR/eval/<file or benchmark>)"),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="multi-label runs: predict a label when its probability is at least this (default: the threshold tuned on dev during training, in labels.json)"),
 ):
@@ -150,7 +151,7 @@ def evaluate(
             raise UserError("give either --data (with data.* overrides, --threshold) or --benchmark, not both")
         summary = evaluate_benchmark(str(run_dir), benchmark, limit=limit, samples=samples, k=tuple(k) if k else None,
                                      temperature=temperature, max_new_tokens=max_new_tokens, workers=workers, output=output,
-                                     stop_at_fence=stop_at_fence, continuous=continuous_batching)
+                                     stop_at_fence=stop_at_fence, continuous=continuous_batching, rows=rows)
         table = Table(title=f"{benchmark}: {summary['problems']} problems x {summary['samples']} sample(s)")
         for key in [*summary["pass_at_k"], *summary["status_counts"], "generation s", "execution s"]:
             table.add_column(key)
@@ -159,6 +160,10 @@ def evaluate(
         out.print(table)
         out.print(f"per-problem results: {summary['output']}/results.jsonl")
         return
+    given = [name for name, value in (("--limit", limit), ("--k", k), ("--temperature", temperature), ("--workers", workers),
+                                      ("--rows", rows)) if value is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} only apply to --benchmark")
     if data is None:
         raise UserError("give --data FILE (a labelled file) or --benchmark humaneval|mbpp")
     from .evaluation.on_files import evaluate_run_on_file

@@ -45,11 +45,12 @@ def test_init_train_evaluate_generate(tmp_path, tiny_decoder):
     assert summary["problems"] == 2 and summary["pass_at_k"]["pass@1"] == 0.0  # a 40k-parameter model writes no code
     assert sum(summary["status_counts"].values()) == 2
     assert len((run / "eval" / "mbpp-n1-greedy" / "results.jsonl").read_text().splitlines()) == 2
-    assert summary["batching"] == "continuous"
+    assert summary["batching"] == "continuous" and summary["rows"] == 16
     r = run_cli("evaluate", str(run), "--benchmark", "mbpp", "--limit", "2", "--max-new-tokens", "4", "--no-continuous-batching",
-                "--output", str(tmp_path / "static"))
+                "--rows", "1", "--output", str(tmp_path / "static"))
     assert r.returncode == 0, r.stderr
-    assert json.loads((tmp_path / "static" / "summary.json").read_text())["batching"] == "static"
+    static = json.loads((tmp_path / "static" / "summary.json").read_text())
+    assert static["batching"] == "static" and static["rows"] == 1
     completions = [[json.loads(line)[key] for line in (folder / "results.jsonl").read_text().splitlines()]
                    for folder in (run / "eval" / "mbpp-n1-greedy", tmp_path / "static") for key in ("completion",)]
     assert completions[0] == completions[1]
@@ -58,6 +59,10 @@ def test_init_train_evaluate_generate(tmp_path, tiny_decoder):
     assert bad.returncode == 2 and "unknown code benchmark" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("evaluate", str(run))
     assert bad.returncode == 2 and "--benchmark" in bad.stderr
+    bad = run_cli("evaluate", str(run), "--data", str(train), "--rows", "4", "--temperature", "0")
+    assert bad.returncode == 2 and "--temperature, --rows only apply to --benchmark" in bad.stderr
+    bad = run_cli("evaluate", str(run), "--benchmark", "mbpp", "--rows", "0")
+    assert bad.returncode == 2 and "--rows" in bad.stderr and "Traceback" not in bad.stderr
 
 
 

@@ -18,7 +18,7 @@ from conftest import run_cli
 from lmforge.errors import UserError
 from lmforge.generation import Generator
 from lmforge.generation.stops import first_stop, held_back
-from lmforge.generation.lowbit import PackedLinear, pack_exact_lowbit
+from lmforge.generation.lowbit import MAX_INT4_ROWS, PackedLinear, pack_exact_lowbit
 
 SENTENCES = ["the cat sat on the mat.", "a dog ran in the park!", "what is two plus three? five.",
              "write a function that adds x and y", "hello there, how are you today?", "1 2 3 4 5 6 7 8 9 10"] * 4
@@ -332,7 +332,8 @@ def test_packed_linear_matches_the_fp32_layer(make, parts):
     for rows in (x[:, :1], x):  # 1 row: int4 kernel; 3 rows: still int4 (<= MAX_INT4_ROWS)
         got = packed(rows.bfloat16()).float()
         assert torch.allclose(got, ref[:, : rows.shape[1]], atol=0.02 * ref.abs().max().item())
-    many = torch.randn(10, 96)  # more rows than MAX_INT4_ROWS: the bf16 weight
+    assert packed.max_int4_elements == MAX_INT4_ROWS[parts] * 96
+    many = torch.randn(20, 96)  # more rows than MAX_INT4_ROWS: the bf16 weight
     assert torch.allclose(packed(many.bfloat16()).float(), many @ linear.weight.float().t(), atol=0.05)
 
 

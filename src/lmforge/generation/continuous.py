@@ -6,6 +6,8 @@ decoding: a request that ends (end token, max_new_tokens, or one of our stop str
 it) leaves at the next step and a waiting prompt takes its place.
 
 Greedy only: sampling with per-call seeds stays on the static path, where a seed reproduces a batch.
+Used for models whose cache refill.py cannot edit (sliding-window layers); the others decode on
+refill.py's dense cache, whose steps cost less on a CPU.
 """
 
 from __future__ import annotations

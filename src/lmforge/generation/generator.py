@@ -53,15 +53,15 @@ class Generator:
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self.eos_ids = _eos_ids(model, tokenizer)
         self._lock = threading.Lock()  # one generation at a time: the model and its RNG are shared
-        self.engine = None  # a continuous-batching StreamEngine once `start_continuous` is called (the server)
+        self.engine = None  # the continuous batch (RefillEngine or StreamEngine) once `start_continuous` is called (the server)
 
     # -- continuous batching (the server) ------------------------------------------------------
     def start_continuous(self, max_rows: int = 8, tokens_per_row: int = 2048) -> None:
         """Greedy streams (and `generate(..., continuous=True)`) from now on share one continuous batch of
         up to `max_rows` rows, whatever thread they come from: a finished request's row takes the next
-        one at once. Sampled requests keep the static path (a seed reproduces a batch there). On a CPU a
-        step of the paged continuous batch costs more than a static batch's, so plain `generate` calls
-        keep static batches (measured: bench/continuous_batching.py, bench/generate_concurrency.py)."""
+        one at once. Sampled requests keep the static path (a seed reproduces a batch there). The batch
+        runs on a dense cache (refill_engine.py) where the model allows, else on transformers' paged
+        manager (continuous.py)."""
         from .refill import supported
 
         if self.engine is None and supported(self.model):
@@ -136,14 +136,15 @@ class Generator:
     # -- generation ------------------------------------------------------------------------
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,
                  stop: Sequence[str] | str | None = None, seed: int | None = None, chat: bool = True, batch_size: int = 8,
-                 ignore_eos: bool = False, continuous: bool = False) -> list[dict]:
+                 ignore_eos: bool = False, continuous: bool = False, on_done: Callable[[int], None] | None = None) -> list[dict]:
         """One completion per prompt: {"text", "tokens" (generated, including the end token),
         "finish_reason": "stop" (end token or stop string) or "length" (max_new_tokens)}.
         Prompts of similar length are batched together; `seed` makes sampling reproducible for the
         same prompts and batch_size. `ignore_eos` generates exactly max_new_tokens (benchmarks).
         `continuous` (greedy only; ignored when sampling or with ignore_eos): up to `batch_size` prompts
         decode at once and a finished one is replaced by the next at once (continuous.py) instead of
-        batches waiting for their longest completion; with `start_continuous` they join its shared batch."""
+        batches waiting for their longest completion; with `start_continuous` they join its shared batch.
+        `on_done(i)` is called as prompt i's completion is known (progress)."""
         if isinstance(prompts, str):
             raise UserError("generate() takes a list of prompts, not a single string")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -156,6 +157,8 @@ class Generator:
         if continuous and engine is not None and temperature == 0 and not ignore_eos:
             done = engine.run_many(encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops, decode=self._decode,
                                    ignore_eos=ignore_eos)
+            for i in range(len(done) if on_done else 0):
+                on_done(i)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos:
             from .refill import generate_refill, supported
@@ -163,13 +166,13 @@ class Generator:
             with self._lock, torch.inference_mode():
                 if supported(self.model):
                     done = generate_refill(self.model, encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops,
-                                           decode=self._decode, max_rows=batch_size)
+                                           decode=self._decode, max_rows=batch_size, on_done=on_done)
                 else:
                     from .continuous import generate_continuous
 
                     done = generate_continuous(self.model, self._generation_config(max_new_tokens, temperature, top_p, ignore_eos),
                                                encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops,
-                                               decode=self._decode, max_rows=batch_size)
+                                               decode=self._decode, max_rows=batch_size, on_done=on_done)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         with self._lock, _seeded(seed):
             for start in range(0, len(order), batch_size):
@@ -177,6 +180,8 @@ class Generator:
                 for i, result in zip(chunk, self._generate_batch([encoded[i] for i in chunk], max_new_tokens, temperature,
                                                                  top_p, stops, ignore_eos)):
                     results[i] = result
+                    if on_done:
+                        on_done(i)
         return results
 
     def stream(self, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0, top_p: float = 1.0,

@@ -1,13 +1,14 @@
 """Serving a decoder: `POST /v1/generate`, as a `ModelApi` on the shared HTTP base (errors, auth,
 health, readiness, metrics, request limits).
 
-Greedy streams (temperature 0) share one continuous batch (`continuous_rows`, generation/continuous.py):
-up to that many decode together and a finished one is replaced by the next at once. With
-`continuous_rows: 0`, greedy streams that arrive together are decoded as one static batch on the
-model thread (serve/stream_gather.py). Sampled streams run on the model thread one at a time. Non-streaming
-requests go through the micro-batcher: concurrent prompts with the same sampling settings are
-generated as one left-padded batch (on a CPU a static batch step costs less than a paged continuous
-one, so they stay there).
+Greedy streams (temperature 0) share one continuous batch (`continuous_rows`,
+generation/refill_engine.py): up to that many decode together and a finished one is replaced by the
+next at once. Its engine thread is also the model thread: the micro-batcher's jobs (non-streaming
+requests, sampled streams, the warm-up) run there between two decode steps, so one thread runs all
+torch work. With `continuous_rows: 0`, greedy streams that arrive together are decoded as one static
+batch on the model thread (serve/stream_gather.py). Sampled streams run on the model thread one at a
+time. Non-streaming requests go through the micro-batcher: concurrent prompts with the same sampling
+settings are generated as one left-padded batch.
 Streaming requests (`"stream": true`) get server-sent events: `data: {"text": "..."}` per piece,
 then `data: {"done": true, ...}`.
 """
