@@ -83,3 +83,52 @@ def test_models_with_other_cache_layers_keep_the_paged_manager(gen, monkeypatch)
     monkeypatch.setattr(refill, "supported", lambda model: False)
     monkeypatch.setattr(refill, "generate_refill", lambda *a, **k: pytest.fail("refill used for an unsupported model"))
     assert gen.generate(texts, max_new_tokens=12, batch_size=2, continuous=True) == want
+
+
+def test_the_server_engine_runs_jobs_on_its_thread_and_fails_cleanly(gen):
+    """RefillEngine is also the model executor: a job runs on the engine thread (between steps), its error
+    goes to its caller, and a job there cannot wait for the batch it blocks. When a step fails, every
+    waiting request gets the error and new ones are refused."""
+    import threading
+
+    from lmforge.generation.refill_engine import RefillEngine
+
+    texts = prompts(4, seed=3)
+    want = gen.generate(texts, max_new_tokens=10)
+    gen.start_continuous(max_rows=2)
+    engine = gen.engine
+    try:
+        assert isinstance(engine, RefillEngine)
+        assert engine.submit(lambda: threading.current_thread().name).result(timeout=30) == "lmforge-continuous"
+        with pytest.raises(ZeroDivisionError):
+            engine.submit(lambda: 1 / 0).result(timeout=30)
+        # on the engine thread, generate() takes the static path instead of waiting for itself
+        assert engine.submit(lambda: gen.generate(texts, max_new_tokens=10, continuous=True)).result(timeout=60) == want
+        assert gen.generate(texts, max_new_tokens=10, continuous=True) == want
+        with pytest.raises(RuntimeError, match="cannot wait"):
+            engine.submit(lambda: list(engine.tokens(gen.encode(texts[0]), max_new_tokens=3))).result(timeout=30)
+    finally:
+        gen.stop_continuous()
+
+    broken = RefillEngine(_Failing(gen.model), eos_ids=gen.eos_ids, max_rows=2)
+    with pytest.raises(RuntimeError, match="engine stopped: step failed"):
+        list(broken.tokens(gen.encode(texts[0]), max_new_tokens=50))
+    with pytest.raises(RuntimeError, match="closed"):
+        broken.tokens(gen.encode(texts[1]), max_new_tokens=5)
+    broken.close()
+
+
+class _Failing:
+    """The model, failing on its third call (a prefill, then two decode steps)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("step failed")
+        return self.model(**kwargs)

@@ -102,10 +102,11 @@ class _Batch:
         from transformers import DynamicCache
 
         self.model = model
+        self.device = next(model.parameters()).device
         self.cache = DynamicCache()
         self.layer_class = _buffer_layer_class()
         self.rows: list[_Row] = []
-        self.mask = torch.zeros((0, 0), dtype=torch.bool)  # [rows, columns]: True where the row attends
+        self.mask = torch.zeros((0, 0), dtype=torch.bool, device=self.device)  # [rows, columns]: True where the row attends
         self.next_tokens: list[int] = []
 
     @property
@@ -117,7 +118,7 @@ class _Batch:
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        out = self.model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=torch.tensor([ids], device=self.device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         first = int(out.logits[0, -1].argmax())
         return first, [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -132,7 +133,7 @@ class _Batch:
             place = len(self.rows)
             self._edit(lambda t: torch.cat([t, t.new_zeros((1, *t.shape[1:]))]) if t.shape[0] else
                        t.new_zeros((1, t.shape[1], columns, t.shape[3])), kv)
-            self.mask = torch.cat([self.mask, torch.zeros((1, columns), dtype=torch.bool)])
+            self.mask = torch.cat([self.mask, self.mask.new_zeros((1, columns))])
             self.rows.append(None)  # type: ignore[arg-type]
             self.next_tokens.append(0)
         for layer, (k, v) in zip(self.cache.layers, kv):
@@ -155,7 +156,7 @@ class _Batch:
         """`n` more columns before the others (a prompt longer than the cache so far)."""
         if self.cache.layers:
             self._edit(lambda t: torch.cat([t.new_zeros((t.shape[0], t.shape[1], n, t.shape[3])), t], dim=2))
-        self.mask = torch.cat([torch.zeros((self.mask.shape[0], n), dtype=torch.bool), self.mask], dim=1)
+        self.mask = torch.cat([self.mask.new_zeros((self.mask.shape[0], n)), self.mask], dim=1)
         for row in self.rows:
             row.start += n
 
@@ -163,7 +164,7 @@ class _Batch:
         """Remove finished rows (when no prompt is waiting for them)."""
         gone = set(places)
         keep = [i for i in range(len(self.rows)) if i not in gone]
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self._edit(lambda t: t.index_select(0, index))
         self.mask = self.mask[index]
         self.rows = [self.rows[i] for i in keep]
@@ -184,10 +185,11 @@ class _Batch:
     def step(self) -> list[int]:
         """One decode step for every row: feeds each row's next token, returns each row's greedy next."""
         rows = len(self.rows)
-        self.mask = torch.cat([self.mask, torch.ones((rows, 1), dtype=torch.bool)], dim=1)
-        positions = torch.tensor([[row.position] for row in self.rows])
-        out = self.model(input_ids=torch.tensor(self.next_tokens).view(rows, 1), attention_mask=self.mask[:, None, None, :],
-                         position_ids=positions, past_key_values=self.cache, use_cache=True)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((rows, 1))], dim=1)
+        positions = torch.tensor([[row.position] for row in self.rows], device=self.device)
+        tokens = torch.tensor(self.next_tokens, device=self.device).view(rows, 1)
+        out = self.model(input_ids=tokens, attention_mask=self.mask[:, None, None, :], position_ids=positions,
+                         past_key_values=self.cache, use_cache=True)
         for row in self.rows:
             row.position += 1
         return out.logits[:, -1].argmax(-1).tolist()
