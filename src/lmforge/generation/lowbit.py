@@ -12,11 +12,12 @@ order as casting the weights to bf16. Layers off the grid (fine-tuned or merged 
 alone, so this is safe to run on any model.
 
 The int4 kernel wins for a few rows only, so prompts and large batches still use the bf16 weight,
-kept as well. Where the kernel stops winning depends on the parts (2026-12-05, torch 2.13, the *bf16
-machine*, microseconds int4 vs bf16): a 4-bit layer (gate_proj 1536x576) 15 vs 67 at 1 row, 42 vs 78
-at 8, 80 vs 98 at 16; the two-part 8-bit LM head (49152x576) 1,156 vs 1,694 at 1 row, 1,472 vs 1,814
-at 4, 3,029 vs 2,749 at 8. Greedy decoding of 8 rows x 256 tokens: 235 -> 393 tokens/s with these
-limits instead of 4 rows for every layer; 16 rows: 399 -> 454.
+kept as well. Where it stops winning was chosen end to end, decoding (bench/int4_rows.py, *bf16
+machine*, 2026-12-05): greedy continuous batches of 8 rows x 256 tokens ran at 333 tokens/s with
+these limits against 211 with 4 rows for every layer (1.58x), 16 rows 415 against 359 (1.15x).
+Timing one layer at a time misleads here: repeated calls keep a layer's bf16 weight in cache, which a
+real decode step (every layer once) does not, so in isolation bf16 already ties at 8 rows. The
+two-part LM head (49152 x 576) computes twice per row; it loses clearly from 8 rows (4,186 vs 2,568 us).
 """
 
 from __future__ import annotations
