@@ -171,6 +171,44 @@ def test_concurrent_streams_with_and_without_the_continuous_batch(generator, row
         assert batches == []
 
 
+def test_greedy_requests_join_the_continuous_batch_and_sampled_ones_the_micro_batcher(generator, monkeypatch):
+    """With the continuous batch, a plain greedy request decodes on it (beside the streams) rather than as a
+    job that would pause it; a sampled request keeps the micro-batcher's static batches; the texts are
+    those of `generate`, and a refused prompt is still a 422."""
+    prompts = ["say hi", "how are you", "what is two plus three"]
+    want = [r["text"] for r in generator.generate(prompts, max_new_tokens=7)]
+    sampled = generator.generate(["say hi"], max_new_tokens=5, temperature=0.8, seed=3)[0]["text"]
+    with _client(generator, continuous_rows=4, max_wait_ms=5) as c:
+        _ready(c)
+        engine = generator.engine
+        calls: list[int] = []
+        real = engine.run_many
+
+        def spy(encoded, **kwargs):
+            calls.append(len(encoded))
+            return real(encoded, **kwargs)
+        monkeypatch.setattr(engine, "run_many", spy)
+        got: dict[int, str] = {}
+
+        def ask(i: int) -> None:
+            got[i] = c.post("/v1/generate", json={"prompt": prompts[i], "max_new_tokens": 7}).json()["text"]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        r = c.post("/v1/generate", json={"prompt": "say hi", "max_new_tokens": 5, "temperature": 0.8, "seed": 3})
+        assert r.status_code == 200 and r.json()["text"] == sampled
+        bad = c.post("/v1/generate", json={"prompt": "hi " * 600, "max_new_tokens": 3, "chat": False})
+        assert bad.status_code == 422 and "positions" in bad.json()["error"]["message"]
+        metrics = c.get("/metrics").text
+    assert [got[i] for i in range(len(prompts))] == want
+    assert calls == [1, 1, 1]
+    count = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("lmforge_batch_size_count"))
+    assert count == 3 + 1  # the 3 warm-up batches and the sampled request
+
+
 def test_a_gathered_stream_that_fails_leaves_the_streams_batched_with_it_alone(generator):
     """Static serving gathers streams into one batch; a prompt longer than the model's positions gets
     its own error event and the others their text."""

@@ -8,7 +8,8 @@ requests, sampled streams, the warm-up) run there between two decode steps, so o
 torch work. With `continuous_rows: 0`, greedy streams that arrive together are decoded as one static
 batch on the model thread (serve/stream_gather.py). Sampled streams run on the model thread one at a
 time. Non-streaming requests go through the micro-batcher: concurrent prompts with the same sampling
-settings are generated as one left-padded batch.
+settings are generated as one left-padded batch, except greedy ones while the continuous batch runs:
+they join it, as streams do.
 Streaming requests (`"stream": true`) get server-sent events: `data: {"text": "..."}` per piece,
 then `data: {"done": true, ...}`.
 """
@@ -43,7 +44,7 @@ class GenerationApi:
 
     def __init__(self, generator, settings: ServeSettings):
         self.generator, self.settings = generator, settings
-        self.stream_threads = None  # with the continuous batch: threads that wait for streams' tokens
+        self.stream_threads = None  # with the continuous batch: threads that wait for its tokens (streams, greedy requests)
 
     # -- what the HTTP base calls --------------------------------------------------------------------
     def setup(self) -> None:
@@ -108,7 +109,12 @@ class GenerationApi:
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             try:
-                [result] = await server.submit([(body.prompt, params)])
+                if self.stream_threads is not None and getattr(generator, "engine", None) is not None and params["temperature"] == 0:
+                    # greedy: joins the continuous batch, as streams do (a job on the model thread would pause it)
+                    [result] = await asyncio.get_running_loop().run_in_executor(
+                        self.stream_threads, lambda: generate_items(generator, [(body.prompt, params)], continuous=True))
+                else:
+                    [result] = await server.submit([(body.prompt, params)])
             except UserError as err:
                 raise ApiError(422, "invalid_request", str(err)) from None
             server.metrics.texts.inc()
@@ -132,8 +138,9 @@ class GenerationApi:
                 "stop": tuple(body.stop), "seed": body.seed, "chat": body.chat}
 
 
-def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
-    """Generate a gathered batch: prompts sharing their settings are generated together."""
+def generate_items(generator, items: list[tuple[str, dict]], continuous: bool = False) -> list[dict]:
+    """Generate a gathered batch: prompts sharing their settings are generated together (`continuous`:
+    greedy ones on the generator's continuous batch)."""
     results: list[dict | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for i, (_, params) in enumerate(items):
@@ -142,7 +149,7 @@ def generate_items(generator, items: list[tuple[str, dict]]) -> list[dict]:
         params = dict(key)
         outputs = generator.generate([items[i][0] for i in indices], max_new_tokens=params["max_new_tokens"],
                                      temperature=params["temperature"], top_p=params["top_p"], stop=list(params["stop"]) or None,
-                                     seed=params["seed"], chat=params["chat"])
+                                     seed=params["seed"], chat=params["chat"], continuous=continuous)
         for i, out in zip(indices, outputs):
             results[i] = {"text": out["text"], "tokens": out.get("tokens"), "finish_reason": out.get("finish_reason")}
     return results  # type: ignore[return-value]
