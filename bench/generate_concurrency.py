@@ -1,6 +1,6 @@
 """Aggregate generation throughput of a real `lmforge serve` with N concurrent streamed /v1/generate
-requests: the continuous batch (`--continuous-rows 8`, the default) against static serving
-(`--continuous-rows 0`: streams one at a time on the model thread), in one run.
+requests: the continuous batch (`--continuous-rows 8`) against static serving (`--continuous-rows 0`: greedy
+streams arriving together gathered into static batches), in one run; `--rows A B` compares other settings.
 
     python bench/generate_concurrency.py [--model smollm2-135m] [--clients 8] [--max-new-tokens 64 256] [--rounds 2]
 
@@ -121,7 +121,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rows", type=int, nargs=2, default=[8, 0],
+                        help="--continuous-rows of the two servers compared (0: static serving); the ratio is first / second")
+    parser.add_argument("--name", default="generate_concurrency", help="results file name under bench/results/")
     args = parser.parse_args()
+    names = {rows: "static" if rows == 0 else "continuous" if rows == 8 else f"continuous{rows}" for rows in args.rows}
+    first, second = (names[rows] for rows in args.rows)
     from lmforge.generation.generator import Generator
 
     tokenizer = Generator.from_pretrained(args.model).tokenizer
@@ -129,8 +134,8 @@ def main() -> None:
     results: dict = {}
     texts_by: dict = {}
     for r in range(args.rounds):
-        for rows in ([8, 0] if r % 2 == 0 else [0, 8]):
-            name = "continuous" if rows else "static"
+        for rows in (args.rows if r % 2 == 0 else args.rows[::-1]):
+            name = names[rows]
             proc, base = start(args.model, rows)
             try:
                 stream(base, PROMPTS[0], 4)  # one request through the whole path before timing
@@ -146,15 +151,15 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(timeout=60)
     summary = {"model": args.model, "clients": args.clients, "rounds": args.rounds, "cpu_threads": os.cpu_count(), "runs": results,
-               "ratio_continuous_over_static": {}, "same_texts": {}}
+               "rows": args.rows, f"ratio_{first}_over_{second}": {}, "same_texts": {}}
     for n, by in results.items():
         med = {name: statistics.median(x["tokens_per_s"] for x in runs) for name, runs in by.items()}
-        summary["ratio_continuous_over_static"][n] = round(med["continuous"] / med["static"], 2)
-        same = sum(a == b for a, b in zip(texts_by[(int(n), "continuous")], texts_by[(int(n), "static")]))
+        ratio = summary[f"ratio_{first}_over_{second}"][n] = round(med[first] / med[second], 2)
+        same = sum(a == b for a, b in zip(texts_by[(int(n), first)], texts_by[(int(n), second)]))
         summary["same_texts"][n] = f"{same}/{args.clients}"
-        print(f"{n} tokens: continuous {med['continuous']:.1f} tokens/s, static {med['static']:.1f} tokens/s, "
-              f"ratio {summary['ratio_continuous_over_static'][n]:.2f} (goal >= 2); same texts {summary['same_texts'][n]}")
-    save("generate_concurrency", summary)
+        print(f"{n} tokens: {first} {med[first]:.1f} tokens/s, {second} {med[second]:.1f} tokens/s, "
+              f"ratio {ratio:.2f}; same texts {summary['same_texts'][n]}")
+    save(args.name, summary)
 
 
 if __name__ == "__main__":

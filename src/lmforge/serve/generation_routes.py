@@ -1,7 +1,7 @@
 """Serving a decoder: `POST /v1/generate`, as a `ModelApi` on the shared HTTP base (errors, auth,
 health, readiness, metrics, request limits).
 
-Greedy streams (temperature 0) share one continuous batch (`continuous_rows`,
+Greedy requests (temperature 0), streamed or not, share one continuous batch (`continuous_rows`,
 generation/refill_engine.py): up to that many decode together and a finished one is replaced by the
 next at once. Its engine thread is also the model thread: the micro-batcher's jobs (non-streaming
 requests, sampled streams, the warm-up) run there between two decode steps, so one thread runs all

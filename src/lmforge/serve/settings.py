@@ -19,7 +19,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1, description="request body size")
     max_prompt_chars: int = Field(8000, ge=1, description="characters per /v1/generate prompt")
     max_new_tokens: int = Field(512, ge=1, description="the most tokens one /v1/generate request may ask for")
-    continuous_rows: int = Field(8, ge=0, le=256, description="decoders: greedy streamed /v1/generate requests decoding together in one continuous batch, a finished one replaced by the next at once; 0: greedy streams arriving together decode as one static batch")
+    continuous_rows: int = Field(16, ge=0, le=256, description="decoders: greedy /v1/generate requests decoding together in one continuous batch, a finished one replaced by the next at once; 0: greedy streams arriving together decode as one static batch")
     explain_steps: int = Field(50, ge=2, description="integrated-gradients steps when a request names none")
     max_explain_steps: int = Field(300, ge=2)
     api_key: str | None = Field(None, repr=False, description="when set, /v1/* and /metrics need 'Authorization: Bearer <key>'")
