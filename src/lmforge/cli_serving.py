@@ -24,6 +24,7 @@ def generate(
     seed: Optional[int] = typer.Option(None, min=0, max=2**63 - 1, help="seed for reproducible sampling"),
     no_chat: bool = typer.Option(False, "--no-chat", help="send the prompt as plain text, not wrapped in the chat template"),
     batch_size: int = typer.Option(8, min=1, max=4096, help="prompts generated together"),
+    continuous_batching: bool = typer.Option(True, help="greedy: a finished completion's row takes the next prompt at once (off: each batch waits for its longest completion)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per prompt: prompt, text, tokens, finish_reason"),
 ):
     """Generate text with a decoder model; tokens/s on stderr."""
@@ -44,7 +45,7 @@ def generate(
     generator = Generator.from_pretrained(model)
     start = time.perf_counter()
     results = generator.generate(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or None,
-                                 seed=seed, chat=not no_chat, batch_size=batch_size)
+                                 seed=seed, chat=not no_chat, batch_size=batch_size, continuous=continuous_batching)
     seconds = time.perf_counter() - start
     for i, (text, result) in enumerate(zip(prompts, results)):
         if as_json:

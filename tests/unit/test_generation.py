@@ -378,9 +378,14 @@ def test_cli_generate(llama, tmp_path, gen):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["prompt"] for row in rows] == [PROMPTS[1], "the cat", "hello"]
-    want = Generator.from_pretrained(llama).generate([PROMPTS[1], "the cat", "hello"], max_new_tokens=6)  # the CLI's bf16 default
+    bf16 = Generator.from_pretrained(llama)  # the CLI's bf16 default
+    want = bf16.generate([PROMPTS[1], "the cat", "hello"], max_new_tokens=6, continuous=True)  # greedy: the continuous batch
     assert [{k: row[k] for k in ("text", "tokens", "finish_reason")} for row in rows] == want
     assert "tokens/s" in r.stderr
+    r = run_cli("generate", llama, "--prompt", PROMPTS[1], "--file", prompts, "--max-new-tokens", "6", "--json", "--no-continuous-batching")
+    assert r.returncode == 0, r.stderr
+    static = bf16.generate([PROMPTS[1], "the cat", "hello"], max_new_tokens=6)
+    assert [{k: json.loads(line)[k] for k in ("text", "tokens", "finish_reason")} for line in r.stdout.splitlines()] == static
 
     r = run_cli("generate", llama, "--prompt", "hello", "--max-new-tokens", "4", "--no-chat")
     assert r.returncode == 0, r.stderr
