@@ -5,6 +5,7 @@ later (columns added on the left), dropped rows and trimmed columns."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -110,25 +111,91 @@ def test_the_server_engine_runs_jobs_on_its_thread_and_fails_cleanly(gen):
     finally:
         gen.stop_continuous()
 
-    broken = RefillEngine(_Failing(gen.model), eos_ids=gen.eos_ids, max_rows=2)
-    with pytest.raises(RuntimeError, match="engine stopped: step failed"):
+    # a failing step fails the rows decoding then; the engine goes on serving
+    broken = RefillEngine(_Failing(gen.model, fail_call=3), eos_ids=gen.eos_ids, max_rows=2)
+    with pytest.raises(RuntimeError, match="generation failed: step failed"):
         list(broken.tokens(gen.encode(texts[0]), max_new_tokens=50))
-    with pytest.raises(RuntimeError, match="closed"):
-        broken.tokens(gen.encode(texts[1]), max_new_tokens=5)
+    again = broken.run_many([gen.encode(t) for t in texts], max_new_tokens=10, stops=[], decode=gen._decode)
+    assert [gen._result(f.tokens, [], f.stopped_at, 10, False) for f in again] == want
     broken.close()
+    # a prompt whose prefill fails gets its error alone; the prompts decoding beside it finish
+    picky = RefillEngine(_Failing(gen.model, fail_length=len(gen.encode(texts[2]))), eos_ids=gen.eos_ids, max_rows=4)
+    streams = [picky.tokens(gen.encode(t), max_new_tokens=10) for t in texts]
+    outcomes: list = []
+    for stream in streams:
+        try:
+            outcomes.append(gen._result(list(stream)[-1], [], None, 10, False))
+        except RuntimeError as err:
+            outcomes.append(str(err))
+    picky.close()
+    assert outcomes[2] == "generation failed: prefill failed"
+    assert outcomes[:2] + outcomes[3:] == want[:2] + want[3:]
+
+
+def test_a_receiver_that_fails_frees_its_row(gen, monkeypatch):
+    """A stream whose client went away (its `emit` raises) is cancelled: its row is freed within a step or two."""
+    from lmforge.generation.refill_engine import RefillEngine
+
+    steps = {"n": 0}
+    real = refill._Batch.step
+
+    def counting(self):
+        steps["n"] += 1
+        return real(self)
+    monkeypatch.setattr(refill._Batch, "step", counting)
+    gen.start_continuous(max_rows=1)
+    try:
+        assert isinstance(gen.engine, RefillEngine)
+        pieces: list[str] = []
+
+        def emit(piece: str) -> None:
+            pieces.append(piece)
+            if len(pieces) == 2:
+                raise ConnectionError("gone")
+        with pytest.raises(ConnectionError):
+            gen.stream_into(emit, prompts(1, seed=4)[0], max_new_tokens=200)
+        deadline = time.time() + 10
+        while gen.engine.rows_in_use and time.time() < deadline:
+            time.sleep(0.01)
+        assert gen.engine.rows_in_use == 0 and steps["n"] < 50, steps
+    finally:
+        gen.stop_continuous()
 
 
 class _Failing:
-    """The model, failing on its third call (a prefill, then two decode steps)."""
+    """The model, failing on call number `fail_call` (counting prefills and steps), or on the prefill
+    of a prompt of `fail_length` tokens."""
 
-    def __init__(self, model):
-        self.model, self.calls = model, 0
+    def __init__(self, model, fail_call: int | None = None, fail_length: int | None = None):
+        self.model, self.calls, self.fail_call, self.fail_length = model, 0, fail_call, fail_length
 
     def parameters(self):
         return self.model.parameters()
 
     def __call__(self, **kwargs):
         self.calls += 1
-        if self.calls == 3:
+        if self.calls == self.fail_call:
             raise RuntimeError("step failed")
+        if "logits_to_keep" in kwargs and kwargs["input_ids"].shape[1] == self.fail_length:
+            raise RuntimeError("prefill failed")
         return self.model(**kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+def test_prefix_tuned_and_eager_attention_models_keep_other_paths(gen):
+    """A prefix-tuned model brings its own past keys/values and mask: continuous requests take static
+    batches and the server starts no continuous batch. Eager attention would add the boolean mask as 0/1,
+    so such a model is not run here either."""
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    prefixed = get_peft_model(AutoModelForCausalLM.from_pretrained(gen.source),
+                              PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    g = Generator(prefixed, gen.tokenizer, source=gen.source, name="prefix", bf16=False)
+    assert refill.prompt_learning(g.model) and not refill.supported(g.model)
+    texts = prompts(4, seed=5)
+    assert g.generate(texts, max_new_tokens=6, continuous=True) == g.generate(texts, max_new_tokens=6)
+    g.start_continuous(max_rows=2)
+    assert g.engine is None
+    assert not refill.supported(AutoModelForCausalLM.from_pretrained(gen.source, attn_implementation="eager"))
+    assert refill.supported(gen.model) and not refill.prompt_learning(gen.model)

@@ -231,3 +231,21 @@ def test_a_gathered_stream_that_fails_leaves_the_streams_batched_with_it_alone(g
         assert events[prompt][-1].get("done") is True, events[prompt]
         assert "".join(e["text"] for e in events[prompt][:-1]).strip() == want[prompt].strip()
     assert "positions" in events[too_long][-1]["error"]
+
+
+def test_a_stream_whose_job_cannot_start_ends_with_an_error_event(generator):
+    """When the model thread refuses the job (e.g. the server shutting down), the stream still ends: an
+    error event, no hang."""
+    import asyncio
+
+    from lmforge.serve.generation_routes import sse_events
+
+    async def refuse(fn):
+        raise RuntimeError("the continuous-batching engine is closed")
+
+    async def collect() -> list[str]:
+        params = {"max_new_tokens": 4, "temperature": 0.5, "top_p": 1.0, "stop": (), "seed": 1, "chat": True}
+        return [event async for event in sse_events(generator, refuse, "say hi", params)]
+
+    events = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    assert len(events) == 1 and '"error"' in events[0]

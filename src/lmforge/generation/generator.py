@@ -31,6 +31,7 @@ import torch
 
 from ..errors import UserError
 from ..models.build import bf16_supported, load_model, load_tokenizer
+from .refill import prompt_learning
 from .sources import locate, repaired_cache, weights_version
 from .stops import Cancelled, StopStrings, first_stop, pieces_until_stop
 
@@ -64,6 +65,8 @@ class Generator:
         manager (continuous.py)."""
         from .refill import supported
 
+        if prompt_learning(self.model):  # prefix tuning: its forward brings its own cache; static batches only
+            return
         if self.engine is None and supported(self.model):
             from .refill_engine import RefillEngine
 
@@ -160,7 +163,7 @@ class Generator:
             for i in range(len(done) if on_done else 0):
                 on_done(i)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
-        if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos:
+        if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos and not prompt_learning(self.model):
             from .refill import generate_refill, supported
 
             with self._lock, torch.inference_mode():
@@ -193,8 +196,9 @@ class Generator:
             raise UserError("stream() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
         ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
-        if self._usable_engine() is not None and temperature == 0:
-            return self._engine_pieces(self.engine, ids, max_new_tokens, stops)
+        engine = self._usable_engine()
+        if engine is not None and temperature == 0:
+            return self._engine_pieces(engine, ids, max_new_tokens, stops)
         return self._pieces(ids, max_new_tokens, temperature, top_p, stops, seed)
 
     def stream_into(self, emit: Callable[[str], None], prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.0,
@@ -209,9 +213,14 @@ class Generator:
             raise UserError("stream_into() takes one prompt (a string)")
         stops = self._check([prompt], max_new_tokens, temperature, top_p, stop, seed)
         ids = self._encode_checked(prompt, 0, chat, max_new_tokens)
-        if self._usable_engine() is not None and temperature == 0:
-            for piece in self._engine_pieces(self.engine, ids, max_new_tokens, stops):
-                emit(piece)
+        engine = self._usable_engine()
+        if engine is not None and temperature == 0:
+            pieces = self._engine_pieces(engine, ids, max_new_tokens, stops)
+            try:
+                for piece in pieces:
+                    emit(piece)  # a receiver that fails (client gone) ends the request here
+            finally:
+                pieces.close()
             return
         cancel = threading.Event()
         streamer = RowStreamer(self._decode, [emit], stops, self.eos_ids, cancel=cancel)

@@ -13,8 +13,8 @@ cache costs more than a plain batched step, so on 100 MBPP problems it was slowe
 batches. This keeps every decode step an ordinary batched forward over a dense cache, as the static
 path's is (measured: bench/continuous_batching.py).
 
-Only for models whose cache layers are all full-attention `DynamicLayer`s (Llama, Qwen2, GPT-style
-decoders); `supported(model)` says whether a model qualifies.
+Only for SDPA attention and models whose cache layers are all full-attention `DynamicLayer`s (Llama,
+Qwen2, GPT-style decoders), not prefix-tuned ones; `supported(model)` says whether a model qualifies.
 """
 
 from __future__ import annotations
@@ -31,11 +31,21 @@ SPARE_COLUMNS = 128  # cache columns allocated ahead, so that a step writes one 
 TRIM_AT = 64  # drop leading cache columns that no row attends to once there are this many
 
 
+def prompt_learning(model) -> bool:
+    """A PEFT prompt-learning model (prefix tuning): its forward supplies its own past keys/values and
+    attention mask, so neither continuous path can run it; it keeps static batches."""
+    config = getattr(model, "active_peft_config", None)
+    return bool(getattr(config, "is_prompt_learning", False))
+
+
 def supported(model) -> bool:
-    """Whether `model`'s KV cache is made of full-attention dynamic layers only (what this module edits)."""
+    """Whether this module can run `model`: SDPA attention (a boolean mask; eager attention would add it
+    as 0/1), no prompt learning, and a KV cache of full-attention dynamic layers only (what it edits)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
+    if prompt_learning(model) or getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
     try:
         layers = DynamicCache(config=model.config).layers
     except Exception:  # noqa: BLE001 - a config transformers cannot map to cache layers
@@ -125,7 +135,11 @@ class _Batch:
     def add(self, index: int, ids: list[int], place: int | None) -> int:
         """Put prompt `index` in row `place` (a finished row) or in a new row; returns its first token."""
         first, kv = self.prefill(ids)
-        length = len(ids)
+        self.place(index, len(ids), place, first, kv)
+        return first
+
+    def place(self, index: int, length: int, place: int | None, first: int, kv: list) -> None:
+        """A prefilled prompt (its first token, keys and values) into row `place` or a new row."""
         if length > self.columns:
             self._pad_left(length - self.columns)
         columns = self.columns
@@ -143,7 +157,6 @@ class _Batch:
         self.mask[place, columns - length:] = True
         self.rows[place] = _Row(index, columns - length, length, [first])
         self.next_tokens[place] = first
-        return first
 
     def _edit(self, change: Callable[[torch.Tensor], torch.Tensor], kv=None) -> None:
         if not self.cache.layers:  # the first row: layers made from the prompt's shapes

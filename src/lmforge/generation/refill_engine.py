@@ -14,6 +14,7 @@ give PyTorch's OpenMP two thread pools on the same cores and slow both (lmforge/
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import deque
@@ -26,6 +27,7 @@ from .continuous import Finished
 from .refill import _Batch
 
 IDLE_WAIT_S = 0.5
+log = logging.getLogger("lmforge.generation")
 
 
 def _run_job(future: Future, fn: Callable, args: tuple, kwargs: dict) -> None:
@@ -38,10 +40,15 @@ def _run_job(future: Future, fn: Callable, args: tuple, kwargs: dict) -> None:
 
 
 class _Request:
-    def __init__(self, ids: list[int], max_new_tokens: int, ignore_eos: bool):
+    def __init__(self, ids: list[int], max_new_tokens: int, ignore_eos: bool, stopped: Callable[[list[int]], bool] | None = None):
         self.ids, self.max_new_tokens, self.ignore_eos = list(ids), max_new_tokens, ignore_eos
-        self.updates: queue.Queue = queue.Queue()  # growing lists of generated ids; None once finished; or an error
+        self.stopped = stopped  # whether the tokens so far end in a stop string (checked on the engine thread)
+        self.updates: queue.Queue = queue.Queue()  # new token ids after each step; None once finished; or an error
         self.cancelled = False
+        self.stopped_at: int | None = None
+
+    def fail(self, error: BaseException) -> None:
+        self.updates.put(error)
 
 
 class RefillEngine(Executor):
@@ -53,7 +60,7 @@ class RefillEngine(Executor):
         self._jobs: deque[tuple[Future, Callable, tuple, dict]] = deque()
         self._wake = threading.Condition()
         self._closed = False
-        self._failure: BaseException | None = None
+        self.rows_in_use = 0  # rows decoding after the last admission (read-only outside the engine thread)
         self._thread = threading.Thread(target=self._run, name="lmforge-continuous", daemon=True)
         self._thread.start()
 
@@ -73,52 +80,77 @@ class RefillEngine(Executor):
                         self._jobs.clear()
                     for job in jobs:
                         _run_job(*job)
-                    owners = [None if r is not None and r.cancelled else r for r in owners]
-                    with self._wake:
-                        room = owners.count(None) + self.max_rows - len(owners)
-                        arrivals = [self._inbox.popleft() for _ in range(min(room, len(self._inbox)))]
-                    for request in arrivals:
-                        if request.cancelled:
-                            continue
-                        place = owners.index(None) if None in owners else None
-                        batch.add(0, request.ids, place)
-                        if place is None:
-                            place = len(owners)
-                            owners.append(request)
-                        owners[place] = request
-                        self._deliver(batch, owners, place)
-                    if None in owners:  # finished rows nobody waits for: dropped
-                        batch.drop([i for i, r in enumerate(owners) if r is None])
-                        owners = [r for r in owners if r is not None]
-                    else:
-                        batch.trim()
-                    if owners:
-                        for place, (row, token) in enumerate(zip(batch.rows, batch.step())):
-                            row.tokens.append(token)
-                            batch.next_tokens[place] = token
-                            self._deliver(batch, owners, place)
-        except BaseException as err:  # noqa: BLE001 - handed to every waiting request
-            self._failure = err
-            for request in [r for r in owners if r is not None] + list(self._inbox):
-                request.updates.put(RuntimeError(f"the continuous-batching engine stopped: {err}"))
-        finally:
-            if self._closed:
-                for request in [r for r in owners if r is not None] + list(self._inbox):
-                    request.updates.put(RuntimeError("the server is shutting down; the generation was stopped"))
+                    try:
+                        self._admit(batch, owners)
+                        if owners:
+                            for place, (row, token) in enumerate(zip(batch.rows, batch.step())):
+                                row.tokens.append(token)
+                                batch.next_tokens[place] = token
+                                self._deliver(batch, owners, place)
+                    except Exception as err:  # noqa: BLE001 - fails the rows decoding now; the engine goes on
+                        log.exception("a continuous-batching step failed")
+                        for request in owners:
+                            if request is not None:
+                                request.fail(RuntimeError(f"generation failed: {err}"))
+                        batch, owners = _Batch(self.model), []
+                        self.rows_in_use = 0
+        except BaseException as err:  # noqa: BLE001 - the thread itself is ending (interpreter exit)
             with self._wake:
-                jobs = list(self._jobs)
+                self._closed = True
+            for request in [r for r in owners if r is not None]:
+                request.fail(RuntimeError(f"the continuous-batching engine stopped: {err!r}"))
+            raise
+        finally:
+            with self._wake:
+                waiting, jobs = [r for r in owners if r is not None] + list(self._inbox), list(self._jobs)
+                self._inbox.clear()
                 self._jobs.clear()
+            for request in waiting:
+                request.fail(RuntimeError("the server is shutting down; the generation was stopped"))
             for future, *_ in jobs:
                 if future.set_running_or_notify_cancel():
                     future.set_exception(RuntimeError("the continuous-batching engine stopped before running this job"))
 
+    def _admit(self, batch: _Batch, owners: list[_Request | None]) -> None:
+        """Free the rows of cancelled requests, give free rows to waiting requests (each prefilled alone:
+        one that fails gets its error, the others go on), drop the rows left free."""
+        owners[:] = [None if r is not None and r.cancelled else r for r in owners]
+        with self._wake:
+            room = owners.count(None) + self.max_rows - len(owners)
+            arrivals = [self._inbox.popleft() for _ in range(min(room, len(self._inbox)))]
+        for request in arrivals:
+            if request.cancelled:
+                continue
+            place = owners.index(None) if None in owners else None
+            try:
+                first, kv = batch.prefill(request.ids)
+            except Exception as err:  # noqa: BLE001 - this prompt's own failure
+                log.exception("prefilling a prompt for the continuous batch failed")
+                request.fail(RuntimeError(f"generation failed: {err}"))
+                continue
+            batch.place(0, len(request.ids), place, first, kv)  # a failure here fails the whole batch (_run)
+            if place is None:
+                place = len(owners)
+                owners.append(request)
+            owners[place] = request
+            self._deliver(batch, owners, place)
+        if None in owners:  # finished rows nobody waits for: dropped
+            batch.drop([i for i, r in enumerate(owners) if r is None])
+            owners[:] = [r for r in owners if r is not None]
+        else:
+            batch.trim()
+        self.rows_in_use = len(owners)
+
     def _deliver(self, batch: _Batch, owners: list[_Request | None], place: int) -> None:
-        """Hand row `place`'s tokens to its request; free the row when the request is done."""
+        """Hand row `place`'s newest token to its request; free the row when the request is done."""
         request, tokens = owners[place], batch.rows[place].tokens
         if request is None:
             return
-        request.updates.put(list(tokens))
-        if len(tokens) >= request.max_new_tokens or (not request.ignore_eos and tokens[-1] in self.eos_ids):
+        request.updates.put(tokens[-1])
+        done = len(tokens) >= request.max_new_tokens or (not request.ignore_eos and tokens[-1] in self.eos_ids)
+        if not done and request.stopped is not None and request.stopped(tokens):
+            request.stopped_at, done = len(tokens), True
+        if done:
             request.updates.put(None)
             owners[place] = None
 
@@ -130,7 +162,7 @@ class RefillEngine(Executor):
         """Run `fn(*args, **kwargs)` on the engine thread, between two decode steps (Executor API)."""
         future: Future = Future()
         with self._wake:
-            if self._closed or self._failure is not None:
+            if self._closed:
                 raise RuntimeError("the continuous-batching engine is closed")
             self._jobs.append((future, fn, args, kwargs))
             self._wake.notify()
@@ -143,20 +175,22 @@ class RefillEngine(Executor):
         if self.on_engine_thread():
             raise RuntimeError("a job on the engine thread cannot wait for the continuous batch it blocks")
         with self._wake:
-            if self._closed or self._failure is not None:
+            if self._closed:
                 raise RuntimeError("the continuous-batching engine is closed")
             self._inbox.append(request)
             self._wake.notify()
 
     def tokens(self, ids: list[int], *, max_new_tokens: int, eos_ids: set[int] | None = None,
                ignore_eos: bool = False) -> Iterator[list[int]]:
-        """Generated ids of one greedy request, yielded as a growing list after every new token (the
-        last list is the whole completion). Closing the iterator early cancels the request."""
+        """Generated ids of one greedy request, yielded after every new token as one list grown in place
+        (the last is the whole completion). Closing the iterator early cancels the request."""
         request = _Request(ids, max_new_tokens, ignore_eos)
         self._submit(request)
         return self._updates(request)
 
-    def _updates(self, request: _Request) -> Iterator[list[int]]:
+    @staticmethod
+    def _updates(request: _Request) -> Iterator[list[int]]:
+        tokens: list[int] = []
         try:
             while True:
                 update = request.updates.get()
@@ -164,31 +198,29 @@ class RefillEngine(Executor):
                     return
                 if isinstance(update, BaseException):
                     raise update
-                yield update
+                tokens.append(update)
+                yield tokens
         finally:
             request.cancelled = True  # no-op once finished; frees the row when the caller stops early
 
     def run_many(self, encoded: Sequence[list[int]], *, max_new_tokens: int, eos_ids: set[int] | None = None,
                  stops: Sequence[str], decode: Callable[[list[int]], str], ignore_eos: bool = False) -> list[Finished]:
         """Greedy completions of `encoded` prompts, in their order, sharing the rows with whatever else
-        runs; a completion whose text shows a stop string is cancelled there."""
+        runs; a completion whose text shows a stop string is finished there (on the engine thread)."""
         from .stops import first_stop
 
         window = max((len(s) for s in stops), default=0) + 4
-        requests = [_Request(ids, max_new_tokens, ignore_eos) for ids in encoded]
+        stopped = (lambda tokens: first_stop(decode(tokens[-window:]), stops) is not None) if stops else None
+        requests = [_Request(ids, max_new_tokens, ignore_eos, stopped) for ids in encoded]
         results = []
         try:
             for request in requests:
                 self._submit(request)
             for request in requests:
                 tokens: list[int] = []
-                stopped = None
                 for tokens in self._updates(request):
-                    if stops and first_stop(decode(tokens[-window:]), stops) is not None:
-                        stopped = len(tokens)
-                        break
-                results.append(Finished(tokens, stopped))
-                request.cancelled = True
+                    pass
+                results.append(Finished(list(tokens), request.stopped_at))
         finally:
             for request in requests:
                 request.cancelled = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -162,13 +163,18 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
     batches with the streams that arrive with them (serve/stream_gather.py)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()  # set when the client has gone away: the next piece ends the generation
 
     def emit(piece: str) -> None:
+        if gone.is_set():
+            raise ClientGone("the client of this stream went away")
         loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     async def gathered() -> None:
         try:
             await gatherer.run(prompt, params, emit)
+        except ClientGone:
+            pass
         except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
             log.exception("streamed generation failed")
             queue.put_nowait(err)
@@ -180,6 +186,8 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
             generator.stream_into(emit, prompt,
                                   max_new_tokens=params["max_new_tokens"], temperature=params["temperature"],
                                   top_p=params["top_p"], stop=list(params["stop"]) or None, seed=params["seed"], chat=params["chat"])
+        except ClientGone:
+            pass
         except Exception as err:  # noqa: BLE001 - reported to the client as an error event, logged here
             log.exception("streamed generation failed")
             loop.call_soon_threadsafe(queue.put_nowait, err)
@@ -193,6 +201,14 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
         job = asyncio.ensure_future(gathered())
     else:
         job = asyncio.ensure_future(run_exclusive(produce))
+
+    def job_ended(future) -> None:  # a job that failed before `produce` ran (e.g. the server shutting down)
+        if not future.cancelled() and future.exception() is not None:
+            log.error("streamed generation could not run: %s", future.exception())
+            queue.put_nowait(future.exception())
+            queue.put_nowait(_END)
+
+    job.add_done_callback(job_ended)
     pieces = 0
     try:
         while True:
@@ -207,7 +223,15 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
             yield _event({"text": item})
         yield _event({"done": True, "pieces": pieces, "model_version": generator.version})
     finally:
-        await job
+        gone.set()
+        try:
+            await job
+        except Exception:  # noqa: BLE001 - already reported (job_ended)
+            pass
+
+
+class ClientGone(Exception):
+    """Raised into a generation whose stream has no reader any more, to end it and free its row."""
 
 
 def _event(data: dict) -> str:
