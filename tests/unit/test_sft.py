@@ -149,3 +149,41 @@ def test_predictor_refuses_generation_runs(tmp_path, tiny_decoder):
     run = train(load_config(sft_config(tmp_path, tiny_decoder, epochs=1)), tmp_path)
     with pytest.raises(UserError, match="generation run: use `lmforge generate"):
         Predictor.from_run(run)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_training_logits_only_where_tokens_are_learned_equal_the_full_loss(tiny_decoder, lora):
+    """Training computes the LM head only at positions whose next token is learned (GenerationTask.
+    training_logits): the loss and every gradient equal those of the full logits, with and without a
+    PEFT wrapper, and the model is left as it was."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lmforge.models.build import load_tokenizer
+    from lmforge.tasks.base import collate
+
+    tok = load_tokenizer(tiny_decoder)
+    task = GenerationTask(tok, 512)
+    examples = [ChatExample([{"role": "user", "content": p}, {"role": "assistant", "content": c}], f"x:{i}")
+                for i, (p, c) in enumerate(PAIRS)]
+    features = task.encode_for_training(examples)
+    batch = collate(features, tok.pad_token_id)
+    labels = batch.pop("labels")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_decoder)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    full = task.loss_sum(model(**batch).logits, {"labels": labels})
+    full_grads = grads(full)
+    logits = task.training_logits(model, batch, labels)
+    assert logits.shape[:2] == (1, sum(task.loss_units(f) for f in features)) and logits.shape[1] < labels.numel() / 2
+    selected = task.training_loss_sum(logits, labels)
+    assert torch.allclose(selected, full, rtol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(full_grads, grads(selected)))
+    assert model(**batch).logits.shape[:2] == labels.shape  # the hook is gone

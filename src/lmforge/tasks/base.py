@@ -88,6 +88,13 @@ class TaskBase:
     def report_extras(self) -> dict:
         return {}
 
+    def training_logits(self, model, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The logits a training step needs (called under autocast); `training_loss_sum` reads them."""
+        return model(**batch).logits
+
+    def training_loss_sum(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_sum(logits, {"labels": labels})
+
     def response(self, prediction: dict) -> dict:
         return prediction
 

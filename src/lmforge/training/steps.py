@@ -82,8 +82,8 @@ class Stepper:
             last = micro == len(group) - 1
             with nullcontext() if last else accelerator.no_sync(self.model):
                 with autocast_context(accelerator.device, self.bf16):
-                    logits = self.model(**batch).logits
-                loss_sum = self.task.loss_sum(logits, {"labels": labels})
+                    logits = self.task.training_logits(self.model, batch, labels)
+                loss_sum = self.task.training_loss_sum(logits, labels)
                 objective = loss_sum * (0.0 if padding else world / max(1, units))
                 if self.anchor is not None and last:
                     objective = objective + self.anchor()
