@@ -46,7 +46,9 @@ def load_model(model_class, path: Path, *, attention_dropout: float | None = Non
     path is used: measured faster than SDPA for these model sizes with bf16 autocast and padding masks.
     On an fp32-only CPU, SDPA: the same training speed (MiniLM-L6 NER step, 803-825 vs 822-830
     tokens/s) and an 11% faster forward (CoNLL dev pass 35 s vs 39 s), so dev passes, evaluation and
-    serving gain. An ONNX export switches back to eager (`export.onnx`)."""
+    serving gain. An ONNX export switches back to eager (`export.onnx`). Decoders (the generation task)
+    ask for SDPA through `model_kwargs`: at their sequence lengths eager attention's stored
+    probabilities cost more memory and time than they save."""
     from transformers import AutoConfig
 
     quiet_transformers()
