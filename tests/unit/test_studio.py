@@ -336,15 +336,25 @@ def test_loopback_studio_refuses_other_host_names(studio_dirs):
         assert refused.status_code == 400 and "address it was started on" in refused.text
 
 
-def test_monitor_first_view_does_not_wait_for_a_long_read(monitored):
+def test_monitor_first_view_does_not_wait_for_a_long_read(monitored, monkeypatch):
     """Until the first report of a window exists, the page says it is reading the log and reloads itself."""
+    import threading
     import time
 
+    from lmforge.lifecycle import monitoring
+
+    release, real = threading.Event(), monitoring.monitor_report
+
+    def slow(*args, **kwargs):  # a long read: it ends when the test says so, not when the machine is fast
+        release.wait(60)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(monitoring, "monitor_report", slow)
     app = create_app(StudioSettings(runs=[monitored / "runs"], registry=monitored / "reg"))
     cache = app.state.studio.report_cache
     cache.budget = 0.0
     with TestClient(app) as c:
         first = c.get("/monitor?model=senti&since=7d")
+        release.set()
         assert first.status_code == 200 and 'id="pending"' in first.text
         assert '<meta http-equiv="refresh" content="1">' in first.text and 'id="overall"' not in first.text
         deadline = time.time() + 60
