@@ -22,15 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import save  # noqa: E402
+from generate_concurrency import PROMPTS  # noqa: E402
 
-PROMPTS = ["Write a long story about a robot who learns to paint, with many details.",
-           "Explain in detail how a bicycle works, part by part.",
-           "Describe the water cycle step by step, at length.",
-           "Write a detailed guide to planting a vegetable garden.",
-           "Tell a long fairy tale about a fox and a crow.",
-           "Explain at length why the sky is blue and what happens at sunset.",
-           "Write a long letter to a friend about a trip to the mountains.",
-           "Describe in detail a day in the life of a lighthouse keeper."]
 LAYERS = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.gate_proj", "model.layers.0.mlp.down_proj", "lm_head"]
 
 
@@ -90,7 +83,7 @@ def child(model: str, rows: int, new_tokens: int, limits: str) -> dict:
     from lmforge.threads import on_short_thread
 
     g = on_short_thread(lambda: Generator.from_pretrained(model))
-    prompts = (PROMPTS * (rows // len(PROMPTS) + 1))[:rows]
+    prompts = PROMPTS[:8] * (rows // 8) + PROMPTS[:rows % 8]  # the same 8 prompts as before, repeated
     g.generate(prompts[:2], max_new_tokens=4, continuous=True)  # warm-up
     start = time.perf_counter()
     out = g.generate(prompts, max_new_tokens=new_tokens, batch_size=rows, continuous=True)

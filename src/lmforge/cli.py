@@ -163,7 +163,7 @@ def evaluate(
     given = [name for name, value in (("--limit", limit), ("--k", k), ("--temperature", temperature), ("--workers", workers),
                                       ("--rows", rows)) if value is not None]
     if given:
-        raise UserError(f"{', '.join(given)} only apply to --benchmark")
+        raise UserError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to --benchmark")
     if data is None:
         raise UserError("give --data FILE (a labelled file) or --benchmark humaneval|mbpp")
     from .evaluation.on_files import evaluate_run_on_file

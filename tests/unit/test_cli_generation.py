@@ -60,7 +60,9 @@ def test_init_train_evaluate_generate(tmp_path, tiny_decoder):
     bad = run_cli("evaluate", str(run))
     assert bad.returncode == 2 and "--benchmark" in bad.stderr
     bad = run_cli("evaluate", str(run), "--data", str(train), "--rows", "4", "--temperature", "0")
-    assert bad.returncode == 2 and "--temperature, --rows only apply to --benchmark" in bad.stderr
+    assert bad.returncode == 2 and "--temperature, --rows apply only to --benchmark" in bad.stderr
+    bad = run_cli("evaluate", str(run), "--data", str(train), "--limit", "3")
+    assert bad.returncode == 2 and "--limit applies only to --benchmark" in bad.stderr
     bad = run_cli("evaluate", str(run), "--benchmark", "mbpp", "--rows", "0")
     assert bad.returncode == 2 and "--rows" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -43,10 +43,10 @@ def _collect(get: Callable, cancel: Callable, ids: list[str], *, stops: Sequence
              is_running: Callable[[], bool], on_done: Callable[[int], None] | None) -> list[Finished]:
     """Wait for the requests `ids` (results from `get(timeout)`); a streamed request whose text shows a
     stop string is cancelled and finished there."""
-    from .stops import first_stop
+    from .stops import tail_stop
 
     index = {rid: i for i, rid in enumerate(ids)}
-    window = max((len(s) for s in stops), default=0) + 4
+    stopped = tail_stop(stops, decode)
     results: dict[str, Finished] = {}
     idle_since = time.monotonic()
     while len(results) < len(ids):
@@ -66,7 +66,7 @@ def _collect(get: Callable, cancel: Callable, ids: list[str], *, stops: Sequence
         if out.error:
             raise RuntimeError(f"generation failed for prompt {index[rid]}: {out.error}")
         tokens = list(out.generated_tokens)
-        if stops and first_stop(decode(tokens[-window:]), stops) is not None:
+        if stopped is not None and stopped(tokens):
             results[rid] = Finished(tokens, len(tokens))
             if not out.is_finished():
                 cancel(rid)
@@ -200,6 +200,9 @@ class StreamEngine:
                 self._queues.pop(rid, None)
             if not finished and not self._closed.is_set():
                 self.manager.cancel_request(rid)
+
+    def on_engine_thread(self) -> bool:
+        return False  # the manager's own thread never runs callers' jobs
 
     def close(self) -> None:
         """Stop the manager; requests still waiting get an error instead of waiting forever."""

@@ -80,9 +80,7 @@ class Generator:
     def _usable_engine(self):
         """The continuous batch, unless this is its own thread (a job there cannot wait for the batch it blocks)."""
         engine = self.engine
-        if engine is None or getattr(engine, "on_engine_thread", lambda: False)():
-            return None
-        return engine
+        return None if engine is None or engine.on_engine_thread() else engine
 
     def stop_continuous(self) -> None:
         if self.engine is not None:
@@ -160,7 +158,7 @@ class Generator:
         if continuous and engine is not None and temperature == 0 and not ignore_eos:
             done = engine.run_many(encoded, max_new_tokens=max_new_tokens, eos_ids=self.eos_ids, stops=stops, decode=self._decode,
                                    ignore_eos=ignore_eos)
-            for i in range(len(done) if on_done else 0):
+            for i in range(len(done)) if on_done else ():
                 on_done(i)
             return [self._result(d.tokens, stops, d.stopped_at, max_new_tokens, ignore_eos) for d in done]
         if continuous and temperature == 0 and len(encoded) > 1 and not ignore_eos and not prompt_learning(self.model):

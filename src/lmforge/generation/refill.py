@@ -53,6 +53,17 @@ def supported(model) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
+def ending(tokens: list[int], *, max_new_tokens: int, eos_ids: set[int], ignore_eos: bool,
+           stopped: Callable[[list[int]], bool] | None) -> Finished | None:
+    """The completion if its last token ended it (a stop string in its text, an end token, or
+    max_new_tokens), else None."""
+    if stopped is not None and stopped(tokens):
+        return Finished(list(tokens), len(tokens))
+    if (not ignore_eos and tokens[-1] in eos_ids) or len(tokens) >= max_new_tokens:
+        return Finished(list(tokens), None)
+    return None
+
+
 def _buffer_layer_class():
     from transformers.cache_utils import DynamicLayer
 
@@ -195,17 +206,18 @@ class _Batch:
             for row in self.rows:
                 row.start -= first
 
-    def step(self) -> list[int]:
-        """One decode step for every row: feeds each row's next token, returns each row's greedy next."""
+    def step(self) -> None:
+        """One decode step for every row: feeds each row's next token and appends its greedy next one."""
         rows = len(self.rows)
         self.mask = torch.cat([self.mask, self.mask.new_ones((rows, 1))], dim=1)
         positions = torch.tensor([[row.position] for row in self.rows], device=self.device)
         tokens = torch.tensor(self.next_tokens, device=self.device).view(rows, 1)
         out = self.model(input_ids=tokens, attention_mask=self.mask[:, None, None, :], position_ids=positions,
                          past_key_values=self.cache, use_cache=True)
-        for row in self.rows:
+        self.next_tokens = out.logits[:, -1].argmax(-1).tolist()
+        for row, token in zip(self.rows, self.next_tokens):
             row.position += 1
-        return out.logits[:, -1].argmax(-1).tolist()
+            row.tokens.append(token)
 
 
 def generate_refill(model, encoded: Sequence[list[int]], *, max_new_tokens: int, eos_ids: set[int], stops: Sequence[str],
@@ -214,19 +226,12 @@ def generate_refill(model, encoded: Sequence[list[int]], *, max_new_tokens: int,
     """Greedy completions of `encoded` prompts (token ids), in their order, with up to `max_rows`
     decoding at once. `decode` turns generated ids into text (to find stop strings); `on_done(i)` is
     called as prompt i finishes. Call under torch.inference_mode()."""
-    from .stops import first_stop
+    from .stops import tail_stop
 
-    window = max((len(s) for s in stops), default=0) + 4
+    stopped = tail_stop(stops, decode)
     waiting = deque(range(len(encoded)))
     results: dict[int, Finished] = {}
     batch = _Batch(model)
-
-    def finished(tokens: list[int]) -> Finished | None:
-        if stops and first_stop(decode(tokens[-window:]), stops) is not None:
-            return Finished(list(tokens), len(tokens))
-        if (not ignore_eos and tokens[-1] in eos_ids) or len(tokens) >= max_new_tokens:
-            return Finished(list(tokens), None)
-        return None
 
     def settle() -> None:
         """Rows whose last token ended them: record them, then give them the next waiting prompts or drop them."""
@@ -234,7 +239,7 @@ def generate_refill(model, encoded: Sequence[list[int]], *, max_new_tokens: int,
         while check:
             place = check.pop()
             row = batch.rows[place]
-            result = finished(row.tokens)
+            result = ending(row.tokens, max_new_tokens=max_new_tokens, eos_ids=eos_ids, ignore_eos=ignore_eos, stopped=stopped)
             if result is None:
                 continue
             results[row.index] = result
@@ -256,9 +261,6 @@ def generate_refill(model, encoded: Sequence[list[int]], *, max_new_tokens: int,
         batch.add(index, encoded[index], None)
     settle()
     while batch.rows:
-        for row, token in zip(batch.rows, batch.step()):
-            row.tokens.append(token)
-        for place, row in enumerate(batch.rows):
-            batch.next_tokens[place] = row.tokens[-1]
+        batch.step()
         settle()
     return [results[i] for i in range(len(encoded))]

@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .continuous import Finished
-from .refill import _Batch
+from .refill import _Batch, ending
 
 IDLE_WAIT_S = 0.5
 log = logging.getLogger("lmforge.generation")
@@ -83,9 +83,8 @@ class RefillEngine(Executor):
                     try:
                         self._admit(batch, owners)
                         if owners:
-                            for place, (row, token) in enumerate(zip(batch.rows, batch.step())):
-                                row.tokens.append(token)
-                                batch.next_tokens[place] = token
+                            batch.step()
+                            for place in range(len(owners)):
                                 self._deliver(batch, owners, place)
                     except Exception as err:  # noqa: BLE001 - fails the rows decoding now; the engine goes on
                         log.exception("a continuous-batching step failed")
@@ -147,10 +146,10 @@ class RefillEngine(Executor):
         if request is None:
             return
         request.updates.put(tokens[-1])
-        done = len(tokens) >= request.max_new_tokens or (not request.ignore_eos and tokens[-1] in self.eos_ids)
-        if not done and request.stopped is not None and request.stopped(tokens):
-            request.stopped_at, done = len(tokens), True
-        if done:
+        end = ending(tokens, max_new_tokens=request.max_new_tokens, eos_ids=self.eos_ids, ignore_eos=request.ignore_eos,
+                     stopped=request.stopped)
+        if end is not None:
+            request.stopped_at = end.stopped_at
             request.updates.put(None)
             owners[place] = None
 
@@ -207,10 +206,9 @@ class RefillEngine(Executor):
                  stops: Sequence[str], decode: Callable[[list[int]], str], ignore_eos: bool = False) -> list[Finished]:
         """Greedy completions of `encoded` prompts, in their order, sharing the rows with whatever else
         runs; a completion whose text shows a stop string is finished there (on the engine thread)."""
-        from .stops import first_stop
+        from .stops import tail_stop
 
-        window = max((len(s) for s in stops), default=0) + 4
-        stopped = (lambda tokens: first_stop(decode(tokens[-window:]), stops) is not None) if stops else None
+        stopped = tail_stop(stops, decode)
         requests = [_Request(ids, max_new_tokens, ignore_eos, stopped) for ids in encoded]
         results = []
         try:

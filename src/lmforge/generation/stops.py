@@ -4,7 +4,7 @@ streaming and continuous paths share."""
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -17,7 +17,7 @@ class StopStrings:
         self.tokenizer = tokenizer
         self.stops = stops
         self.prompt_length = prompt_length
-        self.window = max(len(s) for s in stops) + 4  # tokens: each holds at least one character, bar partial bytes
+        self.window = _window(stops)
         self.stopped_at: dict[int, int] = {}  # row -> generated tokens when its stop string appeared
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
@@ -41,6 +41,20 @@ class Cancelled:
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def tail_stop(stops: Sequence[str], decode: Callable[[list[int]], str]) -> Callable[[list[int]], bool] | None:
+    """Whether generated ids end in a stop string (only the last few are decoded, enough to hold any
+    stop string); None without stop strings."""
+    if not stops:
+        return None
+    window = _window(stops)
+    return lambda tokens: first_stop(decode(tokens[-window:]), stops) is not None
+
+
+def _window(stops: Sequence[str]) -> int:
+    """Trailing tokens that hold any stop string: each token holds at least one character, bar partial bytes."""
+    return max(len(s) for s in stops) + 4
 
 
 def first_stop(text: str, stops: Sequence[str]) -> int | None:

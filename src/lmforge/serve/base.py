@@ -51,7 +51,7 @@ def create_server_app(api: ModelApi) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         api.setup()
-        executor = getattr(api, "model_executor", lambda: None)()
+        executor = api.model_executor()
         if executor is not None:  # e.g. the continuous batch's thread: model jobs run there, between its steps
             batcher.use_executor(executor)
         await batcher.start()

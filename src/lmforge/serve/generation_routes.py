@@ -31,8 +31,8 @@ from .settings import ServeSettings
 
 log = logging.getLogger("lmforge.serve")
 WARMUP_PROMPT = "Say hello."
-STREAM_THREADS = 64
 WARMUP_PARAMS = {"max_new_tokens": 4, "temperature": 0.0, "top_p": 1.0, "stop": (), "seed": None, "chat": True}
+STREAM_THREADS = 64  # at least: threads waiting for the continuous batch's tokens (one per request in flight)
 _END = object()
 
 
@@ -110,7 +110,7 @@ class GenerationApi:
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             try:
-                if self.stream_threads is not None and getattr(generator, "engine", None) is not None and params["temperature"] == 0:
+                if self.stream_threads is not None and on_continuous_batch(generator, params):
                     # greedy: joins the continuous batch, as streams do (a job on the model thread would pause it)
                     [result] = await asyncio.get_running_loop().run_in_executor(
                         self.stream_threads, lambda: generate_items(generator, [(body.prompt, params)], continuous=True))
@@ -156,6 +156,11 @@ def generate_items(generator, items: list[tuple[str, dict]], continuous: bool = 
     return results  # type: ignore[return-value]
 
 
+def on_continuous_batch(generator, params: dict) -> bool:
+    """Whether a request decodes on the generator's continuous batch: greedy, while one runs."""
+    return getattr(generator, "engine", None) is not None and params["temperature"] == 0
+
+
 async def sse_events(generator, run_exclusive, prompt: str, params: dict, gatherer=None, stream_threads=None):
     """Server-sent events (`{"text"}` pieces, then `{"done"}` or `{"error"}`) of one streamed generation;
     `run_exclusive(fn)` runs the blocking generation where the model may run (the server's model
@@ -194,7 +199,7 @@ async def sse_events(generator, run_exclusive, prompt: str, params: dict, gather
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-    if getattr(generator, "engine", None) is not None and params["temperature"] == 0:
+    if on_continuous_batch(generator, params):
         # the continuous batch: streams decode together; this stream's thread waits for its tokens
         job = asyncio.ensure_future(loop.run_in_executor(stream_threads, produce))
     elif gatherer is not None and params["temperature"] == 0:

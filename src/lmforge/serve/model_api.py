@@ -10,6 +10,8 @@ the API-key guard); a route reports a client's mistake by raising `ApiError`.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -60,6 +62,9 @@ class ModelApi(Protocol):
 
     def teardown(self) -> None:
         """Stop it (on shutdown, after the last batch)."""
+
+    def model_executor(self) -> Executor | None:
+        """Where the micro-batcher runs model jobs, if not on its own thread (asked after `setup`)."""
 
     def predict(self, items: list) -> list:
         """One gathered batch, on the model thread: one result per item, in order."""

@@ -50,6 +50,9 @@ class PredictApi:
         if self.prediction_log is not None:
             self.prediction_log.stop()
 
+    def model_executor(self) -> None:
+        return None  # the micro-batcher's own model thread
+
     def predict(self, items: list) -> list:
         loaded = self.slot.current  # read once: the whole batch runs on one version, even during a swap
         return [(result, loaded) for result in predict_items(loaded.predictor, items)]
