@@ -81,6 +81,17 @@ def build_tiny_decoder(folder: Path, *, chat: bool = True, hidden: int = 32, lay
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache for the whole session, never the user's ~/.cache: a packaged model converted
+    there (me5-small is 465 MB) is converted once, and goes when the session's temporary folder goes."""
+    folder = tmp_path_factory.mktemp("lmforge-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMFORGE_CACHE", str(folder))
+    yield folder
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_decoder(tmp_path_factory) -> Path:
     return build_tiny_decoder(tmp_path_factory.mktemp("tiny-llama"))

