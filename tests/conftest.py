@@ -182,6 +182,8 @@ def make_config(tmp_path: Path, model: Path, data: dict[str, Path], task: str = 
 
     train = {"epochs": 30, "batch_size": 8, "learning_rate": 5e-3 if method == "full" else 2e-2, "tensorboard": False,
              "warmup_ratio": 0.0, "precision": "fp32", "log_every_steps": 5, "save_every_steps": 1000}
+    if method == "full":  # the tiny models' word embeddings are random: unlike a pretrained encoder's (frozen by default), they must learn
+        train["freeze_embeddings"] = False
     train.update(training)
     cfg = {"name": f"{task[:3]}-{method}", "task": task, "model": str(model), "method": method,
            "output_dir": str(tmp_path / "runs"),

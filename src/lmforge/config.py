@@ -87,7 +87,7 @@ class FewShotSettings(_Section):
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, description="number of passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 8 unless set (each sequence packs several sentences of a document)")
+    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 8 unless set (each sequence packs several sentences of a document); text-classification: 32 unless set when there are 10,000 training texts or more")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
     learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
@@ -109,7 +109,7 @@ class TrainingConfig(_Section):
     tensorboard: bool = Field(True, description="also write TensorBoard event files")
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities; 0 skips a [batch, heads, L, L] random mask per layer (about 20% faster on CPU); empty: the model's own value")
     pad_to_multiple_of: int = Field(1, ge=1, description="pad batch lengths to a multiple of this; 1: to the longest example (measured fastest, in fp32 and bf16: bench/pad_multiple.py)")
-    freeze_embeddings: bool | None = Field(None, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters); empty: frozen when the vocabulary has 100,000 rows or more (me5-small's 250k), trained otherwise")
+    freeze_embeddings: bool | None = Field(None, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters); empty: frozen for encoders (a model without an LM head), trained for decoders (tied to their LM head)")
     anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
     logit_adjustment: float = Field(0.0, ge=0, description="single-label classification: train with tau * log(class share in the training set) added to the logits (logit-adjusted loss, Menon et al. 2021) so that frequent classes do not win on frequency alone; lmforge update sets 1.0; 0: off")
     average_last: int | None = Field(None, ge=2, description="keep the mean of the weights at the last N dev evaluations (stochastic weight averaging) as the trained model instead of the single best evaluation: steadier than picking one epoch by a small, noisy dev set (Weibo NER); dev is still scored at every evaluation and the averaged model is evaluated at the end; empty: the best evaluation")

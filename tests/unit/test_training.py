@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 import pytest
+import yaml
 
-from conftest import make_config, run_cli
+from conftest import make_config, run_cli, sentiment_rows, write_csv
+
+from lmforge.config import config_from_dict, dump_config
+from lmforge.training.loop import train as train_run
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_model, cls_data):
@@ -99,17 +103,42 @@ def test_batches_are_padded_to_the_longest_example_unless_configured():
         config_from_dict({"training": {"pad_to_multiple_of": 0}})
 
 
-def test_word_embeddings_are_frozen_by_default_only_for_a_large_vocabulary():
-    from transformers import BertConfig, BertModel
+def test_word_embeddings_are_frozen_by_default_for_encoders_not_decoders():
+    from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
-    from lmforge.training.setup import LARGE_VOCABULARY, freeze_embeddings
+    from lmforge.training.setup import freeze_embeddings
 
-    def tiny(vocab: int):
-        return BertModel(BertConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
+    encoder = BertForSequenceClassification(BertConfig(vocab_size=1000, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                                       intermediate_size=16))
+    decoder = LlamaForCausalLM(LlamaConfig(vocab_size=1000, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                           intermediate_size=16, tie_word_embeddings=True))
+    assert freeze_embeddings(None, encoder) is True and freeze_embeddings(None, decoder) is False
+    assert freeze_embeddings(False, encoder) is False and freeze_embeddings(True, decoder) is True
 
-    big, small = tiny(LARGE_VOCABULARY), tiny(1000)
-    assert freeze_embeddings(None, big) is True and freeze_embeddings(None, small) is False
-    assert freeze_embeddings(False, big) is False and freeze_embeddings(True, small) is True
+
+def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path, tiny_model, capsys):
+    from lmforge.training.setup import LARGE_TRAINING_SET, prepare
+
+    rows = sentiment_rows(LARGE_TRAINING_SET, 5)
+    train = write_csv(tmp_path / "train.csv", rows)
+    small = write_csv(tmp_path / "small.csv", rows[:LARGE_TRAINING_SET - 1])
+    dev = write_csv(tmp_path / "dev.csv", sentiment_rows(8, 6))
+
+    def cfg(path, **training):
+        return config_from_dict({"name": "b", "task": "text-classification", "model": str(tiny_model),
+                                 "data": {"train": str(path), "dev": str(dev)}, "training": training})
+
+    p = prepare(cfg(train), tmp_path)
+    assert p.sized_batch and p.cfg.training.batch_size == 32
+    assert "batch_size: 32" in dump_config(p.cfg)  # saved with the run: a resume plans the same batches
+    p = prepare(cfg(small), tmp_path)
+    assert not p.sized_batch and p.cfg.training.batch_size == 16
+    for chosen in ({"batch_size": 16}, {"max_tokens_per_batch": 512}):
+        p = prepare(cfg(train, **chosen), tmp_path)
+        assert not p.sized_batch and p.cfg.training.batch_size == 16
+    run = train_run(cfg(train, epochs=1, tensorboard=False), tmp_path, max_steps=2)
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["batch_size"] == 32
+    assert "batches of 32 (10,000 training sequences; training.batch_size unset)" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_loss_back_at_its_start_is_called_divergence_once():

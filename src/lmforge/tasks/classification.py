@@ -259,6 +259,7 @@ class ClassificationSpec(TaskSpec):
     supports_lifecycle = True
     sentence_methods = True
     overflow = "longer texts are cut at data.max_length"
+    large_set_batch_size = 32  # SST-2: 1.4x the tokens/s of batch 16, dev accuracy 90.4 vs 89.7 (README)
 
     def check_config(self, cfg) -> list[str]:
         problems = []

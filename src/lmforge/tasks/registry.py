@@ -42,6 +42,9 @@ class TaskSpec:
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
     default_batch_size: int | None = None  # None: TrainingConfig's default
+    # batch_size when it is not set and the training set has LARGE_TRAINING_SET sequences or more (None: no change):
+    # on short texts a step's fixed costs (optimizer, gradient clipping, casts) outweigh its matrix products
+    large_set_batch_size: int | None = None
     # what happens to an input longer than data.max_length, for init's note; None: init does not size it
     overflow: str | None = None
     learning_rates = DEFAULT_LEARNING_RATES

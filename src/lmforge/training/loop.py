@@ -267,6 +267,9 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
                   f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
                   f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps"
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
+    if p.sized_batch:
+        console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
+                      "unset): on a large set, fewer and larger steps train faster")
     if cfg.training.average_last:
         console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
                       "(training.average_last), not the best one")
