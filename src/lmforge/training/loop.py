@@ -31,6 +31,7 @@ from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_
 from ..tasks import get_task
 from . import checkpoint as ckpt
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
+from .dropout import use_fast_dropout
 from .finalize import finalize_run
 from .progress import TrainProgress
 from .setup import Prepared, build_model, prepare
@@ -187,6 +188,8 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     t = p.cfg.training
     set_seed(t.seed)
     model = build_model(p)
+    if accelerator.device.type == "cpu":
+        use_fast_dropout(model)
     trainable, total_params = count_parameters(model)
     bf16 = uses_bf16(t.precision, accelerator.device)
     lengths = [len(f["input_ids"]) for f in p.train_features]
