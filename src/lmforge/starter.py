@@ -9,10 +9,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from .config import ProjectConfig
+from .config import SENTENCE_METHODS, ProjectConfig
 from .data.text_files import shown
 from .errors import UserError
 from .tasks import get_task, task_names
+from .tasks.registry import LARGE_TRAINING_SET
 
 
 def hidden_data_keys(task: str) -> set[str]:
@@ -64,24 +65,32 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
         raw["method"] = method
     cfg = config_from_dict(raw, "init")
     first: list | None = None  # the first training examples, read once for the choices below
+    count = 0  # and how many there are
     if model is None and train is not None and not spec.decoder:
         from .data.language_fit import model_for_texts
 
-        first = _first_examples(cfg, train)
+        first, count = _first_examples(cfg, train)
         picked, note = model_for_texts(_texts(first), DEFAULT_MODEL)
         if note:
-            cfg = config_from_dict({**raw, "model": picked}, "init")
+            raw["model"] = picked
+            cfg = config_from_dict(raw, "init")
             notes.append(note)
     if spec.overflow and train is not None:
         if first is None:
             try:
-                first = _first_examples(cfg, train)
+                first, count = _first_examples(cfg, train)
             except UserError:  # bad rows: validate and train report them; the default length stays
                 first = []
         length, note = _fitting_max_length(cfg, first, base)
         if note:
-            cfg = config_from_dict({**raw, "model": cfg.model, "data": {**data, "max_length": length}}, "init")
+            raw["data"] = {**data, "max_length": length}
+            cfg = config_from_dict(raw, "init")
             notes.append(note)
+    if spec.large_set_batch_size and count >= LARGE_TRAINING_SET and method not in SENTENCE_METHODS:
+        raw["training"] = {"batch_size": spec.large_set_batch_size}
+        cfg = config_from_dict(raw, "init")
+        notes.append(f"training.batch_size: {spec.large_set_batch_size} for {count:,} training examples (16 below "
+                     f"{LARGE_TRAINING_SET:,}): on a large set, fewer and larger steps train faster")
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}", notes))
     return notes
 
@@ -107,9 +116,9 @@ def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | Non
                               unit="sentences" if spec.holdout_by_document else "texts", overflow=spec.overflow)
 
 
-def _first_examples(cfg, train: Path, limit: int = 1000) -> list:
+def _first_examples(cfg, train: Path, limit: int = 1000) -> tuple[list, int]:
     """The first examples of the training file, read as training will read it (its reader's notes were
-    already given by the field inference: silenced here)."""
+    already given by the field inference: silenced here), and how many examples it holds."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -117,7 +126,7 @@ def _first_examples(cfg, train: Path, limit: int = 1000) -> list:
         examples, _ = get_task(cfg.task).read(cfg, train)
     finally:
         logging.disable(logging.NOTSET)
-    return examples[:limit]
+    return examples[:limit], len(examples)
 
 
 def _texts(examples: list) -> list[str]:

@@ -224,6 +224,24 @@ def test_max_length_is_sized_to_the_training_texts(capsys, tmp_path: Path, tiny_
     assert code == 0 and data_of(out)["max_length"] == 128 and "data.max_length" not in err
 
 
+def test_a_large_classification_set_gets_batches_of_32(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    """From 10,000 training examples init writes training.batch_size 32 and says why; below, 16; not for
+    the few-shot method (its own batches) nor NER (packed documents)."""
+    from lmforge.tasks.registry import LARGE_TRAINING_SET
+
+    rows = sentiment_rows(LARGE_TRAINING_SET, 1)
+    large, small = write_csv(tmp_path / "large.csv", rows), write_csv(tmp_path / "small.csv", rows[:-1])
+    code, err, out = init(capsys, tmp_path, "--train", large, "--model", tiny_model)
+    assert code == 0, err
+    assert yaml.safe_load(out.read_text())["training"]["batch_size"] == 32
+    assert "training.batch_size: 32 for 10,000 training examples (16 below 10,000)" in err
+    assert load_config(out).training.batch_size == 32
+    code, err, out = init(capsys, tmp_path, "--train", small, "--model", tiny_model)
+    assert code == 0 and yaml.safe_load(out.read_text())["training"]["batch_size"] == 16 and "batch_size" not in err
+    code, err, out = init(capsys, tmp_path, "--train", large, "--model", tiny_model, "--method", "fewshot")
+    assert code == 0 and yaml.safe_load(out.read_text())["training"]["batch_size"] == 16 and "batch_size" not in err
+
+
 def test_ner_max_length_is_sized_so_that_sentences_are_not_split(capsys, tmp_path: Path, tiny_model: Path) -> None:
     """NER splits a sentence longer than data.max_length across windows: init sizes it to the sentences
     (each alone, as the task encodes them), not to the documents they are packed into."""

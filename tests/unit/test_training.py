@@ -117,7 +117,8 @@ def test_word_embeddings_are_frozen_by_default_for_encoders_not_decoders():
 
 
 def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path, tiny_model, capsys):
-    from lmforge.training.setup import LARGE_TRAINING_SET, prepare
+    from lmforge.tasks.registry import LARGE_TRAINING_SET
+    from lmforge.training.setup import prepare
 
     rows = sentiment_rows(LARGE_TRAINING_SET, 5)
     train = write_csv(tmp_path / "train.csv", rows)

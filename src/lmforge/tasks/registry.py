@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.report import ReportStyle
     from .base import Task
 
+LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_batch_size applies
 SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
 
@@ -42,7 +43,7 @@ class TaskSpec:
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
     default_batch_size: int | None = None  # None: TrainingConfig's default
-    # batch_size when it is not set and the training set has LARGE_TRAINING_SET sequences or more (None: no change):
+    # batch_size when it is not set and the training set has LARGE_TRAINING_SET examples or more (None: no change):
     # on short texts a step's fixed costs (optimizer, gradient clipping, casts) outweigh its matrix products
     large_set_batch_size: int | None = None
     # what happens to an input longer than data.max_length, for init's note; None: init does not size it

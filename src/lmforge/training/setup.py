@@ -14,6 +14,7 @@ from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, w
 from ..models.head import HEAD_NAMES, fine_tuned_labels, grow_head, head_to_grow
 from ..models.resolve import resolve_model
 from ..tasks import Task, get_task
+from ..tasks.registry import LARGE_TRAINING_SET
 
 @dataclass
 class Prepared:
@@ -53,8 +54,6 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
                     unknown_rate(features, tokenizer), sized_batch(cfg, len(features)))
 
-
-LARGE_TRAINING_SET = 10_000
 
 
 def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
