@@ -1,6 +1,7 @@
-"""The bf16 training step eager vs `torch.compile` (inductor, CPU), same model, same batches, one run.
+"""The bf16 training step eager vs `torch.compile` (inductor, CPU), same model, same batches, one run;
+or (mode `nn-dropout`) eager with torch's own `nn.Dropout` instead of lmforge's `FastDropout`.
 
-    python bench/train_compile.py [--task ner|sst2] [--steps 60] [--warm 10] [--modes eager compiled]
+    python bench/train_compile.py [--task ner|sst2] [--steps 60] [--warm 10] [--modes eager compiled nn-dropout]
 
 Issue 16 asks to try torch.compile for the training step and keep it only if it measures faster.
 Both modes build the model, optimizer and batch plan through lmforge's own loop (`loop._build`),
@@ -46,8 +47,16 @@ def measure(p, mode: str, warm: int, steps: int) -> dict:
     from lmforge.training.state import TrainState
     from lmforge.training.steps import train_steps
 
+    import lmforge.training.loop as loop
+
     p.cfg.training.compile = mode == "compiled"  # what `training.compile: true` builds
-    training = _build(p, Accelerator(cpu=True), None)
+    fast_dropout = loop.use_fast_dropout
+    if mode == "nn-dropout":  # the model keeps nn.Dropout (the code before FastDropout)
+        loop.use_fast_dropout = lambda model: 0
+    try:
+        training = _build(p, Accelerator(cpu=True), None)
+    finally:
+        loop.use_fast_dropout = fast_dropout
     stepper = training.stepper
     stepper.model.train()
     state, losses, tokens = TrainState(), [], 0
@@ -81,6 +90,9 @@ def main() -> None:
         for mode in args.modes:
             results[mode] = measure(p, mode, args.warm, args.steps)
             print(mode, {k: v for k, v in results[mode].items() if k != "losses"}, flush=True)
+    if "eager" in results and "nn-dropout" in results:
+        results["fast_dropout_speedup"] = round(results["nn-dropout"]["ms_per_step"] / results["eager"]["ms_per_step"], 3)
+        print(f"FastDropout / nn.Dropout: {results['fast_dropout_speedup']}x per step")
     if "eager" in results and "compiled" in results:
         e, c = results["eager"], results["compiled"]
         results["speedup"] = round(e["ms_per_step"] / c["ms_per_step"], 3)
