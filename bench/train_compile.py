@@ -1,7 +1,7 @@
 """The bf16 training step eager vs `torch.compile` (inductor, CPU), same model, same batches, one run;
 or (mode `nn-dropout`) eager with torch's own `nn.Dropout` instead of lmforge's `FastDropout`.
 
-    python bench/train_compile.py [--task ner|sst2] [--steps 60] [--warm 10] [--modes eager compiled nn-dropout]
+    python bench/train_compile.py [--task ner|sst2] [--steps 60] [--warm 10] [--modes eager compiled nn-dropout] [--rounds 1]
 
 Issue 16 asks to try torch.compile for the training step and keep it only if it measures faster.
 Both modes build the model, optimizer and batch plan through lmforge's own loop (`loop._build`),
@@ -13,6 +13,7 @@ far the compiled losses are from the eager ones.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -82,14 +83,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warm", type=int, default=10)
     parser.add_argument("--modes", nargs="*", default=["eager", "compiled"])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every mode this many times, the order of the modes reversed every other round; "
+                             "ms per step is the median (the first mode measured in a process tends to run slower)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         p = prepared(args.task, Path(tmp))
+        rounds: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+        for r in range(args.rounds):
+            for mode in (args.modes if r % 2 == 0 else args.modes[::-1]):
+                rounds[mode].append(measure(p, mode, args.warm, args.steps))
+                print(f"round {r}", mode, {k: v for k, v in rounds[mode][-1].items() if k != "losses"}, flush=True)
         results = {}
-        for mode in args.modes:
-            results[mode] = measure(p, mode, args.warm, args.steps)
-            print(mode, {k: v for k, v in results[mode].items() if k != "losses"}, flush=True)
+        for mode, runs in rounds.items():
+            results[mode] = {**runs[0], "ms_per_step": statistics.median(x["ms_per_step"] for x in runs),
+                             "rounds_ms_per_step": [x["ms_per_step"] for x in runs]}
     if "eager" in results and "nn-dropout" in results:
         results["fast_dropout_speedup"] = round(results["nn-dropout"]["ms_per_step"] / results["eager"]["ms_per_step"], 3)
         print(f"FastDropout / nn.Dropout: {results['fast_dropout_speedup']}x per step")
