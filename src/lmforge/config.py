@@ -87,10 +87,10 @@ class FewShotSettings(_Section):
 class TrainingConfig(_Section):
     epochs: float = Field(3, gt=0, description="number of passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
-    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 8 unless set (each sequence packs several sentences of a document); text-classification: 32 unless set when there are 10,000 training texts or more")
+    batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 16 unless set (each sequence packs several sentences of a document); text-classification: 32 unless set when there are 10,000 training texts or more")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over this many batches per optimizer step")
-    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full, 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
+    learning_rate: float | None = Field(None, gt=0, description="peak learning rate; empty: 1e-4 for full (NER: 2e-4), 1e-3 for lora, 3e-3 for ia3, 1e-2 for prefix")
     head_learning_rate: float | None = Field(None, gt=0, description="learning rate of the new task head; empty: same as learning_rate")
     layer_decay: float | None = Field(None, gt=0, le=1, description="layer-wise learning-rate decay: layer i of L trains at layer_decay^(L - i) of the learning rate, the embeddings at layer_decay^(L + 1), the head at its own rate (lower layers, which hold general language knowledge, move less; helps small data sets); e.g. 0.8; empty: one rate for the body")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm)")

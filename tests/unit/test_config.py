@@ -31,12 +31,13 @@ def test_learning_rate_default_depends_on_method():
 
 def test_batch_size_default_depends_on_task_and_an_explicit_value_wins(tmp_path):
     ner = {"task": "token-classification", "data": {"train": "t.conll"}}
-    assert config_from_dict(ner).training.batch_size == 8  # packed documents: more updates per epoch
-    assert config_from_dict({**ner, "training": {"batch_size": 16}}).training.batch_size == 16
+    assert config_from_dict(ner).training.batch_size == 16  # packed documents, at NER's own learning rate
+    assert config_from_dict(ner).training.learning_rate == 2e-4
+    assert config_from_dict({**ner, "training": {"batch_size": 8}}).training.batch_size == 8
     assert config_from_dict({"task": "text-classification"}).training.batch_size == 16
     (tmp_path / "c.yaml").write_text("task: token-classification\ndata: {train: t.conll}\n")
     assert load_config(tmp_path / "c.yaml", ["training.batch_size=4"]).training.batch_size == 4
-    assert load_config(tmp_path / "c.yaml").training.batch_size == 8
+    assert load_config(tmp_path / "c.yaml").training.batch_size == 16
 
 
 def test_incompatible_settings_rejected():
