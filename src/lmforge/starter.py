@@ -9,11 +9,11 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from .config import SENTENCE_METHODS, ProjectConfig
+from .config import ProjectConfig
 from .data.text_files import shown
 from .errors import UserError
 from .tasks import get_task, task_names
-from .tasks.registry import LARGE_TRAINING_SET
+from .tasks.registry import LARGE_SET_REASON, LARGE_TRAINING_SET
 
 
 def hidden_data_keys(task: str) -> set[str]:
@@ -86,11 +86,12 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
             raw["data"] = {**data, "max_length": length}
             cfg = config_from_dict(raw, "init")
             notes.append(note)
-    if spec.large_set_batch_size and count >= LARGE_TRAINING_SET and method not in SENTENCE_METHODS:
-        raw["training"] = {"batch_size": spec.large_set_batch_size}
+    batch = spec.batch_for_large_set(count, cfg.method)
+    if batch is not None:
+        notes.append(f"training.batch_size: {batch} for {count:,} training examples ({cfg.training.batch_size} below "
+                     f"{LARGE_TRAINING_SET:,}): {LARGE_SET_REASON}")
+        raw["training"] = {"batch_size": batch}
         cfg = config_from_dict(raw, "init")
-        notes.append(f"training.batch_size: {spec.large_set_batch_size} for {count:,} training examples (16 below "
-                     f"{LARGE_TRAINING_SET:,}): on a large set, fewer and larger steps train faster")
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}", notes))
     return notes
 

@@ -134,9 +134,9 @@ def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path,
     assert "batch_size: 32" in dump_config(p.cfg)  # saved with the run: a resume plans the same batches
     p = prepare(cfg(small), tmp_path)
     assert not p.sized_batch and p.cfg.training.batch_size == 16
-    for chosen in ({"batch_size": 16}, {"max_tokens_per_batch": 512}):
+    for chosen, batch in (({"batch_size": 24}, 24), ({"max_tokens_per_batch": 512}, 16)):
         p = prepare(cfg(train, **chosen), tmp_path)
-        assert not p.sized_batch and p.cfg.training.batch_size == 16
+        assert not p.sized_batch and p.cfg.training.batch_size == batch
     run = train_run(cfg(train, epochs=1, tensorboard=False), tmp_path, max_steps=2)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["batch_size"] == 32
     assert "batches of 32 (10,000 training sequences; training.batch_size unset)" in " ".join(capsys.readouterr().err.split())

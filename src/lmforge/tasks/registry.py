@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .base import Task
 
 LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_batch_size applies
+LARGE_SET_REASON = "on a large set, fewer and larger steps train faster"  # said by init and train when they size it
 SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
 
@@ -53,6 +54,14 @@ class TaskSpec:
     sentence_methods = False  # method fewshot / zeroshot (a sentence-embedding classifier) apply
 
     # -- config --------------------------------------------------------------------------------
+    def batch_for_large_set(self, examples: int, method: str) -> int | None:
+        """`large_set_batch_size` for a training set of `examples` when it is large enough
+        (LARGE_TRAINING_SET) and `method` trains in ordinary batches (not fewshot/zeroshot); else None.
+        `init` writes it and `train` applies it to a config that leaves the batch unset."""
+        if self.large_set_batch_size and examples >= LARGE_TRAINING_SET and method not in SENTENCE_METHODS:
+            return self.large_set_batch_size
+        return None
+
     def check_config(self, cfg: "ProjectConfig") -> list[str]:
         """Problems with combinations of keys, each naming its key."""
         return []

@@ -29,6 +29,7 @@ from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import count_parameters, uses_bf16
 from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
 from ..tasks import get_task
+from ..tasks.registry import LARGE_SET_REASON
 from . import checkpoint as ckpt
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
@@ -272,7 +273,7 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
     if p.sized_batch:
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
-                      "unset): on a large set, fewer and larger steps train faster")
+                      f"unset): {LARGE_SET_REASON}")
     if cfg.training.average_last:
         console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
                       "(training.average_last), not the best one")

@@ -14,7 +14,6 @@ from ..models.build import freeze_word_embeddings, load_model, load_tokenizer, w
 from ..models.head import HEAD_NAMES, fine_tuned_labels, grow_head, head_to_grow
 from ..models.resolve import resolve_model
 from ..tasks import Task, get_task
-from ..tasks.registry import LARGE_TRAINING_SET
 
 @dataclass
 class Prepared:
@@ -27,7 +26,7 @@ class Prepared:
     truncated_train: int
     metric: str
     unknown_tokens: tuple[int, int] = (0, 0)  # (unknown, all) non-special tokens of the training features
-    sized_batch: bool = False  # training.batch_size was unset and set here for a large training set (sized_batch)
+    sized_batch: bool = False  # training.batch_size was unset and set for a large training set
 
     @property
     def warnings(self) -> list[str]:
@@ -55,13 +54,12 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
                     unknown_rate(features, tokenizer), sized_batch(cfg, len(features)))
 
 
-
 def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
-    """Set training.batch_size to the task's batch for a large training set (`large_set_batch_size`)
+    """Set training.batch_size to the task's batch for a large training set (`batch_for_large_set`)
     when the config leaves both batch_size and max_tokens_per_batch unset. Returns whether it did."""
-    t, batch = cfg.training, get_task(cfg.task).large_set_batch_size
-    if (not batch or sequences < LARGE_TRAINING_SET or "batch_size" in t.model_fields_set
-            or t.max_tokens_per_batch is not None or cfg.method in SENTENCE_METHODS):
+    t = cfg.training
+    batch = get_task(cfg.task).batch_for_large_set(sequences, cfg.method)
+    if batch is None or "batch_size" in t.model_fields_set or t.max_tokens_per_batch is not None:
         return False
     t.batch_size = batch
     return True
@@ -116,6 +114,9 @@ def build_model(p: Prepared):
     return model
 
 
+LARGE_VOCABULARY = 100_000
+
+
 def freeze_embeddings(configured: bool | None, model, sentence_method: bool = False) -> bool:
     """Whether full fine-tuning keeps the word embeddings frozen: as configured, else for every model
     without an output embedding (an encoder under a task head; a decoder's LM head is, or mirrors, its
@@ -133,8 +134,6 @@ def freeze_embeddings(configured: bool | None, model, sentence_method: bool = Fa
         return embeddings.weight.shape[0] >= LARGE_VOCABULARY
     return getattr(model, "get_output_embeddings", lambda: None)() is None
 
-
-LARGE_VOCABULARY = 100_000
 
 
 def init_tag_bias_to_prior(model, features: list, num_labels: int) -> None:
