@@ -190,3 +190,38 @@ def test_damaged_tag_transitions_are_a_clear_error(tmp_path, tiny_model, ner_dat
     (run / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(UserError, match="labels.json: not a valid labels.json .*the run folder is damaged"):
         Predictor.from_run(run, bf16=False)
+
+
+@pytest.mark.parametrize("task,precision,average_last", [("token-classification", "fp32", None), ("token-classification", "auto", None),
+                                                         ("text-classification", "fp32", None), ("token-classification", "fp32", 2)])
+def test_end_of_run_reuses_the_dev_logits_of_the_kept_weights(tmp_path, tiny_model, cls_data, ner_data, monkeypatch,
+                                                               task, precision, average_last):
+    """The loop's dev logits of the weights it keeps are what the saved model gives, bit for bit, so the
+    end of the run decodes them instead of running dev again; averaged weights are run again."""
+    import lmforge.predictor as predictor_module
+    import lmforge.training.finalize as finalize
+    import lmforge.training.transitions as transitions
+    from lmforge.data.load import read_split
+    from lmforge.inference import run_batches
+
+    reused, passes = [], []
+    real_encoded = finalize._encoded_dev
+    monkeypatch.setattr(finalize, "_encoded_dev", lambda *a: reused.append(real_encoded(*a)) or reused[-1])
+    for module in (predictor_module, transitions):  # the forward passes the end of the run makes
+        monkeypatch.setattr(module, "run_batches", lambda features, *a, _real=module.run_batches, **k:
+                            passes.append(len(features)) or _real(features, *a, **k))
+    data = ner_data if task == "token-classification" else cls_data
+    training = {"average_last": average_last} if average_last else {}
+    run = _train(tmp_path, tiny_model, data, task, "full", epochs=3, precision=precision, **training)
+    predictor = Predictor.from_run(run)
+    dev, _ = read_split(load_config(run / "config.yaml"), data["dev"])
+    features, _ = predictor.task.encode_for_inference(dev)
+    if average_last:
+        assert reused == [] and len(passes) == 2  # dev and test
+        return
+    assert len(passes) == 1  # test only
+    (_, kept), = reused
+    fresh = run_batches(features, predictor.tokenizer.pad_token_id, predictor.forward)
+    assert len(kept) == len(fresh) and all(np.array_equal(a, b) for a, b in zip(kept, fresh))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["dev"] == predictor.task.headline(predictor.evaluate(dev)[0])

@@ -116,6 +116,38 @@ def test_word_embeddings_are_frozen_by_default_for_encoders_not_decoders():
     assert freeze_embeddings(False, encoder) is False and freeze_embeddings(True, decoder) is True
 
 
+def test_ner_full_fine_tuning_drops_no_hidden_states_unless_set(tmp_path, ner_data):
+    """token-classification full fine-tuning defaults to hidden_dropout 0 (saved with the run); null keeps
+    the model's own rate; other tasks and peft methods keep the model's own; the built model follows."""
+    import torch
+
+    from conftest import build_tiny_model
+    from lmforge.config import load_config
+    from lmforge.training.setup import build_model, prepare
+
+    tiny_model = build_tiny_model(tmp_path / "tiny", dropout=0.1)  # the model's own hidden dropout: 0.1
+
+    def rates(cfg):
+        return {m.p for m in build_model(prepare(cfg, tmp_path)).modules() if isinstance(m, torch.nn.Dropout)}
+
+    ner = {"name": "n", "task": "token-classification", "model": str(tiny_model),
+           "data": {"train": str(ner_data["train"]), "dev": str(ner_data["dev"])}}
+    assert config_from_dict(ner).training.hidden_dropout == 0.0
+    assert rates(config_from_dict(ner)) == {0.0}
+    assert config_from_dict({**ner, "training": {"hidden_dropout": None}}).training.hidden_dropout is None
+    assert rates(config_from_dict({**ner, "training": {"hidden_dropout": None}})) == {0.0, 0.1}  # attention 0, hidden the model's
+    assert rates(config_from_dict({**ner, "training": {"hidden_dropout": 0.3}})) == {0.0, 0.3}
+    assert config_from_dict({**ner, "method": "lora"}).training.hidden_dropout is None
+    assert config_from_dict({"task": "text-classification"}).training.hidden_dropout is None
+    path = make_config(tmp_path, tiny_model, ner_data, task="token-classification", epochs=1)
+    run = train_run(load_config(path), path.parent, max_steps=1)
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["hidden_dropout"] == 0.0
+    from lmforge.errors import UserError
+
+    with pytest.raises(UserError, match="hidden_dropout"):
+        config_from_dict({**ner, "training": {"hidden_dropout": 1.0}})
+
+
 def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path, tiny_model, capsys):
     from lmforge.tasks.registry import LARGE_TRAINING_SET
     from lmforge.training.setup import prepare

@@ -67,6 +67,37 @@ def best_valid_path(log_probs: np.ndarray, start: np.ndarray, follow: np.ndarray
     return path[::-1]
 
 
+def best_valid_paths(log_probs: list[np.ndarray], start: np.ndarray, follow: np.ndarray,
+                     scores: tuple[np.ndarray, np.ndarray] | None = None) -> list[list[int]]:
+    """`best_valid_path` of every sentence, computed for all sentences at once: the same sums in the
+    same order, so the same paths (ties included), at a fraction of the per-word numpy calls."""
+    paths: list[list[int]] = [[] for _ in log_probs]
+    order = sorted((i for i in range(len(log_probs)) if len(log_probs[i])), key=lambda i: -len(log_probs[i]))
+    if not order:
+        return paths
+    lengths = np.array([len(log_probs[i]) for i in order])
+    width = log_probs[order[0]].shape[1]
+    steps = np.zeros((len(order), lengths[0], width))  # [sentences, longest, C], longest sentence first
+    for row, i in enumerate(order):
+        steps[row, : lengths[row]] = log_probs[i]
+    first, pairs = scores if scores is not None else (0.0, 0.0)
+    penalty = np.where(follow, pairs, -np.inf)  # [C prev, C next]
+    score = np.where(start, steps[:, 0] + first, -np.inf)  # [sentences, C]
+    back = np.zeros((len(order), lengths[0], width), dtype=np.int64)
+    columns = np.arange(width)
+    for t in range(1, int(lengths[0])):
+        k = int(np.searchsorted(-lengths, -t, side="left"))  # sentences longer than t (lengths descend)
+        cand = score[:k, :, None] + penalty  # [k, prev, next]
+        back[:k, t] = np.argmax(cand, axis=1)
+        score[:k] = cand[np.arange(k)[:, None], back[:k, t], columns] + steps[:k, t]
+    for row, i in enumerate(order):
+        path = [int(np.argmax(score[row]))]
+        for t in range(int(lengths[row]) - 1, 0, -1):
+            path.append(int(back[row, t, path[-1]]))
+        paths[i] = path[::-1]
+    return paths
+
+
 @dataclass
 class TagTransitions:
     """Training tag bigrams (`tag_bigrams`) and the weight they are added with (0 until tuned)."""

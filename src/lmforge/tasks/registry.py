@@ -44,6 +44,7 @@ class TaskSpec:
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
     default_batch_size: int | None = None  # None: TrainingConfig's default
+    default_hidden_dropout: float | None = None  # training.hidden_dropout when not set; None: the model's own
     # batch_size when it is not set and the training set has LARGE_TRAINING_SET examples or more (None: no change):
     # on short texts a step's fixed costs (optimizer, gradient clipping, casts) outweigh its matrix products
     large_set_batch_size: int | None = None

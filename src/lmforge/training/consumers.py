@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..inference import run_model
+from ..models.build import inference_attention
 from ..tasks.base import LogitsOf
 from . import checkpoint as ckpt
 from .divergence import LossWatch
@@ -85,6 +86,7 @@ class DevSelection:
     tracker: Tracker | None
     progress: TrainProgress
     average_last: int | None = None
+    best_outputs: tuple[int, list] | None = None  # (step, dev logits) of the best evaluation in this process
 
     def due(self, s: StepResult) -> bool:
         return s.step % self.every == 0 if self.every else s.end_of_epoch
@@ -92,7 +94,13 @@ class DevSelection:
     def evaluate(self, step: int, state: TrainState) -> bool:
         """Score dev at `step` and record it in `state`; True when early stopping says stop."""
         started = time.perf_counter()
-        scores = self.task.dev_headline(self.raw_model, self.examples, self.features, self.plan, self.logits_of, self.bf16)
+        outputs: list = []
+
+        def logits_of(features: list) -> list:  # kept, so that the end of the run need not compute them again
+            outputs.append(self.logits_of(features))
+            return outputs[-1]
+
+        scores = self.task.dev_headline(self.raw_model, self.examples, self.features, self.plan, logits_of, self.bf16)
         seconds = time.perf_counter() - started
         state.dev_seconds += seconds
         state.dev_passes += 1
@@ -101,6 +109,7 @@ class DevSelection:
         improved = self.improves(score, state.best)
         if improved:
             state.best, state.best_step, state.bad_evals = score, step, 0
+            self.best_outputs = (step, outputs[0]) if len(outputs) == 1 and not self.average_last else None
             if self.rank == 0 and not self.average_last:
                 ckpt.save_best(self.ckpt_root, self.raw_model, step)
         else:
@@ -130,7 +139,8 @@ def sharded_logits(accelerator, model, pad_id: int, bf16: bool) -> LogitsOf:
 def _sharded_logits(accelerator, model, pad_id: int, bf16: bool, features: list) -> list:
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(features), world))
-    pairs = list(zip(mine, run_model(model, [features[i] for i in mine], pad_id, bf16=bf16)))
+    with inference_attention(model):  # the attention a loaded Predictor runs (SDPA), not the training one
+        pairs = list(zip(mine, run_model(model, [features[i] for i in mine], pad_id, bf16=bf16)))
     if world > 1:
         from accelerate.utils import gather_object
 

@@ -17,7 +17,10 @@ from . import checkpoint as ckpt
 
 
 def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16: bool, console: Console,
-                 trainable: int, total_params: int, device=None) -> None:
+                 trainable: int, total_params: int, device=None, dev_outputs: tuple[int, list] | None = None) -> None:
+    """`dev_outputs`: (step, dev logits) from the loop's last best evaluation. When the saved model is
+    exactly the weights of that step (full fine-tuning, not averaged), its dev logits are these,
+    bit for bit (the same `run_batches` passes over the same features), and dev is not run again."""
     averaged = ckpt.load_average(ckpt_root, raw_model, state["step"], p.cfg.training.average_last) if p.cfg.training.average_last else []
     best = None if averaged else ckpt.load_best(ckpt_root, raw_model, state.get("best_step"))
     info = read_json(run_dir / RUN_INFO)
@@ -33,7 +36,8 @@ def finalize_run(run_dir: Path, p, raw_model, ckpt_root: Path, state: dict, bf16
                 precision="bf16" if bf16 else "fp32", dev_seconds=round(state.get("dev_seconds", 0.0), 2),
                 dev_passes=state.get("dev_passes", 0))
     write_json_atomic(run_dir / RUN_INFO, info)
-    metrics = evaluate_splits(run_dir, p, console, device)
+    reusable = dev_outputs is not None and not averaged and p.cfg.method == "full" and dev_outputs[0] == info["best_step"]
+    metrics = evaluate_splits(run_dir, p, console, device, dev_logits=dev_outputs[1] if reusable else None)
     if "threshold" in metrics:  # multi-label: how the decision threshold was chosen, and any warning
         info["threshold"] = metrics["threshold"]
     if "transitions" in metrics:  # NER: the weight of the training tag bigrams in decoding
@@ -93,7 +97,9 @@ def base_with_head(p, peft_model):
     return fresh
 
 
-def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
+def evaluate_splits(run_dir: Path, p, console: Console, device=None, dev_logits: list | None = None) -> dict:
+    """Dev and test reports of the saved run, through the `Predictor` users load. `dev_logits`: that
+    model's dev logits, already computed (used when they fit the dev features)."""
     from ..evaluation.report import write_report
     from ..predictor import Predictor
 
@@ -104,9 +110,12 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
     metrics: dict = {}
     if p.cfg.data.multi_label and p.splits.dev:  # before any report: dev and test are scored at the tuned threshold
         metrics["threshold"] = _tune_threshold(run_dir, predictor, p.splits.dev, console)
+    encoded = _encoded_dev(predictor, p.splits.dev, dev_logits) if dev_logits is not None and p.splits.dev else None
     known: dict[str, list[dict]] = {}  # predictions already made at the final settings
     if getattr(predictor.task, "tag_transitions", None) is not None and p.splits.dev:
-        metrics["transitions"], known["dev"] = _tune_transitions(run_dir, predictor, p.splits.dev, console)
+        metrics["transitions"], known["dev"] = _tune_transitions(run_dir, predictor, p.splits.dev, console, encoded)
+    elif encoded is not None:
+        known["dev"] = predictor.task.decode(p.splits.dev, *encoded)
     for split, examples in (("dev", p.splits.dev), ("test", p.splits.test)):
         if not examples:
             continue
@@ -114,6 +123,15 @@ def evaluate_splits(run_dir: Path, p, console: Console, device=None) -> dict:
         write_report(report, RunFolder(run_dir).eval_dir(split), style=spec.report_style(p.cfg), title=f"{p.cfg.name}: {split}")
         metrics[split] = predictor.task.headline(report)
     return metrics
+
+
+def _encoded_dev(predictor, dev: list, logits: list) -> tuple | None:
+    """(decoding plan, logits) of dev when `logits` has one entry of the right length per feature
+    (else None: dev is run through the model again)."""
+    features, plan = predictor.task.encode_for_inference(dev)
+    fits = len(features) == len(logits) and all(
+        out.ndim == 1 or len(out) == len(f["input_ids"]) for f, out in zip(features, logits))
+    return (plan, logits) if fits else None
 
 
 def _tune_threshold(run_dir: Path, predictor, dev: list, console: Console) -> dict:
@@ -129,10 +147,10 @@ def _tune_threshold(run_dir: Path, predictor, dev: list, console: Console) -> di
     return choice
 
 
-def _tune_transitions(run_dir: Path, predictor, dev: list, console: Console) -> tuple[dict, list[dict]]:
+def _tune_transitions(run_dir: Path, predictor, dev: list, console: Console, encoded: tuple | None = None) -> tuple[dict, list[dict]]:
     from .transitions import choose_weight, save_weight
 
-    choice, predictions = choose_weight(predictor, dev)
+    choice, predictions = choose_weight(predictor, dev, encoded)
     save_weight(run_dir, choice)
     f1 = choice["dev_f1_by_weight"]
     console.print(f"tag transitions weight {choice['value']:g} (tuned on dev): dev F1 {f1['0.0']:.4f} without -> "

@@ -244,8 +244,10 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     if tracker is not None:
         tracker.close()
     if rank == 0:
+        # one process ran dev in the same passes Predictor runs, so its logits of the kept weights are reusable
+        kept = dev.best_outputs if accelerator.num_processes == 1 else None
         finalize_run(run_dir, p, training.raw_model, ckpt_root, state.to_json(), bf16, console, training.trainable,
-                     training.total_params, accelerator.device)
+                     training.total_params, accelerator.device, dev_outputs=kept)
     else:
         _wait_for_completion(run_dir)
     return run_dir

@@ -91,10 +91,12 @@ def build_model(p: Prepared):
         kwargs = {**p.task.model_kwargs(), "num_labels": len(grown_from), "id2label": dict(enumerate(grown_from)),
                   "label2id": {label: i for i, label in enumerate(grown_from)}}
         model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
+                           hidden_dropout=p.cfg.training.hidden_dropout, training=True,
                            pad_token_id=p.tokenizer.pad_token_id, **kwargs)
         grow_head(model, p.task.labels)
     else:
         model = load_model(p.task.model_class(), p.model_path, attention_dropout=p.cfg.training.attention_dropout,
+                           hidden_dropout=p.cfg.training.hidden_dropout, training=True,
                            ignore_mismatched_sizes=True, pad_token_id=p.tokenizer.pad_token_id, **p.task.model_kwargs())
         if not p.train_features:  # zero-shot: the head is built from the label texts
             pass

@@ -17,12 +17,15 @@ from ..runs import LABELS
 from ..tasks.iob_viterbi import WEIGHTS
 
 
-def choose_weight(predictor, dev: list) -> tuple[dict, list[dict]]:
+def choose_weight(predictor, dev: list, encoded: tuple | None = None) -> tuple[dict, list[dict]]:
     """Decode the dev examples at every weight; returns what run.json / metrics.json record, and the
-    dev predictions at the chosen weight (so that dev is not run through the model again)."""
+    dev predictions at the chosen weight (so that dev is not run through the model again).
+    `encoded`: (decoding plan, logits) of dev from this predictor's model, already computed."""
     task = predictor.task
-    features, plan = task.encode_for_inference(dev)
-    outputs = run_batches(features, predictor.tokenizer.pad_token_id, predictor.forward)
+    if encoded is None:
+        features, plan = task.encode_for_inference(dev)
+        encoded = plan, run_batches(features, predictor.tokenizer.pad_token_id, predictor.forward)
+    plan, outputs = encoded
     by_weight, predictions = {}, {}
     for weight in WEIGHTS:
         task.tag_transitions.weight = weight
