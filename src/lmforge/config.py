@@ -108,7 +108,7 @@ class TrainingConfig(_Section):
     log_every_steps: int = Field(10, ge=1, description="write training metrics every N steps")
     tensorboard: bool = Field(True, description="also write TensorBoard event files")
     attention_dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities; 0 skips a [batch, heads, L, L] random mask per layer (about 20% faster on CPU); empty: the model's own value")
-    hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the hidden states between layers and before the task head (the model's hidden_dropout_prob or its equivalent); not set: the task's default for full fine-tuning (token-classification: 0), else the model's own; empty (null): the model's own value (0.1 for MiniLM-L6)")
+    hidden_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the hidden states between layers and before the task head (the model's hidden_dropout_prob or its equivalent); not set: 0 for NER full fine-tuning on 10,000 sentences or more (a large set needs no such regularisation, and the masks cost time), else the model's own; empty (null): the model's own value (0.1 for MiniLM-L6)")
     pad_to_multiple_of: int = Field(1, ge=1, description="pad batch lengths to a multiple of this; 1: to the longest example (measured fastest, in fp32 and bf16: bench/pad_multiple.py)")
     freeze_embeddings: bool | None = Field(None, description="full fine-tuning: keep the word-embedding matrix frozen (faster, fewer parameters); empty: frozen for encoders (a model without an LM head), trained for decoders (tied to their LM head)")
     anchor_strength: float = Field(0.0, ge=0, description="L2-SP: pull the encoder weights towards the starting model with this strength (continual updates: less forgetting); 0: off")
@@ -164,9 +164,6 @@ class ProjectConfig(_Section):
             self.data.max_length = spec.default_max_length
         if spec.default_batch_size and "batch_size" not in self.training.model_fields_set:
             self.training.batch_size = spec.default_batch_size
-        if (spec.default_hidden_dropout is not None and self.method == "full"
-                and "hidden_dropout" not in self.training.model_fields_set):
-            self.training.hidden_dropout = spec.default_hidden_dropout
         if self.training.learning_rate is None:
             self.training.learning_rate = spec.learning_rates[self.method]
         return self

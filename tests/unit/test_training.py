@@ -116,36 +116,40 @@ def test_word_embeddings_are_frozen_by_default_for_encoders_not_decoders():
     assert freeze_embeddings(False, encoder) is False and freeze_embeddings(True, decoder) is True
 
 
-def test_ner_full_fine_tuning_drops_no_hidden_states_unless_set(tmp_path, ner_data):
-    """token-classification full fine-tuning defaults to hidden_dropout 0 (saved with the run); null keeps
-    the model's own rate; other tasks and peft methods keep the model's own; the built model follows."""
+def test_ner_full_fine_tuning_on_a_large_set_drops_no_hidden_states_unless_set(tmp_path, ner_data, capsys):
+    """NER full fine-tuning on 10,000+ sentences trains with hidden_dropout 0 (announced, saved with the
+    run); a smaller set, a peft method, classification and an explicit rate (null: the model's own) keep
+    theirs; the built model follows."""
     import torch
 
-    from conftest import build_tiny_model
-    from lmforge.config import load_config
+    from conftest import build_tiny_model, ner_sentences, write_conll
+    from lmforge.errors import UserError
+    from lmforge.tasks.registry import LARGE_TRAINING_SET
     from lmforge.training.setup import build_model, prepare
 
     tiny_model = build_tiny_model(tmp_path / "tiny", dropout=0.1)  # the model's own hidden dropout: 0.1
+    large = write_conll(tmp_path / "large.txt", ner_sentences(LARGE_TRAINING_SET, 7))
 
-    def rates(cfg):
-        return {m.p for m in build_model(prepare(cfg, tmp_path)).modules() if isinstance(m, torch.nn.Dropout)}
+    def cfg(train=large, method="full", **training):
+        return config_from_dict({"name": "n", "task": "token-classification", "model": str(tiny_model), "method": method,
+                                 "data": {"train": str(train), "dev": str(ner_data["dev"])}, "training": training})
 
-    ner = {"name": "n", "task": "token-classification", "model": str(tiny_model),
-           "data": {"train": str(ner_data["train"]), "dev": str(ner_data["dev"])}}
-    assert config_from_dict(ner).training.hidden_dropout == 0.0
-    assert rates(config_from_dict(ner)) == {0.0}
-    assert config_from_dict({**ner, "training": {"hidden_dropout": None}}).training.hidden_dropout is None
-    assert rates(config_from_dict({**ner, "training": {"hidden_dropout": None}})) == {0.0, 0.1}  # attention 0, hidden the model's
-    assert rates(config_from_dict({**ner, "training": {"hidden_dropout": 0.3}})) == {0.0, 0.3}
-    assert config_from_dict({**ner, "method": "lora"}).training.hidden_dropout is None
-    assert config_from_dict({"task": "text-classification"}).training.hidden_dropout is None
-    path = make_config(tmp_path, tiny_model, ner_data, task="token-classification", epochs=1)
-    run = train_run(load_config(path), path.parent, max_steps=1)
+    def rates(p):
+        return {m.p for m in build_model(p).modules() if isinstance(m, torch.nn.Dropout)}
+
+    p = prepare(cfg(), tmp_path)
+    assert p.sized_dropout and p.cfg.training.hidden_dropout == 0.0 and rates(p) == {0.0}
+    assert "hidden_dropout: 0.0" in dump_config(p.cfg)  # saved with the run: a resume trains the same model
+    for kept in (prepare(cfg(ner_data["train"]), tmp_path), prepare(cfg(hidden_dropout=None), tmp_path)):
+        assert not kept.sized_dropout and kept.cfg.training.hidden_dropout is None and rates(kept) == {0.0, 0.1}  # attention 0
+    explicit = prepare(cfg(hidden_dropout=0.3), tmp_path)
+    assert not explicit.sized_dropout and rates(explicit) == {0.0, 0.3}
+    assert not prepare(cfg(method="lora"), tmp_path).sized_dropout
+    run = train_run(cfg(epochs=1, tensorboard=False), tmp_path, max_steps=1)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["hidden_dropout"] == 0.0
-    from lmforge.errors import UserError
-
+    assert "hidden dropout 0 (10,000 training examples; training.hidden_dropout unset)" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(UserError, match="hidden_dropout"):
-        config_from_dict({**ner, "training": {"hidden_dropout": 1.0}})
+        cfg(hidden_dropout=1.0)
 
 
 def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path, tiny_model, capsys):

@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.report import ReportStyle
     from .base import Task
 
-LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_batch_size applies
+LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_batch_size and large_set_hidden_dropout apply
+LARGE_SET_DROPOUT_REASON = "a large set needs no such regularisation, and the random masks cost time"
 LARGE_SET_REASON = "on a large set, fewer and larger steps train faster"  # said by init and train when they size it
 SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
@@ -44,10 +45,12 @@ class TaskSpec:
     default_method = "full"
     default_max_length: int | None = None  # None: DataConfig's default
     default_batch_size: int | None = None  # None: TrainingConfig's default
-    default_hidden_dropout: float | None = None  # training.hidden_dropout when not set; None: the model's own
     # batch_size when it is not set and the training set has LARGE_TRAINING_SET examples or more (None: no change):
     # on short texts a step's fixed costs (optimizer, gradient clipping, casts) outweigh its matrix products
     large_set_batch_size: int | None = None
+    # training.hidden_dropout when it is not set, full fine-tuning has LARGE_TRAINING_SET examples or more (None: the
+    # model's own rate stays)
+    large_set_hidden_dropout: float | None = None
     # what happens to an input longer than data.max_length, for init's note; None: init does not size it
     overflow: str | None = None
     learning_rates = DEFAULT_LEARNING_RATES
@@ -61,6 +64,13 @@ class TaskSpec:
         `init` writes it and `train` applies it to a config that leaves the batch unset."""
         if self.large_set_batch_size and examples >= LARGE_TRAINING_SET and method not in SENTENCE_METHODS:
             return self.large_set_batch_size
+        return None
+
+    def hidden_dropout_for_large_set(self, examples: int, method: str) -> float | None:
+        """`large_set_hidden_dropout` for full fine-tuning on `examples` training examples when they are
+        LARGE_TRAINING_SET or more; else None (the model's own rate)."""
+        if self.large_set_hidden_dropout is not None and examples >= LARGE_TRAINING_SET and method == "full":
+            return self.large_set_hidden_dropout
         return None
 
     def check_config(self, cfg: "ProjectConfig") -> list[str]:

@@ -29,7 +29,7 @@ from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import count_parameters, uses_bf16
 from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
 from ..tasks import get_task
-from ..tasks.registry import LARGE_SET_REASON
+from ..tasks.registry import LARGE_SET_DROPOUT_REASON, LARGE_SET_REASON
 from . import checkpoint as ckpt
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
@@ -276,6 +276,9 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
     if p.sized_batch:
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
                       f"unset): {LARGE_SET_REASON}")
+    if p.sized_dropout:
+        console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "
+                      f"training.hidden_dropout unset): {LARGE_SET_DROPOUT_REASON}")
     if cfg.training.average_last:
         console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
                       "(training.average_last), not the best one")

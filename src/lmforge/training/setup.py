@@ -27,6 +27,7 @@ class Prepared:
     metric: str
     unknown_tokens: tuple[int, int] = (0, 0)  # (unknown, all) non-special tokens of the training features
     sized_batch: bool = False  # training.batch_size was unset and set for a large training set
+    sized_dropout: bool = False  # training.hidden_dropout was unset and set for a large training set
 
     @property
     def warnings(self) -> list[str]:
@@ -51,7 +52,7 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     from ..data.language_fit import unknown_rate
 
     return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
-                    unknown_rate(features, tokenizer), sized_batch(cfg, len(features)))
+                    unknown_rate(features, tokenizer), sized_batch(cfg, len(features)), sized_dropout(cfg, len(splits.train or [])))
 
 
 def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
@@ -62,6 +63,16 @@ def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
     if batch is None or "batch_size" in t.model_fields_set or t.max_tokens_per_batch is not None:
         return False
     t.batch_size = batch
+    return True
+
+
+def sized_dropout(cfg: ProjectConfig, examples: int) -> bool:
+    """Set training.hidden_dropout to the task's rate for a large training set
+    (`hidden_dropout_for_large_set`) when the config leaves it unset. Returns whether it did."""
+    rate = get_task(cfg.task).hidden_dropout_for_large_set(examples, cfg.method)
+    if rate is None or "hidden_dropout" in cfg.training.model_fields_set:
+        return False
+    cfg.training.hidden_dropout = rate
     return True
 
 
