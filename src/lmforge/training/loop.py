@@ -278,7 +278,7 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
                       f"unset): {LARGE_SET_REASON}")
     if p.sized_dropout:
         console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "
-                      f"training.hidden_dropout unset): {LARGE_SET_DROPOUT_REASON}")
+                      f"training.hidden_dropout empty): {LARGE_SET_DROPOUT_REASON}")
     if cfg.training.average_last:
         console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
                       "(training.average_last), not the best one")

@@ -68,9 +68,9 @@ def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
 
 def sized_dropout(cfg: ProjectConfig, examples: int) -> bool:
     """Set training.hidden_dropout to the task's rate for a large training set
-    (`hidden_dropout_for_large_set`) when the config leaves it unset. Returns whether it did."""
+    (`hidden_dropout_for_large_set`) when the config leaves it empty. Returns whether it did."""
     rate = get_task(cfg.task).hidden_dropout_for_large_set(examples, cfg.method)
-    if rate is None or "hidden_dropout" in cfg.training.model_fields_set:
+    if rate is None or cfg.training.hidden_dropout is not None:
         return False
     cfg.training.hidden_dropout = rate
     return True
