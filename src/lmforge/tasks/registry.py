@@ -48,7 +48,7 @@ class TaskSpec:
     # batch_size when it is not set and the training set has LARGE_TRAINING_SET examples or more (None: no change):
     # on short texts a step's fixed costs (optimizer, gradient clipping, casts) outweigh its matrix products
     large_set_batch_size: int | None = None
-    # training.hidden_dropout when it is not set, full fine-tuning has LARGE_TRAINING_SET examples or more (None: the
+    # training.hidden_dropout when it is empty and full fine-tuning has LARGE_TRAINING_SET examples or more (None: the
     # model's own rate stays)
     large_set_hidden_dropout: float | None = None
     # what happens to an input longer than data.max_length, for init's note; None: init does not size it
