@@ -36,7 +36,7 @@ from rich.console import Console
 
 from ..errors import UserError
 from ..inference import autocast_context
-from ..models.build import uses_bf16
+from ..models.build import inference_attention, uses_bf16
 from ..runs import RunFolder, mark_run
 from ..tasks.base import collate
 from .finalize import finalize_run
@@ -239,11 +239,12 @@ def embed_features(model, features: list[dict], pad_id: int, precision: str = "f
     bf16 = uses_bf16(precision, device)
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out = np.zeros((len(features), model.config.hidden_size), dtype=np.float32)
-    for start in range(0, len(order), EMBED_BATCH):
-        chunk = order[start:start + EMBED_BATCH]
-        batch = collate([_inputs(features[i]) for i in chunk], pad_id)
-        with autocast_context(device, bf16):
-            out[chunk] = model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+    with inference_attention(model):  # the attention the Predictor runs, not the training step's
+        for start in range(0, len(order), EMBED_BATCH):
+            chunk = order[start:start + EMBED_BATCH]
+            batch = collate([_inputs(features[i]) for i in chunk], pad_id)
+            with autocast_context(device, bf16):
+                out[chunk] = model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out
 
 
