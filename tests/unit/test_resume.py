@@ -25,7 +25,7 @@ def dropout_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-dropout"), layers=4, hidden=64, dropout=0.1)
 
 
-@pytest.mark.parametrize("averaging", [{}, {"average_last": 3}], ids=["best", "average_last"])
+@pytest.mark.parametrize("averaging", [{}, {"average_last": 3}, {"precision": "bf16"}], ids=["best", "average_last", "bf16_copy"])
 def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model, averaging):
     data = {"train": write_csv(tmp_path / "train.csv", sentiment_rows(240, 5)),
             "dev": write_csv(tmp_path / "dev.csv", sentiment_rows(30, 6))}
@@ -63,7 +63,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, dropout_model, averag
     ma = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     mb = json.loads((run / "metrics.json").read_text())
     assert ma["dev"] == mb["dev"] and ma["training"]["best_step"] == mb["training"]["best_step"]
-    if averaging:  # the window of evaluations survived the kill: the last 3 of the 5 epoch ends
+    if "average_last" in averaging:  # the window of evaluations survived the kill: the last 3 of the 5 epoch ends
         assert mb["training"]["averaged_steps"] == ma["training"]["averaged_steps"] == [90, 120, 150]
     steps = [json.loads(l)["step"] for l in (run / "logs" / "metrics.jsonl").read_text().splitlines()
              if json.loads(l)["split"] == "train"]

@@ -31,6 +31,7 @@ from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_
 from ..tasks import get_task
 from ..tasks.registry import LARGE_SET_DROPOUT_REASON, LARGE_SET_REASON
 from . import checkpoint as ckpt
+from .bf16_copy import applies
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
 from .finalize import finalize_run
@@ -205,8 +206,11 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     penalty = anchor(raw_model, t.anchor_strength)
     if t.logit_adjustment:
         p.task.adjust_for_prior(p.train_features, t.logit_adjustment)
+    copy = t.bf16_weights if t.bf16_weights is not None else applies(
+        p.cfg.method, bf16, accelerator.device, accelerator.num_processes, t.compile, penalty is not None, get_task(p.cfg.task).decoder)
     stepper = Stepper(accelerator, compiled(model) if t.compile else model, opt, scheduler, p.task, p.train_features,
-                      p.tokenizer.pad_token_id, bf16, t.pad_to_multiple_of, t.max_grad_norm, penalty, model if t.compile else None)
+                      p.tokenizer.pad_token_id, bf16, t.pad_to_multiple_of, t.max_grad_norm, penalty, model if t.compile else None,
+                      bf16_weights=bool(copy and bf16))
     return _Training(stepper, raw_model, steps, lengths, plan_args, trainable, total_params)
 
 

@@ -54,6 +54,8 @@ class Stepper:
     max_grad_norm: float | None = None
     anchor: Callable[[], torch.Tensor] | None = None
     eager: Any = None  # with training.compile: the uncompiled model, used if compiling fails
+    bf16_weights: bool = False  # run the steps on a bf16 copy of the model (bf16_copy.Bf16Copy), made at the first step
+    copy: Any = None
 
     def step(self, group: list[list[int]], units: int) -> float:
         try:
@@ -73,6 +75,11 @@ class Stepper:
         The loss is scaled by world / units, so that DDP's gradient average is the gradient of the
         mean loss over the global step. Returns this process's summed loss."""
         accelerator, world = self.accelerator, self.accelerator.num_processes
+        if self.bf16_weights and self.copy is None:
+            from .bf16_copy import Bf16Copy
+
+            self.copy = Bf16Copy(self.model)
+        model = self.copy.model if self.copy is not None else self.model
         loss_total = 0.0
         for micro, global_batch in enumerate(group):
             idx, padding = shard(global_batch, accelerator.process_index, world)
@@ -80,9 +87,9 @@ class Stepper:
                      collate([self.features[i] for i in idx], self.pad_id, multiple=self.pad_multiple).items()}
             labels = batch.pop("labels")
             last = micro == len(group) - 1
-            with nullcontext() if last else accelerator.no_sync(self.model):
-                with autocast_context(accelerator.device, self.bf16):
-                    logits = self.task.training_logits(self.model, batch, labels)
+            with nullcontext() if last else accelerator.no_sync(model):
+                with autocast_context(accelerator.device, self.bf16 and self.copy is None):
+                    logits = self.task.training_logits(model, batch, labels)
                 loss_sum = self.task.training_loss_sum(logits, labels)
                 objective = loss_sum * (0.0 if padding else world / max(1, units))
                 if self.anchor is not None and last:
@@ -90,11 +97,15 @@ class Stepper:
                 accelerator.backward(objective)
             if not padding:
                 loss_total += loss_sum.item()
+        if self.copy is not None:
+            self.copy.gradients_to_master()
         if self.max_grad_norm:
             accelerator.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], self.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.copy is not None:
+            self.copy.refresh()
         return loss_total
 
 
