@@ -350,3 +350,33 @@ def test_multilabel_report_markdown_shows_threshold_and_empty_share(tmp_path: Pa
     md = write_report(report, tmp_path, style=MULTI_LABEL_REPORT, title="ML")["markdown"].read_text()
     assert "| Decision threshold (a label is predicted at probability >= this) | 0.3125 |" in md
     assert "| Examples with no predicted label (share) | 0.2500 |" in md
+
+
+def test_entity_f1_is_seqevals_strict_micro_f1_for_valid_iob2_and_refuses_the_rest():
+    """The fast F1 that tunes NER decoding equals entity_report's f1 to the last bit on valid IOB2
+    (random sequences, hyphenated and dotted types, empty sentences and corpora); ill-formed tags or
+    lengths give None, so that the caller falls back to seqeval."""
+    import random
+
+    from lmforge.evaluation.ner_metrics import entity_f1, entity_report
+
+    rng = random.Random(0)
+    types = ["PER", "LOC", "GPE.NAM", "WORK-OF-ART"]
+
+    def sentence(n):
+        out, previous = [], "O"
+        for _ in range(n):
+            r = rng.random()
+            tag = "O" if r < 0.5 else f"B-{rng.choice(types)}" if r < 0.75 or previous == "O" else f"I-{previous[2:]}"
+            out.append(tag)
+            previous = tag
+        return out
+
+    for _ in range(500):
+        lengths = [rng.randint(0, 12) for _ in range(rng.randint(0, 10))]
+        gold = [sentence(n) for n in lengths]
+        pred = [sentence(n) if rng.random() < 0.5 else list(g) for n, g in zip(lengths, gold)]
+        assert entity_f1(gold, pred) == entity_report(gold, pred)["f1"]
+    assert entity_f1([["I-PER"]], [["O"]]) is None  # not valid IOB2 (seqeval strict drops it)
+    assert entity_f1([["B-PER", "I-LOC"]], [["O", "O"]]) is None
+    assert entity_f1([["B-PER"]], [["O", "O"]]) is None and entity_f1([["O"]], []) is None

@@ -202,7 +202,15 @@ class TokenClassificationTask(TaskBase):
 
     # -- decoding --------------------------------------------------------------------------
     def decode(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[dict]:
-        # per word: log-probabilities of its tags at its first piece, in the window that sees it best
+        word_logp = self.word_log_probs(examples, plans, outputs)
+        return [self._prediction(ex, ids, logp) for ex, ids, logp in zip(examples, self._tag_paths(word_logp), word_logp)]
+
+    def tags(self, word_logp: list[np.ndarray]) -> list[list[str]]:
+        """The decoded IOB2 tags of each sentence from `word_log_probs` (what `decode` returns as "tags")."""
+        return [repair_iob2([self.labels[i] for i in ids]) for ids in self._tag_paths(word_logp)]
+
+    def word_log_probs(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Per sentence [words, C]: each word's tag log-probabilities at its first piece, in the window that sees it best."""
         cut = np.full(len(self.labels), -np.inf)
         cut[self.index["O"]] = 0.0  # a word cut off at the window's end (only inside a huge word): O
         word_logp: list[np.ndarray] = [np.tile(cut, (len(ex.words), 1)) for ex in examples]
@@ -219,7 +227,7 @@ class TokenClassificationTask(TaskBase):
                 pos = 1 + cum[flat] - cum[plan.spans[win][0]]
                 if pos < len(logp_of[f]) - 1:
                     word_logp[i][w] = logp_of[f][pos]
-        return [self._prediction(ex, ids, logp) for ex, ids, logp in zip(examples, self._tag_paths(word_logp), word_logp)]
+        return word_logp
 
     def _tag_paths(self, word_logp: list[np.ndarray]) -> list[list[int]]:
         """Tag ids for each sentence's words: the best valid IOB2 path (new runs), or each word's most
