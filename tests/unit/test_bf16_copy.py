@@ -30,6 +30,20 @@ def test_the_copy_is_bf16_its_gradients_land_on_the_fp32_weights_and_it_follows_
     for m, b in copy.pairs:
         assert m.grad.dtype == torch.float32 and torch.equal(m.grad, grads[id(m)].float()) and b.grad is None
     assert master.get_input_embeddings().weight.grad is None
+    # clipped on the way, as clip_grad_norm_ clips the same (exactly cast) gradients in fp32
+    for b in (b for _, b in copy.pairs):
+        b.grad = grads[id(next(m for m, c in copy.pairs if c is b))].clone()
+    expected = [g.float().clone().requires_grad_(False) for g in grads.values()]
+    holders = [torch.nn.Parameter(torch.zeros_like(e)) for e in expected]
+    for h, e in zip(holders, expected):
+        h.grad = e
+    torch.nn.utils.clip_grad_norm_(holders, 0.01)
+    buffers = [m.grad for m, _ in copy.pairs]
+    copy.gradients_to_master(0.01)
+    assert all(m.grad is buffer for (m, _), buffer in zip(copy.pairs, buffers))  # the fp32 buffers are kept
+    assert sum(float(h.grad.norm()) ** 2 for h in holders) ** 0.5 == pytest.approx(0.01, rel=1e-3)  # it did clip
+    for (m, _), h in zip(copy.pairs, holders):
+        assert torch.allclose(m.grad, h.grad, rtol=1e-5, atol=1e-8)
     with torch.no_grad():
         for m, _ in copy.pairs:
             m.add_(0.01)

@@ -30,17 +30,32 @@ class Bf16Copy:
         self.model.train(master.training)
         self.pairs = [(m, c) for m, c in zip(master.parameters(), self.model.parameters()) if m.requires_grad]
 
-    def gradients_to_master(self) -> None:
-        """Cast the copy's gradients onto the fp32 weights (replacing theirs) and clear the copy's."""
+    def gradients_to_master(self, max_norm: float | None = None) -> None:
+        """Cast the copy's gradients onto the fp32 weights (replacing theirs; their buffers are kept
+        from step to step) and clear the copy's. With `max_norm`, the gradients are clipped on the way,
+        as `torch.nn.utils.clip_grad_norm_` clips them: scaled by max_norm / (total norm + 1e-6) when
+        that is below 1, the norm computed in fp32 from the bf16 gradients (the fp32 ones are their
+        exact casts): fewer passes over the gradients than casting, then clipping."""
+        pairs = [(master, bf16.grad) for master, bf16 in self.pairs if bf16.grad is not None]
         for master, bf16 in self.pairs:
-            master.grad = None if bf16.grad is None else bf16.grad.float()
+            if bf16.grad is None:
+                master.grad = None
+            elif master.grad is None or master.grad.shape != master.shape:
+                master.grad = torch.empty_like(master)
+        if pairs:
+            masters, grads = [m.grad for m, _ in pairs], [g for _, g in pairs]
+            torch._foreach_copy_(masters, grads)
+            if max_norm:
+                norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
+                total = torch.linalg.vector_norm(torch.stack(norms))
+                torch._foreach_mul_(masters, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        for _, bf16 in self.pairs:
             bf16.grad = None
 
     @torch.no_grad()
     def refresh(self) -> None:
         """The copy takes the fp32 weights after an optimizer step (rounded to bf16)."""
-        for master, bf16 in self.pairs:
-            bf16.copy_(master)
+        torch._foreach_copy_([bf16 for _, bf16 in self.pairs], [master for master, _ in self.pairs])
 
 
 def applies(method: str, bf16: bool, device: torch.device, world: int, compile_: bool, anchored: bool, decoder: bool) -> bool:

@@ -97,15 +97,16 @@ class Stepper:
                 accelerator.backward(objective)
             if not padding:
                 loss_total += loss_sum.item()
-        if self.copy is not None:
-            self.copy.gradients_to_master()
-        if self.max_grad_norm:
+        if self.copy is not None:  # clipped on the way to the fp32 weights, whose gradient buffers are kept
+            self.copy.gradients_to_master(self.max_grad_norm)
+        elif self.max_grad_norm:
             accelerator.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], self.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         if self.copy is not None:
             self.copy.refresh()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         return loss_total
 
 
