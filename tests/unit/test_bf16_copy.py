@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import make_config
 from lmforge.config import load_config
-from lmforge.training.bf16_copy import Bf16Copy, applies
+from lmforge.training.bf16_copy import Bf16Copy, blocker, on_by_default
 from lmforge.training.loop import train
 
 
@@ -31,12 +31,11 @@ def test_the_copy_is_bf16_its_gradients_land_on_the_fp32_weights_and_it_follows_
         assert m.grad.dtype == torch.float32 and torch.equal(m.grad, grads[id(m)].float()) and b.grad is None
     assert master.get_input_embeddings().weight.grad is None
     # clipped on the way, as clip_grad_norm_ clips the same (exactly cast) gradients in fp32
-    for b in (b for _, b in copy.pairs):
-        b.grad = grads[id(next(m for m, c in copy.pairs if c is b))].clone()
-    expected = [g.float().clone().requires_grad_(False) for g in grads.values()]
-    holders = [torch.nn.Parameter(torch.zeros_like(e)) for e in expected]
-    for h, e in zip(holders, expected):
-        h.grad = e
+    holders = []
+    for m, b in copy.pairs:
+        b.grad = grads[id(m)].clone()
+        holders.append(torch.nn.Parameter(torch.zeros_like(m)))
+        holders[-1].grad = grads[id(m)].float()
     torch.nn.utils.clip_grad_norm_(holders, 0.01)
     buffers = [m.grad for m, _ in copy.pairs]
     copy.gradients_to_master(0.01)
@@ -52,14 +51,24 @@ def test_the_copy_is_bf16_its_gradients_land_on_the_fp32_weights_and_it_follows_
         assert torch.equal(b, m.detach().to(torch.bfloat16))
 
 
-def test_where_the_copy_applies_when_not_set():
+def test_where_the_copy_is_on_by_default_and_what_blocks_it():
     cpu = torch.device("cpu")
-    assert applies("full", True, cpu, 1, False, False, False)
-    for args in (("lora", True, cpu, 1, False, False, False), ("full", False, cpu, 1, False, False, False),
-                 ("full", True, torch.device("cuda"), 1, False, False, False), ("full", True, cpu, 2, False, False, False),
-                 ("full", True, cpu, 1, True, False, False), ("full", True, cpu, 1, False, True, False),
-                 ("full", True, cpu, 1, False, False, True)):
-        assert not applies(*args), args
+    assert on_by_default("full", cpu, False, 1)
+    for args in (("lora", cpu, False, 1), ("full", torch.device("cuda"), False, 1), ("full", cpu, True, 1), ("full", cpu, False, 2)):
+        assert not on_by_default(*args), args
+    assert blocker(1, False, False) is None
+    assert blocker(2, False, False) == "with several processes"
+    assert blocker(1, True, False) == "with training.compile"
+    assert blocker(1, False, True) == "with training.anchor_strength"
+
+
+def test_an_explicit_copy_where_it_cannot_work_is_a_clear_error(tmp_path, tiny_model, cls_data):
+    """The anchor's gradient is on the fp32 weights, which the copy's gradients would replace."""
+    from lmforge.errors import UserError
+
+    path = make_config(tmp_path, tiny_model, cls_data, epochs=1, precision="bf16", bf16_weights=True, anchor_strength=0.1)
+    with pytest.raises(UserError, match="training.bf16_weights: true cannot be used with training.anchor_strength"):
+        train(load_config(path), path.parent)
 
 
 @pytest.mark.parametrize("bf16_weights", [None, False])

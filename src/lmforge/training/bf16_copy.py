@@ -58,8 +58,21 @@ class Bf16Copy:
         torch._foreach_copy_([bf16 for _, bf16 in self.pairs], [master for master, _ in self.pairs])
 
 
-def applies(method: str, bf16: bool, device: torch.device, world: int, compile_: bool, anchored: bool, decoder: bool) -> bool:
-    """Where `training.bf16_weights: null` turns the copy on: bf16 full fine-tuning of an encoder on the
-    CPU in one process, without torch.compile or the L2-SP anchor (whose penalty is on the fp32 weights).
-    Measured there; elsewhere bf16 autocast stays."""
-    return bf16 and method == "full" and device.type == "cpu" and world == 1 and not compile_ and not anchored and not decoder
+def blocker(world: int, compile_: bool, anchored: bool) -> str | None:
+    """Why the copy cannot train this run (None: it can): DDP wraps the model it would copy,
+    torch.compile compiles that model, and the L2-SP anchor's penalty puts its gradient on the fp32
+    weights, which the copy's gradients replace."""
+    if world > 1:
+        return "with several processes"
+    if compile_:
+        return "with training.compile"
+    if anchored:
+        return "with training.anchor_strength"
+    return None
+
+
+def on_by_default(method: str, device: torch.device, decoder: bool, accumulation: int) -> bool:
+    """Where `training.bf16_weights` left empty turns the copy on (when bf16 is used and nothing blocks
+    it): full fine-tuning of an encoder on the CPU, one batch per optimizer step (accumulated
+    gradients would be summed in bf16). Measured there; elsewhere bf16 autocast stays."""
+    return method == "full" and device.type == "cpu" and not decoder and accumulation == 1

@@ -31,7 +31,7 @@ from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_
 from ..tasks import get_task
 from ..tasks.registry import LARGE_SET_DROPOUT_REASON, LARGE_SET_REASON
 from . import checkpoint as ckpt
-from .bf16_copy import applies
+from .bf16_copy import blocker, on_by_default
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
 from .finalize import finalize_run
@@ -206,11 +206,14 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     penalty = anchor(raw_model, t.anchor_strength)
     if t.logit_adjustment:
         p.task.adjust_for_prior(p.train_features, t.logit_adjustment)
-    copy = t.bf16_weights if t.bf16_weights is not None else applies(
-        p.cfg.method, bf16, accelerator.device, accelerator.num_processes, t.compile, penalty is not None, get_task(p.cfg.task).decoder)
+    blocked = blocker(accelerator.num_processes, t.compile, penalty is not None)
+    if t.bf16_weights and blocked:
+        raise UserError(f"training.bf16_weights: true cannot be used {blocked}; set it to false or leave it empty")
+    on_copy = bf16 and not blocked and (t.bf16_weights if t.bf16_weights is not None else on_by_default(
+        p.cfg.method, accelerator.device, get_task(p.cfg.task).decoder, t.gradient_accumulation_steps))
     stepper = Stepper(accelerator, compiled(model) if t.compile else model, opt, scheduler, p.task, p.train_features,
                       p.tokenizer.pad_token_id, bf16, t.pad_to_multiple_of, t.max_grad_norm, penalty, model if t.compile else None,
-                      bf16_weights=bool(copy and bf16))
+                      bf16_weights=on_copy)
     return _Training(stepper, raw_model, steps, lengths, plan_args, trainable, total_params)
 
 

@@ -27,7 +27,7 @@ class Prepared:
     metric: str
     unknown_tokens: tuple[int, int] = (0, 0)  # (unknown, all) non-special tokens of the training features
     sized_batch: bool = False  # training.batch_size was unset and set for a large training set
-    sized_dropout: bool = False  # training.hidden_dropout was unset and set for a large training set
+    sized_dropout: bool = False  # training.hidden_dropout was empty and set for a large training set
 
     @property
     def warnings(self) -> list[str]:
@@ -146,7 +146,6 @@ def freeze_embeddings(configured: bool | None, model, sentence_method: bool = Fa
     if sentence_method:  # the few-shot recipe as measured against SetFit (README): trained below 100,000 rows
         return embeddings.weight.shape[0] >= LARGE_VOCABULARY
     return getattr(model, "get_output_embeddings", lambda: None)() is None
-
 
 
 def init_tag_bias_to_prior(model, features: list, num_labels: int) -> None:
