@@ -13,7 +13,7 @@ import torch
 from .config import ProjectConfig
 from .data.words import words_of
 from .errors import UserError
-from .inference import Forward, run_batches, torch_forward
+from .inference import Forward, TorchForward, run_batches
 from .models.build import load_model, load_tokenizer, uses_bf16
 from .runs import RunFolder
 
@@ -28,7 +28,8 @@ class Predictor:
         self.run_dir = run_dir
         device = next(model.parameters()).device
         self.bf16 = uses_bf16(config.training.precision, device) if bf16 is None else bf16
-        self.forward: Forward = torch_forward(self.model, self.bf16)
+        self.torch = TorchForward(self.model, self.bf16)  # with bf16: runs a bf16 copy of the model (explain keeps fp32)
+        self.forward: Forward = self.torch
         self.backend = "torch"
         self.version = version or (RunFolder(run_dir).version if run_dir is not None else config.name)
 

@@ -62,6 +62,7 @@ def test_onnx_predictor_agrees_with_torch(exported, task, quantize):
     onnx = Predictor.from_run(run, backend="onnx")
     assert onnx.backend == f"onnx-{quantize}"
     got = onnx.predict(texts)
+    assert onnx.torch._runner is None  # the PyTorch forward (and its bf16 copy) never ran
     for want, have in zip(reference, got):
         if task == "cls":
             assert have["label"] == want["label"]

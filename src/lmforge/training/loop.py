@@ -183,6 +183,11 @@ class _Training:
     trainable: int
     total_params: int
 
+    def dev_model(self):
+        """What dev passes run: the steps' bf16 copy once made (the fp32 weights rounded, as a bf16
+        Predictor rounds them), else the fp32 model."""
+        return self.stepper.copy.model if self.stepper.copy is not None else self.raw_model
+
 
 def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     from transformers import set_seed
@@ -232,7 +237,7 @@ def _run(p: Prepared, run_dir: Path, accelerator, max_steps: int | None, resumin
     progress = TrainProgress(training.total_steps, state.step, enabled=rank == 0, console=console)
     bf16 = training.stepper.bf16
     dev = DevSelection(p.task, training.raw_model, p.splits.dev, dev_feats, dev_plan, p.metric, t.eval_every_steps,
-                       t.early_stopping_patience, sharded_logits(accelerator, training.raw_model, p.tokenizer.pad_token_id, bf16),
+                       t.early_stopping_patience, sharded_logits(accelerator, training.dev_model, p.tokenizer.pad_token_id, bf16),
                        bf16, ckpt_root, rank, tracker, progress, t.average_last)
     logger = StepLogger(accelerator, tracker, progress, training.stepper.scheduler, t.log_every_steps, training.total_steps,
                         t.learning_rate)

@@ -35,7 +35,7 @@ import torch
 from rich.console import Console
 
 from ..errors import UserError
-from ..inference import autocast_context
+from ..inference import autocast_context, inference_model
 from ..models.build import inference_attention, uses_bf16
 from ..runs import RunFolder, mark_run
 from ..tasks.base import collate
@@ -233,18 +233,17 @@ def _inputs(feature: dict) -> dict:
 @torch.inference_mode()
 def embed_features(model, features: list[dict], pad_id: int, precision: str = "fp32") -> np.ndarray:
     """Normalised sentence embeddings [N, H] of encoded features, in order (length-sorted batches);
-    precision: training.precision (bf16 autocast as the Predictor decides it)."""
+    precision: training.precision (bf16 as the Predictor decides it, on the bf16 copy it runs)."""
     model.eval()
     device = next(model.parameters()).device
-    bf16 = uses_bf16(precision, device)
+    model = inference_model(model, uses_bf16(precision, device))
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out = np.zeros((len(features), model.config.hidden_size), dtype=np.float32)
     with inference_attention(model):  # the attention the Predictor runs, not the training step's
         for start in range(0, len(order), EMBED_BATCH):
             chunk = order[start:start + EMBED_BATCH]
             batch = collate([_inputs(features[i]) for i in chunk], pad_id)
-            with autocast_context(device, bf16):
-                out[chunk] = model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+            out[chunk] = model.embed(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
     return out
 
 
