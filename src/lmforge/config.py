@@ -165,6 +165,7 @@ class ProjectConfig(_Section):
             self.data.max_length = spec.default_max_length
         if spec.default_batch_size and "batch_size" not in self.training.model_fields_set:
             self.training.batch_size = spec.default_batch_size
+            self.training.model_fields_set.discard("batch_size")  # still unset: a large set's sizing may replace it
         if self.training.learning_rate is None:
             self.training.learning_rate = spec.learning_rates[self.method]
         return self

@@ -13,7 +13,7 @@ from .config import ProjectConfig
 from .data.text_files import shown
 from .errors import UserError
 from .tasks import get_task, task_names
-from .tasks.registry import LARGE_SET_REASON, LARGE_TRAINING_SET
+from .tasks.registry import LARGE_SET_REASON, LARGE_SET_TOKENS_REASON, LARGE_TRAINING_SET
 
 
 def hidden_data_keys(task: str) -> set[str]:
@@ -86,8 +86,14 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
             raw["data"] = {**data, "max_length": length}
             cfg = config_from_dict(raw, "init")
             notes.append(note)
+    tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length)
     batch = spec.batch_for_large_set(count, cfg.method)
-    if batch is not None:
+    if tokens is not None:
+        notes.append(f"training.max_tokens_per_batch: {tokens} for {count:,} training examples (below {LARGE_TRAINING_SET:,}: "
+                     f"batches of {cfg.training.batch_size} sequences): {LARGE_SET_TOKENS_REASON}")
+        raw["training"] = {"max_tokens_per_batch": tokens}
+        cfg = config_from_dict(raw, "init")
+    elif batch is not None:
         notes.append(f"training.batch_size: {batch} for {count:,} training examples ({cfg.training.batch_size} below "
                      f"{LARGE_TRAINING_SET:,}): {LARGE_SET_REASON}")
         raw["training"] = {"batch_size": batch}

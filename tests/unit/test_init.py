@@ -269,3 +269,22 @@ def test_fitting_max_length_choices() -> None:
     assert fitting_max_length([100] * 90 + [300] * 10, 128, model_limit=256)[0] == 256  # no further than the model reads
     assert fitting_max_length([1000] * 10, 128)[0] == 512
     assert fitting_max_length([300] * 10, 512) == (512, None)  # never below the configured value
+
+
+def test_a_large_ner_set_gets_batches_cut_by_tokens(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    """From 10,000 training sentences init writes training.max_tokens_per_batch (14 sequences of
+    data.max_length) for full fine-tuning and says why; below, and for LoRA, batches stay by count."""
+    from conftest import ner_sentences, write_conll
+    from lmforge.tasks.registry import LARGE_TRAINING_SET
+
+    sentences = ner_sentences(LARGE_TRAINING_SET, 3)
+    large, small = write_conll(tmp_path / "large.txt", sentences), write_conll(tmp_path / "small.txt", sentences[:-1])
+    code, err, out = init(capsys, tmp_path, "--train", large, "--model", tiny_model, task="token-classification")
+    assert code == 0, err
+    written = yaml.safe_load(out.read_text())["training"]
+    length = load_config(out).data.max_length
+    assert written["max_tokens_per_batch"] == 14 * length and load_config(out).training.max_tokens_per_batch == 14 * length
+    assert f"training.max_tokens_per_batch: {14 * length} for 10,000 training examples (below 10,000: batches of 16 sequences)" in " ".join(err.split())
+    for args in (("--train", small), ("--train", large, "--method", "lora")):
+        code, err, out = init(capsys, tmp_path, *args, "--model", tiny_model, task="token-classification")
+        assert code == 0 and yaml.safe_load(out.read_text())["training"]["max_tokens_per_batch"] is None and "max_tokens" not in err

@@ -148,10 +148,40 @@ def test_ner_full_fine_tuning_on_a_large_set_drops_no_hidden_states_unless_set(t
         assert not explicit.sized_dropout and rates(explicit) == {0.0, rate}
     assert not prepare(cfg(method="lora"), tmp_path).sized_dropout
     run = train_run(cfg(epochs=1, tensorboard=False), tmp_path, max_steps=1)
-    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["hidden_dropout"] == 0.0
-    assert "hidden dropout 0 (10,000 training examples; training.hidden_dropout empty)" in " ".join(capsys.readouterr().err.split())
+    saved = yaml.safe_load((run / "config.yaml").read_text())["training"]
+    assert saved["hidden_dropout"] == 0.0 and saved["max_tokens_per_batch"] == 14 * 128  # and cut by tokens (next test)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "hidden dropout 0 (10,000 training examples; training.hidden_dropout empty)" in err
+    assert "batches of up to 1,792 padded tokens (10,000 training examples; training.batch_size unset)" in err
     with pytest.raises(UserError, match="hidden_dropout"):
         cfg(hidden_dropout=1.0)
+
+
+def test_ner_full_fine_tuning_on_a_large_set_cuts_batches_by_tokens_unless_set(tmp_path, ner_data, tiny_model):
+    """NER full fine-tuning on 10,000+ sentences plans batches of up to 14 x data.max_length padded
+    tokens when neither batch_size nor max_tokens_per_batch is set; a smaller set, LoRA and either key
+    set keep what they say; the plan really is cut by tokens."""
+    from conftest import ner_sentences, write_conll
+    from lmforge.data.batching import plan_batches
+    from lmforge.tasks.registry import LARGE_TRAINING_SET
+    from lmforge.training.setup import prepare
+
+    large = write_conll(tmp_path / "large.txt", ner_sentences(LARGE_TRAINING_SET, 7))
+
+    def cfg(train=large, method="full", data=None, **training):
+        return config_from_dict({"name": "n", "task": "token-classification", "model": str(tiny_model), "method": method,
+                                 "data": {"train": str(train), "dev": str(ner_data["dev"]), **(data or {})}, "training": training})
+
+    p = prepare(cfg(), tmp_path)
+    assert p.sized_batch and p.cfg.training.max_tokens_per_batch == 14 * 128
+    assert "max_tokens_per_batch: 1792" in dump_config(p.cfg)  # saved with the run: a resume plans the same batches
+    assert prepare(cfg(data={"max_length": 64}), tmp_path).cfg.training.max_tokens_per_batch == 14 * 64
+    lengths = [len(f["input_ids"]) for f in p.train_features]
+    plan = plan_batches(lengths, batch_size=16, max_tokens=1792, seed=1)
+    assert all(max(lengths[i] for i in b) * len(b) <= 1792 for b in plan) and sorted(i for b in plan for i in b) == list(range(len(lengths)))
+    for keep in (prepare(cfg(ner_data["train"]), tmp_path), prepare(cfg(method="lora"), tmp_path),
+                 prepare(cfg(batch_size=16), tmp_path), prepare(cfg(max_tokens_per_batch=512), tmp_path)):
+        assert not keep.sized_batch and keep.cfg.training.max_tokens_per_batch in (None, 512)
 
 
 def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path, tiny_model, capsys):

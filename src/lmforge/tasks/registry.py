@@ -22,9 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluation.report import ReportStyle
     from .base import Task
 
-LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_batch_size and large_set_hidden_dropout apply
+LARGE_TRAINING_SET = 10_000  # training examples from which a task's large_set_* settings apply
 LARGE_SET_DROPOUT_REASON = "a large set needs no such regularisation, and the random masks cost time"
 LARGE_SET_REASON = "on a large set, fewer and larger steps train faster"  # said by init and train when they size it
+LARGE_SET_TOKENS_REASON = ("on a large set, batches cut by tokens train faster: no step of a few short documents costs "
+                           "nearly as much as a full one")
 SENTENCE_METHODS = ("fewshot", "zeroshot")  # methods that build a sentence-embedding classifier (models/pooled.py)
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "lora": 1e-3, "ia3": 3e-3, "prefix": 1e-2, "fewshot": 2e-5, "zeroshot": 2e-5}
 
@@ -51,6 +53,9 @@ class TaskSpec:
     # training.hidden_dropout when it is empty and full fine-tuning has LARGE_TRAINING_SET examples or more (None: the
     # model's own rate stays)
     large_set_hidden_dropout: float | None = None
+    # training.max_tokens_per_batch, in sequences of data.max_length, when neither it nor batch_size is set and full
+    # fine-tuning has LARGE_TRAINING_SET examples or more (None: batches by count)
+    large_set_token_batch_rows: int | None = None
     # what happens to an input longer than data.max_length, for init's note; None: init does not size it
     overflow: str | None = None
     learning_rates = DEFAULT_LEARNING_RATES
@@ -64,6 +69,14 @@ class TaskSpec:
         `init` writes it and `train` applies it to a config that leaves the batch unset."""
         if self.large_set_batch_size and examples >= LARGE_TRAINING_SET and method not in SENTENCE_METHODS:
             return self.large_set_batch_size
+        return None
+
+    def tokens_for_large_set(self, examples: int, method: str, max_length: int) -> int | None:
+        """`large_set_token_batch_rows` x `max_length` padded tokens per batch for full fine-tuning on
+        `examples` training examples when they are LARGE_TRAINING_SET or more; else None.
+        `init` writes it and `train` applies it to a config that leaves the batch unset."""
+        if self.large_set_token_batch_rows and examples >= LARGE_TRAINING_SET and method == "full":
+            return self.large_set_token_batch_rows * max_length
         return None
 
     def hidden_dropout_for_large_set(self, examples: int, method: str) -> float | None:

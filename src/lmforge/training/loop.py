@@ -29,7 +29,7 @@ from ..files import read_json, write_json_atomic, write_text_atomic
 from ..models.build import count_parameters, uses_bf16
 from ..runs import CONFIG, LABELS, RUN_INFO, RunFolder, check_run_dir, load_run_config, mark_run, process_fields
 from ..tasks import get_task
-from ..tasks.registry import LARGE_SET_DROPOUT_REASON, LARGE_SET_REASON
+from ..tasks.registry import LARGE_SET_DROPOUT_REASON, LARGE_SET_REASON, LARGE_SET_TOKENS_REASON
 from . import checkpoint as ckpt
 from .bf16_copy import blocker, on_by_default
 from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
@@ -285,7 +285,10 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
                   f"parameters trained, {len(p.train_features)} train sequences, {len(p.splits.dev)} dev examples, "
                   f"{'bf16' if training.stepper.bf16 else 'fp32'}, {world} process(es), {training.total_steps} steps"
                   + (f", {p.unknown_tokens[0] / p.unknown_tokens[1]:.1%} unknown tokens" if p.unknown_tokens[1] else ""))
-    if p.sized_batch:
+    if p.sized_batch and cfg.training.max_tokens_per_batch:
+        console.print(f"batches of up to {cfg.training.max_tokens_per_batch:,} padded tokens ({len(p.splits.train):,} training "
+                      f"examples; training.batch_size unset): {LARGE_SET_TOKENS_REASON}")
+    elif p.sized_batch:
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
                       f"unset): {LARGE_SET_REASON}")
     if p.sized_dropout:

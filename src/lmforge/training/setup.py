@@ -26,7 +26,7 @@ class Prepared:
     truncated_train: int
     metric: str
     unknown_tokens: tuple[int, int] = (0, 0)  # (unknown, all) non-special tokens of the training features
-    sized_batch: bool = False  # training.batch_size was unset and set for a large training set
+    sized_batch: bool = False  # training.batch_size (or max_tokens_per_batch) was unset and set for a large training set
     sized_dropout: bool = False  # training.hidden_dropout was empty and set for a large training set
 
     @property
@@ -52,18 +52,25 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
     from ..data.language_fit import unknown_rate
 
     return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
-                    unknown_rate(features, tokenizer), sized_batch(cfg, len(features)), sized_dropout(cfg, len(splits.train or [])))
+                    unknown_rate(features, tokenizer), sized_batch(cfg, len(features), len(splits.train or [])),
+                    sized_dropout(cfg, len(splits.train or [])))
 
 
-def sized_batch(cfg: ProjectConfig, sequences: int) -> bool:
-    """Set training.batch_size to the task's batch for a large training set (`batch_for_large_set`)
-    when the config leaves both batch_size and max_tokens_per_batch unset. Returns whether it did."""
-    t = cfg.training
-    batch = get_task(cfg.task).batch_for_large_set(sequences, cfg.method)
-    if batch is None or "batch_size" in t.model_fields_set or t.max_tokens_per_batch is not None:
+def sized_batch(cfg: ProjectConfig, sequences: int, examples: int) -> bool:
+    """Size the batches for a large training set when the config leaves both batch_size and
+    max_tokens_per_batch unset: training.max_tokens_per_batch from the task's `tokens_for_large_set`
+    (of `examples`), else training.batch_size from its `batch_for_large_set` (of `sequences`).
+    Returns whether it did."""
+    t, spec = cfg.training, get_task(cfg.task)
+    if "batch_size" in t.model_fields_set or t.max_tokens_per_batch is not None:
         return False
-    t.batch_size = batch
-    return True
+    tokens = spec.tokens_for_large_set(examples, cfg.method, cfg.data.max_length)
+    batch = spec.batch_for_large_set(sequences, cfg.method)
+    if tokens is not None:
+        t.max_tokens_per_batch = tokens
+    elif batch is not None:
+        t.batch_size = batch
+    return tokens is not None or batch is not None
 
 
 def sized_dropout(cfg: ProjectConfig, examples: int) -> bool:
