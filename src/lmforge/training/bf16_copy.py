@@ -6,7 +6,7 @@ hand on. On MiniLM-L6 over CoNLL-2003 batches those casts were 30 ms of a 211 ms
 (torch.profiler). Here the forward and backward run on a copy of the model whose weights are bf16,
 without autocast, so activations stay bf16 throughout (LayerNorm and softmax accumulate in fp32
 inside their kernels). After the backward the copy's gradients are cast onto the fp32 weights (the
-"master weights" of mixed-precision training), clipped on the way, AdamW updates the fp32 weights as
+"master weights" of mixed-precision training) and clipped there, AdamW updates the fp32 weights as
 before, and the copy is refreshed from them.
 
 The fp32 model stays what everything else sees: dev passes, checkpoints, resumed runs, weight

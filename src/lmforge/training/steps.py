@@ -97,7 +97,7 @@ class Stepper:
                 accelerator.backward(objective)
             if not padding:
                 loss_total += loss_sum.item()
-        if self.copy is not None:  # clipped on the way to the fp32 weights, whose gradient buffers are kept
+        if self.copy is not None:  # cast onto the fp32 weights (their gradient buffers kept) and clipped there
             self.copy.gradients_to_master(self.max_grad_norm)
         elif self.max_grad_norm:
             accelerator.clip_grad_norm_([q for q in self.model.parameters() if q.requires_grad], self.max_grad_norm)
