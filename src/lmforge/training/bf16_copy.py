@@ -33,8 +33,9 @@ class Bf16Copy:
     def gradients_to_master(self, max_norm: float | None = None) -> None:
         """Cast the copy's gradients onto the fp32 weights (replacing theirs; their buffers are kept
         from step to step) and clear the copy's. With `max_norm`, the fp32 gradients are then clipped by
-        `torch.nn.utils.clip_grad_norm_` (its foreach norm over the fp32 casts took 3.6 ms a CoNLL
-        step against 8.1 ms for per-tensor fp32 norms of the bf16 gradients)."""
+        `torch.nn.utils.clip_grad_norm_`, exactly as an fp32 run clips them (cast and clip of MiniLM-L6's
+        trained weights: 9.3 ms against 15.7 ms with norms computed from the bf16 gradients, each cast
+        to fp32 on the way; medians of 25)."""
         pairs = [(master, bf16.grad) for master, bf16 in self.pairs if bf16.grad is not None]
         for master, bf16 in self.pairs:
             if bf16.grad is None:
