@@ -331,8 +331,8 @@ class TokenClassificationSpec(TaskSpec):
     peft_task_type = "TOKEN_CLS"
     data_keys = ("scheme", "lenient_tags", "segment_positions", "document_context")
     holdout_by_document = True  # no document is split across train and dev
-    # README: 16 packed sequences at 2e-4 as accurate as 8 at 1e-4 (CoNLL-2003, me5 Resume) at 1.2x the tokens/s;
-    default_batch_size = 16  # 16 at 1e-4 lost 6.9 F1
+    # README: 16 packed sequences at 2e-4 are as accurate as 8 at 1e-4 (CoNLL-2003, me5 Resume) at 1.2x the tokens/s
+    default_batch_size = 16  # (16 at 1e-4 lost 6.9 F1)
     learning_rates = {**DEFAULT_LEARNING_RATES, "full": 2e-4}
     # large sets: no hidden dropout (CoNLL-2003 test F1 84.96 vs 84.40 1 epoch, 87.87 vs 88.09 3, 1.18x the tokens/s;
     # Weibo, Resume keep it), batches of 14 x 128 = 1,792 padded tokens (no step of 16 short documents; 1.07-1.15x)

@@ -45,7 +45,7 @@ class Bf16Copy:
         if pairs:
             masters, grads = [m.grad for m, _ in pairs], [g for _, g in pairs]
             torch._foreach_copy_(masters, grads)
-            if max_norm:  # on the fp32 casts (exact): one foreach pass, as an fp32 run clips
+            if max_norm:  # on the fp32 casts (exact), as an fp32 run clips them
                 torch.nn.utils.clip_grad_norm_([m for m, _ in pairs], max_norm)
         for _, bf16 in self.pairs:
             bf16.grad = None
