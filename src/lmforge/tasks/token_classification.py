@@ -202,11 +202,13 @@ class TokenClassificationTask(TaskBase):
 
     # -- decoding --------------------------------------------------------------------------
     def decode(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[dict]:
-        word_logp = self.word_log_probs(examples, plans, outputs)
+        return self.predictions(examples, self.word_log_probs(examples, plans, outputs))
+
+    def predictions(self, examples: list[TokenExample], word_logp: list[np.ndarray]) -> list[dict]:
+        """`decode` from `word_log_probs` already computed (`tags`: their "tags" alone)."""
         return [self._prediction(ex, ids, logp) for ex, ids, logp in zip(examples, self._tag_paths(word_logp), word_logp)]
 
     def tags(self, word_logp: list[np.ndarray]) -> list[list[str]]:
-        """The decoded IOB2 tags of each sentence from `word_log_probs` (what `decode` returns as "tags")."""
         return [repair_iob2([self.labels[i] for i in ids]) for ids in self._tag_paths(word_logp)]
 
     def word_log_probs(self, examples: list[TokenExample], plans: list[DocPlan], outputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -237,9 +239,7 @@ class TokenClassificationTask(TaskBase):
     def _prediction(self, ex: TokenExample, ids: list[int], logp: np.ndarray) -> dict:
         word_scores = np.exp(logp[np.arange(len(ids)), ids]) if ids else np.zeros(0)  # the chosen tag's probability
         tags = repair_iob2([self.labels[i] for i in ids])
-        text, offsets = ex.text, ex.offsets
-        if text is None or offsets is None:
-            text, offsets = join_words(ex.words)
+        text, offsets = (ex.text, ex.offsets) if ex.text is not None and ex.offsets is not None else join_words(ex.words)
         entities = []
         for etype, s, e in tags_to_spans(tags):
             start, end = offsets[s][0], offsets[e - 1][1]

@@ -37,7 +37,7 @@ def choose_weight(predictor, dev: list, encoded: tuple | None = None) -> tuple[d
         by_weight[weight] = f1 if f1 is not None else entity_report(gold, tags)["f1"]
     best = max(WEIGHTS, key=lambda w: (by_weight[w], -w))
     task.tag_transitions.weight = best
-    predictions = task.decode(dev, plan, outputs)
+    predictions = task.predictions(dev, word_logp)
     return {"value": best, "chosen_on": "dev", "dev_examples": len(dev),
             "method": "the weight of the training tag bigrams that maximises dev entity F1 (smallest on a tie)",
             "dev_f1_by_weight": {str(w): round(f1, 5) for w, f1 in by_weight.items()}}, predictions
