@@ -94,7 +94,9 @@ def load(dataset: str, pool_size: int, tmp: Path):
     return pool, test_copy, gold
 
 
-MIN_STEPS = 0  # --min-steps: classification rounds train at least this many optimizer steps (epochs raised)
+MIN_STEPS = 0  # --min-steps: rounds of full fine-tuning train at least this many optimizer steps (epochs raised)
+METHOD = "full"  # --method fewshot: classification rounds train lmforge's few-shot learner instead
+FEWSHOT_PAIRS = None  # --fewshot-pairs: fewshot.pairs_per_example (empty: lmforge's default)
 
 
 def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int) -> tuple[Path, float, float]:
@@ -107,12 +109,17 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     # classification is scored here, not by train: a few labels need not cover every test class (Banking77),
     # and train rightly refuses a test label it has never seen; those test examples count as errors
     ner = task == "token-classification"
-    if MIN_STEPS and not ner:  # batches of 16 (the default)
+    fewshot = METHOD == "fewshot" and not ner
+    if MIN_STEPS and not fewshot:  # batches of 16 sequences (the default below 10,000 examples)
         per_epoch = -(-sum(1 for line in labelled.open(encoding="utf-8") if line.strip()) // 16)
         epochs = max(epochs, -(-MIN_STEPS // per_epoch))
     data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
     raw = {"name": out.name, "task": task, "model": "minilm-l6", "output_dir": str(out.parent), "data": data,
-           "training": {"epochs": epochs, "seed": seed, "tensorboard": False}}
+           "training": {"seed": seed, "tensorboard": False, **({} if fewshot else {"epochs": epochs})}}
+    if fewshot:  # lmforge's few-shot defaults (one contrastive pass, the head's C by cross-validation)
+        raw["method"] = "fewshot"
+        if FEWSHOT_PAIRS:
+            raw["fewshot"] = {"pairs_per_example": FEWSHOT_PAIRS}
     start = time.perf_counter()
     run = train(config_from_dict(raw), out.parent, overwrite=True, console=Console(file=open("/dev/null", "w")))
     if ner:
@@ -177,6 +184,9 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
 
 
 def full_score(dataset: str, tmp: Path) -> float:
+    """The target: full fine-tuning on the whole pool (whatever --method the curves use)."""
+    global METHOD
+    METHOD = "full"
     task, pool_size, *_, epochs = DATASETS[dataset]
     pool, test, gold = load(dataset, pool_size, tmp)
     everything = tmp / f"{dataset}-all.jsonl"
@@ -230,14 +240,15 @@ def _strategy_for(dataset: str, strategy: str) -> str:
     return strategy if DATASETS[dataset][0] != "token-classification" else strategy.replace("margin", "mnlp")
 
 
-def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0):
+def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0,
+         method: str = "full", fewshot_pairs: int | None = None):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
 
-    global MIN_STEPS
+    global MIN_STEPS, METHOD, FEWSHOT_PAIRS
     DATASETS.update(settings)
-    MIN_STEPS = min_steps
+    MIN_STEPS, METHOD, FEWSHOT_PAIRS = min_steps, method, fewshot_pairs
     if threads:
         torch.set_num_threads(threads)
     kind, dataset, strategy, seed = job
@@ -287,7 +298,7 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save) -> None:
     parts = RESULTS / f"{args.name}.parts"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
-                               args.min_steps): job for job in jobs}
+                               args.min_steps, args.method, args.fewshot_pairs): job for job in jobs}
         print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
         for future in as_completed(futures):
             kind, dataset, strategy, seed = futures[future]
@@ -318,22 +329,35 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="curves run at once, each in its own process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (with --jobs)")
     parser.add_argument("--min-steps", type=int, default=0,
-                        help="classification: train each round at least this many optimizer steps (epochs raised; 0: --epochs as given)")
+                        help="full fine-tuning: train each round at least this many optimizer steps (epochs raised; 0: --epochs as given)")
+    parser.add_argument("--method", choices=["full", "fewshot"], default="full",
+                        help="classification rounds: full fine-tuning, or lmforge's few-shot learner (method: fewshot); "
+                             "the full-data target is always full fine-tuning")
+    parser.add_argument("--fewshot-pairs", type=int, default=None, help="with --method fewshot: fewshot.pairs_per_example")
+    parser.add_argument("--full-data-from", type=Path, default=None,
+                        help="take the full-data scores from an earlier results file of this bench (same pools and epochs) "
+                             "instead of training them again")
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
-    global MIN_STEPS
-    MIN_STEPS = args.min_steps
+    global MIN_STEPS, METHOD, FEWSHOT_PAIRS
+    MIN_STEPS, METHOD, FEWSHOT_PAIRS = args.min_steps, args.method, args.fewshot_pairs
     for name, (task, size, first, step, epochs) in list(DATASETS.items()):
         DATASETS[name] = (task, args.pool_size or size, args.batch or first, args.batch or step, args.epochs or epochs)
     path = RESULTS / f"{args.name}.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     results, full = state.get("results", {}), state.get("full_data", {})
+    if args.full_data_from:
+        earlier = json.loads(args.full_data_from.read_text())
+        for dataset in args.datasets:
+            if dataset in earlier.get("full_data", {}) and earlier["settings"][dataset][-1] == DATASETS[dataset][-1]:
+                full.setdefault(dataset, earlier["full_data"][dataset])
 
     def save() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
         path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
+                                    "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps,
                                     "full_data": full, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
