@@ -85,7 +85,8 @@ class FewShotSettings(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: float = Field(3, gt=0, description="number of passes over the training data")
+    epochs: float | None = Field(None, gt=0, description="number of passes over the training data; empty: 3, or on a small set "
+                                 "as many as give about 400 optimizer steps (at most 100; a few dozen steps learn next to nothing)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs when reached first)")
     batch_size: int = Field(16, ge=1, description="examples per optimizer step across all processes (before accumulation); NER: 16 unless set (each sequence packs several sentences of a document); text-classification: 32 unless set when there are 10,000 training texts or more")
     max_tokens_per_batch: int | None = Field(None, ge=16, description="instead of batch_size: fill each batch up to this many padded tokens")

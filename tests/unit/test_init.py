@@ -238,6 +238,8 @@ def test_a_large_classification_set_gets_batches_of_32(capsys, tmp_path: Path, t
     assert load_config(out).training.batch_size == 32
     code, err, out = init(capsys, tmp_path, "--train", small, "--model", tiny_model)
     assert code == 0 and yaml.safe_load(out.read_text())["training"]["batch_size"] == 16 and "batch_size" not in err
+    # epochs are left empty: train fills them (3, or about 400 steps on a small set) from the encoded features
+    assert yaml.safe_load(out.read_text())["training"]["epochs"] is None and load_config(out).training.epochs is None
     code, err, out = init(capsys, tmp_path, "--train", large, "--model", tiny_model, "--method", "fewshot")
     assert code == 0 and yaml.safe_load(out.read_text())["training"]["batch_size"] == 16 and "batch_size" not in err
 

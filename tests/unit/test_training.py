@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from conftest import make_config, run_cli, sentiment_rows, write_csv
+from conftest import jsonl, make_config, run_cli, sentiment_rows, write_csv
 
 from lmforge.config import config_from_dict, dump_config
 from lmforge.training.loop import train as train_run
@@ -208,6 +208,47 @@ def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path,
     run = train_run(cfg(train, epochs=1, tensorboard=False), tmp_path, max_steps=2)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["batch_size"] == 32
     assert "batches of 32 (10,000 training sequences; training.batch_size unset)" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny_model, tiny_decoder, cls_data, ner_data, capsys):
+    """On a few hundred examples the default epochs are a few dozen optimizer steps, too few to learn
+    from (bench/active_learning.py: Banking77 from 462 labels, 33.7% after 5 epochs, 43.4% after 400
+    steps). With training.epochs empty they are raised to about 400 steps (at most 100 epochs), saved
+    with the run and announced; epochs or max_steps set, a set big enough, a sentence method and a
+    decoder get the default 3."""
+    from lmforge.training.setup import SMALL_SET_MAX_EPOCHS, SMALL_SET_STEPS, prepare
+    from lmforge.training.steps import plan_arguments, total_steps
+
+    four_hundred = {"train": write_csv(tmp_path / "400.csv", sentiment_rows(400, 4)), "dev": cls_data["dev"]}
+    enough = {"train": write_csv(tmp_path / "2200.csv", sentiment_rows(2200, 5)), "dev": cls_data["dev"]}
+
+    def cfg(data=four_hundred, task="text-classification", model=tiny_model, method="full", **training):
+        return config_from_dict({"name": "s", "task": task, "model": str(model), "method": method,
+                                 "data": {"train": str(data["train"]), "dev": str(data["dev"])}, "training": training})
+
+    def steps_of(p):
+        lengths = [len(f["input_ids"]) for f in p.train_features]
+        return total_steps(lengths, plan_arguments(p.cfg.training), p.cfg.training.epochs, 1, False)
+
+    p = prepare(cfg(), tmp_path)
+    assert p.sized_epochs and p.cfg.training.epochs == 16 and steps_of(p) == 400  # 25 steps an epoch: 75 in 3 epochs
+    assert yaml.safe_load(dump_config(p.cfg))["training"]["epochs"] == 16  # saved with the run: a resume plans the same steps
+    assert prepare(cfg(epochs=None), tmp_path).cfg.training.epochs == 16  # written empty, as init writes it
+    tiny = prepare(cfg(cls_data), tmp_path)  # 48 examples, 3 steps an epoch: capped at 100 epochs
+    assert tiny.sized_epochs and tiny.cfg.training.epochs == SMALL_SET_MAX_EPOCHS and steps_of(tiny) == 300
+    ner = prepare(cfg(ner_data, "token-classification"), tmp_path)
+    assert ner.sized_epochs and (steps_of(ner) >= SMALL_SET_STEPS or ner.cfg.training.epochs == SMALL_SET_MAX_EPOCHS)
+    assert prepare(cfg(method="lora"), tmp_path).sized_epochs  # peft needs the steps as much
+    for keep in (prepare(cfg(epochs=3), tmp_path), prepare(cfg(max_steps=50), tmp_path), prepare(cfg(enough), tmp_path),
+                 prepare(cfg(method="fewshot"), tmp_path)):
+        assert not keep.sized_epochs and keep.cfg.training.epochs == 3
+    assert prepare(cfg(enough), tmp_path).cfg.training.epochs == 3 and steps_of(prepare(cfg(enough), tmp_path)) >= SMALL_SET_STEPS
+    sft = {"train": jsonl(tmp_path / "sft.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)]), "dev": None}
+    decoder = config_from_dict({"name": "g", "task": "generation", "model": str(tiny_decoder), "data": {"train": str(sft["train"])}})
+    assert not prepare(decoder, tmp_path).sized_epochs
+    run = train_run(cfg(tensorboard=False), tmp_path, max_steps=2)
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 16
+    assert "16 epochs (400 training sequences; training.epochs empty): on a small set" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_loss_back_at_its_start_is_called_divergence_once():

@@ -36,9 +36,9 @@ from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
 from .finalize import finalize_run
 from .progress import TrainProgress
-from .setup import Prepared, build_model, prepare
+from .setup import SMALL_SET_REASON, Prepared, build_model, prepare
 from .state import TrainState
-from .steps import Stepper, anchor, compiled, optimizer, schedule, total_steps, train_steps
+from .steps import Stepper, anchor, compiled, optimizer, plan_arguments, schedule, total_steps, train_steps
 from .tracking import Tracker, mlflow_for
 
 
@@ -200,7 +200,7 @@ def _build(p: Prepared, accelerator, max_steps: int | None) -> _Training:
     trainable, total_params = count_parameters(model)
     bf16 = uses_bf16(t.precision, accelerator.device)
     lengths = [len(f["input_ids"]) for f in p.train_features]
-    plan_args = dict(batch_size=t.batch_size, max_tokens=t.max_tokens_per_batch, group_by_length=t.group_by_length, seed=t.seed)
+    plan_args = plan_arguments(t)
     steps = total_steps(lengths, plan_args, t.epochs, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)
     if max_steps:
         steps = min(steps, max_steps)
@@ -291,6 +291,9 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
     elif p.sized_batch:
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
                       f"unset): {LARGE_SET_REASON}")
+    if p.sized_epochs:
+        console.print(f"{cfg.training.epochs:g} epochs ({len(p.train_features):,} training sequences; training.epochs empty): "
+                      f"{SMALL_SET_REASON}")
     if p.sized_dropout:
         console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "
                       f"training.hidden_dropout empty): {LARGE_SET_DROPOUT_REASON}")

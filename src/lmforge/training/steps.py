@@ -145,6 +145,11 @@ def train_steps(stepper: Stepper, state: TrainState, lengths: list[int], plan_ar
             yield StepResult(state.step, loss_sum, units, real, end_of_epoch, state.epoch + state.group / len(groups))
 
 
+def plan_arguments(t) -> dict:
+    """How `plan_batches` cuts the training features into batches, from the training settings."""
+    return dict(batch_size=t.batch_size, max_tokens=t.max_tokens_per_batch, group_by_length=t.group_by_length, seed=t.seed)
+
+
 def total_steps(lengths: list[int], plan_args: dict, epochs: float, accumulation: int, varies: bool) -> int:
     """Optimizer steps in `epochs` passes. With a token budget the number of batches differs a little
     from epoch to epoch, so each epoch's plan is counted."""
