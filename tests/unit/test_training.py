@@ -213,8 +213,8 @@ def test_a_large_classification_set_trains_in_batches_of_32_unless_set(tmp_path,
 def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny_model, tiny_decoder, cls_data, ner_data, capsys):
     """On a few hundred examples the default epochs are a few dozen optimizer steps, too few to learn
     from (bench/active_learning.py: Banking77 from 462 labels, 33.7% after 5 epochs, 43.4% after 400
-    steps). With training.epochs empty they are raised to about 400 steps (at most 100 epochs), saved
-    with the run and announced; epochs or max_steps set, a set big enough, a sentence method and a
+    steps). With training.epochs empty they are raised to about 400 steps (at most 100 epochs; dev
+    every few epochs past 20 of them), saved with the run and announced; epochs or max_steps set, a set big enough, a sentence method and a
     decoder get the default 3."""
     from lmforge.training.setup import SMALL_SET_MAX_EPOCHS, SMALL_SET_STEPS, prepare
     from lmforge.training.steps import plan_arguments, total_steps
@@ -236,6 +236,8 @@ def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny
     assert prepare(cfg(epochs=None), tmp_path).cfg.training.epochs == 16  # written empty, as init writes it
     tiny = prepare(cfg(cls_data), tmp_path)  # 48 examples, 3 steps an epoch: capped at 100 epochs
     assert tiny.sized_epochs and tiny.cfg.training.epochs == SMALL_SET_MAX_EPOCHS and steps_of(tiny) == 300
+    assert tiny.cfg.training.eval_every_steps == 15 and p.cfg.training.eval_every_steps is None  # 20 evaluations, not 100
+    assert prepare(cfg(cls_data, eval_every_steps=7), tmp_path).cfg.training.eval_every_steps == 7  # a chosen cadence stays
     ner = prepare(cfg(ner_data, "token-classification"), tmp_path)
     assert ner.sized_epochs and (steps_of(ner) >= SMALL_SET_STEPS or ner.cfg.training.epochs == SMALL_SET_MAX_EPOCHS)
     assert prepare(cfg(method="lora"), tmp_path).sized_epochs  # peft needs the steps as much
@@ -248,6 +250,8 @@ def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny
     assert not prepare(decoder, tmp_path).sized_epochs
     run = train_run(cfg(tensorboard=False), tmp_path, max_steps=2)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 16
+    info = json.loads((train_run(cfg(cls_data, tensorboard=False), tmp_path, overwrite=True) / "run.json").read_text())
+    assert info["steps"] == 300 and info["dev_passes"] == 20 and info["best_step"] % 15 == 0  # the last step scored too
     assert "16 epochs (400 training sequences; training.epochs empty): on a small set" in " ".join(capsys.readouterr().err.split())
 
 

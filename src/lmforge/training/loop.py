@@ -292,7 +292,8 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
                       f"unset): {LARGE_SET_REASON}")
     if p.sized_epochs:
-        console.print(f"{cfg.training.epochs:g} epochs ({len(p.train_features):,} training sequences; training.epochs empty): "
+        every = f", dev scored every {cfg.training.eval_every_steps} steps" if cfg.training.eval_every_steps else ""
+        console.print(f"{cfg.training.epochs:g} epochs ({len(p.train_features):,} training sequences; training.epochs empty{every}): "
                       f"{SMALL_SET_REASON}")
     if p.sized_dropout:
         console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "

@@ -79,6 +79,7 @@ def sized_batch(cfg: ProjectConfig, sequences: int, examples: int) -> bool:
 DEFAULT_EPOCHS = 3.0  # training.epochs when empty, on a set big enough
 SMALL_SET_STEPS = 400  # optimizer steps a small training set gets when training.epochs is empty
 SMALL_SET_MAX_EPOCHS = 100
+SMALL_SET_EVALUATIONS = 20  # at most this many dev evaluations (each writes a checkpoint) over many short epochs
 SMALL_SET_REASON = (f"on a small set, {DEFAULT_EPOCHS:g} epochs are too few optimizer steps to learn from; "
                     f"about {SMALL_SET_STEPS} are trained (Banking77 from 462 labels, MiniLM-L6: 33.7% test accuracy after "
                     "5 epochs, 43.4% after 400 steps; bench/active_learning.py). The best dev evaluation is kept, as always")
@@ -87,8 +88,10 @@ SMALL_SET_REASON = (f"on a small set, {DEFAULT_EPOCHS:g} epochs are too few opti
 def sized_epochs(cfg: ProjectConfig, lengths: list[int]) -> bool:
     """Fill an empty training.epochs: DEFAULT_EPOCHS, or, where those would take fewer than
     SMALL_SET_STEPS optimizer steps, enough epochs for about that many (at most SMALL_SET_MAX_EPOCHS):
-    an encoder fine-tuned (fully or with peft) on a few hundred examples, without max_steps. Returns
-    whether it raised them."""
+    an encoder fine-tuned (fully or with peft) on a few hundred examples, without max_steps. Over
+    more than SMALL_SET_EVALUATIONS epochs, an empty training.eval_every_steps becomes every few
+    epochs (the last step still evaluated), so that dev passes and checkpoints do not outweigh the
+    steps. Returns whether it raised them."""
     t = cfg.training
     if t.epochs is not None:
         return False
@@ -98,7 +101,12 @@ def sized_epochs(cfg: ProjectConfig, lengths: list[int]) -> bool:
     per_epoch = total_steps(lengths, plan_arguments(t), 1, t.gradient_accumulation_steps, t.max_tokens_per_batch is not None)
     if per_epoch * t.epochs >= SMALL_SET_STEPS:
         return False
-    t.epochs = float(min(SMALL_SET_MAX_EPOCHS, math.ceil(SMALL_SET_STEPS / per_epoch)))
+    epochs = min(SMALL_SET_MAX_EPOCHS, math.ceil(SMALL_SET_STEPS / per_epoch))
+    every = math.ceil(epochs / SMALL_SET_EVALUATIONS)
+    if every > 1 and t.eval_every_steps is None and t.max_tokens_per_batch is None:  # epochs of equal steps
+        epochs = every * math.ceil(epochs / every)
+        t.eval_every_steps = every * per_epoch
+    t.epochs = float(epochs)
     return True
 
 
