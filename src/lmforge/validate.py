@@ -40,6 +40,9 @@ def validate_config(path: Path, overrides: list[str]) -> dict:
         "labels": f"{len(p.task.labels)}: " + ", ".join(p.task.labels[:12]) + (" ..." if len(p.task.labels) > 12 else ""),
         "dev metric": p.metric, "first batch loss": first,
     }
+    if p.sized_epochs:  # filled from the data: say so before training takes them
+        summary["epochs"] = (f"{cfg.training.epochs:g} (training.epochs empty: about 400 optimizer steps on a small set"
+                             + (f", dev scored every {cfg.training.eval_every_steps} steps)" if cfg.training.eval_every_steps else ")"))
     if p.splits.scheme:
         summary["tag scheme"] = p.splits.scheme
     unknown, tokens = p.unknown_tokens

@@ -250,6 +250,13 @@ def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny
     assert not prepare(decoder, tmp_path).sized_epochs
     run = train_run(cfg(tensorboard=False), tmp_path, max_steps=2)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 16
+    from lmforge.validate import validate_config
+
+    written = tmp_path / "small.yaml"
+    written.write_text(dump_config(cfg(cls_data)))  # epochs: null, as init writes it
+    assert validate_config(written, [])["epochs"] == ("100 (training.epochs empty: about 400 optimizer steps on a small set, "
+                                                      "dev scored every 15 steps)")
+    assert "epochs" not in validate_config(written, ["training.epochs=3"])
     info = json.loads((train_run(cfg(cls_data, tensorboard=False), tmp_path, overwrite=True) / "run.json").read_text())
     assert info["steps"] == 300 and info["dev_passes"] == 20 and info["best_step"] % 15 == 0  # the last step scored too
     assert "16 epochs (400 training sequences; training.epochs empty): on a small set" in " ".join(capsys.readouterr().err.split())
