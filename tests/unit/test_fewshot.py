@@ -295,6 +295,23 @@ def test_head_c_auto_is_chosen_by_cross_validation_on_the_training_examples():
     assert choose_head_c(x[:9], y[:9], np.ones(9), seed=0) == 1.0  # class 1 has a single example
 
 
+def test_a_head_on_one_or_two_examples_per_class_fits_without_warnings():
+    """77 intents from 154 labels: more classes than half the examples is what few-shot data looks like,
+    so scikit-learn's "could represent a regression problem" warning is not passed on to the user;
+    the fit still separates the classes."""
+    import warnings
+
+    from lmforge.training.sentence_methods import logistic_fit
+
+    rng = np.random.default_rng(0)
+    y = np.array([*range(20), *range(10)])  # 20 classes in 30 examples (scikit-learn warns from 21 examples)
+    x = rng.normal(size=(len(y), 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = logistic_fit(100.0, x, y, np.ones(len(y)))
+    assert (clf.predict(x) == y).all()
+
+
 def test_head_c_accepts_auto_or_a_positive_number(tmp_path):
     from lmforge.config import config_from_dict
 

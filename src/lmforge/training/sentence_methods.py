@@ -28,6 +28,7 @@ from collections import Counter
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -247,12 +248,21 @@ def embed_features(model, features: list[dict], pad_id: int, precision: str = "f
     return out
 
 
+def logistic_fit(c: float, x: np.ndarray, y: np.ndarray, weights: np.ndarray):
+    """scikit-learn's logistic regression fitted with sample weights. Its guess that targets with more
+    distinct values than half the samples "could represent a regression problem" is silenced: with
+    one or two examples per class (77 intents from 154 labels) that is what few-shot data looks like."""
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%", category=UserWarning)
+        return LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=weights)
+
+
 def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] | None = None) -> float:
     """Fit scikit-learn's logistic regression on the tuned embeddings of the training examples (each
     with its sample weight, default 1) and copy it into the linear head (one multinomial model;
     multi-label: one binary model per label). Returns the C it was fitted with."""
-    from sklearn.linear_model import LogisticRegression
-
     task, c = p.task, p.cfg.fewshot.head_c
     x = embed_features(model, features, p.tokenizer.pad_token_id, p.cfg.training.precision)
     w = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -267,13 +277,13 @@ def fit_logistic_head(model, p: Prepared, features: list, weights: list[float] |
                 share = (column.sum() + 1) / (len(column) + 2)
                 bias[k] = math.log(share / (1 - share))
                 continue
-            clf = LogisticRegression(C=c, max_iter=2000).fit(x, column.astype(int), sample_weight=w)
+            clf = logistic_fit(c, x, column.astype(int), w)
             weight[k], bias[k] = clf.coef_[0], clf.intercept_[0]
     else:
         y = np.array([f["labels"] for f in features])
         if c == "auto":
             c = choose_head_c(x, y, w, p.cfg.training.seed)
-        clf = LogisticRegression(C=c, max_iter=2000).fit(x, y, sample_weight=w)
+        clf = logistic_fit(c, x, y, w)
         if len(clf.classes_) == 2:  # one logit z for classes_[1]: softmax([-z/2, z/2]) = sigmoid(z)
             weight[clf.classes_] = np.stack([-clf.coef_[0] / 2, clf.coef_[0] / 2])
             bias[clf.classes_] = [-clf.intercept_[0] / 2, clf.intercept_[0] / 2]
@@ -313,7 +323,6 @@ def choose_head_c(x: np.ndarray, y: np.ndarray, weights: np.ndarray, seed: int) 
     """`fewshot.head_c: auto`: the C of the logistic-regression head with the best weighted accuracy
     in stratified k-fold cross-validation on the training embeddings (k = the smallest class count,
     at most 4; the smaller C on a tie); 1.0 when a class has a single example."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     folds = min(4, int(np.unique(y, return_counts=True)[1].min()))
@@ -324,7 +333,7 @@ def choose_head_c(x: np.ndarray, y: np.ndarray, weights: np.ndarray, seed: int) 
     for c in HEAD_CS:
         right = total = 0.0
         for fit, held in splits:
-            clf = LogisticRegression(C=c, max_iter=2000).fit(x[fit], y[fit], sample_weight=weights[fit])
+            clf = logistic_fit(c, x[fit], y[fit], weights[fit])
             right += float(((clf.predict(x[held]) == y[held]) * weights[held]).sum())
             total += float(weights[held].sum())
         scores.append(right / max(total, 1e-9))
