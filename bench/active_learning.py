@@ -18,7 +18,8 @@ Pools are subsampled to fit the machine (SST-2: 4,000 training sentences; Bankin
 training texts; CoNLL-2003: 4,000 training sentences) and the test sets are official (SST-2: GLUE
 dev). Results go to bench/results/<name>.json after every round and the curves to <name>.png.
 `--random-extra` continues the random curves to larger label counts (to measure how many labels random
-needs where active learning needs fewer). `--jobs N` runs N curves at once in separate processes (a
+needs where active learning needs fewer); given again to a results file that holds random curves, it
+continues them without training their measured rounds again. `--jobs N` runs N curves at once in separate processes (a
 machine with many cores or a GPU: training and suggest then run on the GPU); results are saved as each
 curve completes. `LMFORGE_BENCH_DATA` points at a copy of the shared data on another machine.
 Issue 14's goals: classification reaches 98% of the full-data accuracy with <= 20% of the labels and
@@ -145,7 +146,9 @@ def _device() -> str | None:
 
 
 def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save,
-          random_extra: tuple[int, ...] = ()) -> list[tuple[int, float]]:
+          random_extra: tuple[int, ...] = (), known: list = ()) -> list[tuple[int, float]]:
+    """One learning curve. `known`: a random curve's points measured before (its picks are seeded, so
+    they are drawn again and only the rounds not measured yet are trained: --random-extra continues it)."""
     from lmforge.active.suggest import suggest
 
     task, pool_size, first, step, epochs = DATASETS[dataset]
@@ -162,10 +165,14 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
     extra = [size for size in extra if size > first + (rounds - 1) * step]
     for round_no in range(rounds + len(extra)):
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
-        run, score, seconds = train_on(task, labelled_file, test, tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}", epochs, seed)
+        if strategy == "random" and round_no < len(known) and known[round_no][0] == size_of(chosen):
+            score, seconds, when = known[round_no][1], 0.0, " (measured before)"
+        else:
+            run, score, seconds = train_on(task, labelled_file, test, tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}", epochs, seed)
+            when = ""
         points.append((size_of(chosen), score))
         print(f"{dataset} {strategy} seed {seed} round {round_no}: {len(chosen)} labelled ({size_of(chosen)}), "
-              f"test {score:.4f}, {seconds:.0f} s", flush=True)
+              f"test {score:.4f}, {seconds:.0f} s{when}", flush=True)
         results.setdefault(dataset, {}).setdefault(strategy, {})[str(seed)] = points
         save()
         if round_no == rounds + len(extra) - 1:
@@ -241,7 +248,7 @@ def _strategy_for(dataset: str, strategy: str) -> str:
 
 
 def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0,
-         method: str = "full", fewshot_pairs: int | None = None):
+         method: str = "full", fewshot_pairs: int | None = None, known: list = ()):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
@@ -262,7 +269,7 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
             parts.mkdir(parents=True, exist_ok=True)
             part.write_text(json.dumps(mine) + "\n")
 
-        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra)
+        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra, known)
 
 
 def labels_needed(results: dict, full: dict, rounds: int) -> dict:
@@ -289,7 +296,7 @@ def merge_parts(results: dict, folder: Path) -> None:
                         results.setdefault(dataset, {}).setdefault(strategy, {})[seed] = points
 
 
-def run_parallel(jobs: list, args, results: dict, full: dict, save) -> None:
+def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict) -> None:
     """The jobs in `args.jobs` spawned processes; each result is saved as it arrives, and one failed
     curve does not lose the others."""
     import multiprocessing
@@ -298,7 +305,7 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save) -> None:
     parts = RESULTS / f"{args.name}.parts"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
-                               args.min_steps, args.method, args.fewshot_pairs): job for job in jobs}
+                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, [])): job for job in jobs}
         print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
         for future in as_completed(futures):
             kind, dataset, strategy, seed = futures[future]
@@ -370,11 +377,15 @@ def main() -> None:
         print(json.dumps(table(), indent=2))
         return
     jobs = [("full", dataset, "", 0) for dataset in args.datasets if dataset not in full]
+    known: dict = {}  # job: the points of a random curve measured before
     for dataset in args.datasets:
         for strategy in args.strategies:
             for seed in range(args.seeds):
                 done = results.get(dataset, {}).get(_strategy_for(dataset, strategy), {}).get(str(seed), [])
-                if len(done) < args.rounds:  # a curve cut short (the run was stopped) is run again from its start
+                if strategy == "random" and done and args.random_extra:  # continued: measured rounds are not trained again
+                    jobs.append(("curve", dataset, strategy, seed))
+                    known[jobs[-1]] = done
+                elif len(done) < args.rounds:  # a curve cut short (the run was stopped) is run again from its start
                     jobs.append(("curve", dataset, strategy, seed))
     if args.jobs <= 1:
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -383,10 +394,10 @@ def main() -> None:
                     full[dataset] = full_score(dataset, Path(tmp_name))
                 else:
                     curve(dataset, _strategy_for(dataset, strategy), seed, args.rounds, Path(tmp_name), results, save,
-                          tuple(args.random_extra))
+                          tuple(args.random_extra), known.get((kind, dataset, strategy, seed), []))
                 save()
     else:
-        run_parallel(jobs, args, results, full, save)
+        run_parallel(jobs, args, results, full, save, known)
     plot(results, full, RESULTS / f"{args.name}.png")
     save()
     print(json.dumps(table(), indent=2))
