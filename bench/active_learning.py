@@ -326,6 +326,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--strategies", nargs="*", default=["random", "margin", "margin+diversity"])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-from", type=int, default=0, help="curves for seeds seed-from .. seeds-1 (another process runs the others)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--name", default="active_learning")
     parser.add_argument("--pool-size", type=int, default=None, help="smaller pools (a quick check)")
@@ -380,7 +381,7 @@ def main() -> None:
     known: dict = {}  # job: the points of a random curve measured before
     for dataset in args.datasets:
         for strategy in args.strategies:
-            for seed in range(args.seeds):
+            for seed in range(args.seed_from, args.seeds):
                 done = results.get(dataset, {}).get(_strategy_for(dataset, strategy), {}).get(str(seed), [])
                 if strategy == "random" and done and args.random_extra:  # continued: measured rounds are not trained again
                     jobs.append(("curve", dataset, strategy, seed))
