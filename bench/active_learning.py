@@ -100,7 +100,8 @@ METHOD = "full"  # --method fewshot: classification rounds train lmforge's few-s
 FEWSHOT_PAIRS = None  # --fewshot-pairs: fewshot.pairs_per_example (empty: lmforge's default)
 
 
-def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int) -> tuple[Path, float, float]:
+def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int,
+             method: str | None = None) -> tuple[Path, float, float]:
     """A fresh minilm-l6 run on the labelled file; (run, test score, seconds)."""
     from rich.console import Console
 
@@ -110,7 +111,7 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     # classification is scored here, not by train: a few labels need not cover every test class (Banking77),
     # and train rightly refuses a test label it has never seen; those test examples count as errors
     ner = task == "token-classification"
-    fewshot = METHOD == "fewshot" and not ner
+    fewshot = (method or METHOD) == "fewshot" and not ner
     if MIN_STEPS and not fewshot:  # batches of 16 sequences (the default below 10,000 examples)
         per_epoch = -(-sum(1 for line in labelled.open(encoding="utf-8") if line.strip()) // 16)
         epochs = max(epochs, -(-MIN_STEPS // per_epoch))
@@ -192,13 +193,11 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
 
 def full_score(dataset: str, tmp: Path) -> float:
     """The target: full fine-tuning on the whole pool (whatever --method the curves use)."""
-    global METHOD
-    METHOD = "full"
     task, pool_size, *_, epochs = DATASETS[dataset]
     pool, test, gold = load(dataset, pool_size, tmp)
     everything = tmp / f"{dataset}-all.jsonl"
     everything.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in gold.values()), encoding="utf-8")
-    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, 0)
+    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, 0, method="full")
     print(f"{dataset} full data ({len(gold)}): test {score:.4f}, {seconds:.0f} s", flush=True)
     return score
 

@@ -8,7 +8,7 @@ import torch
 
 from .config import load_config
 from .tasks.base import collate
-from .training.setup import build_model, prepare
+from .training.setup import SMALL_SET_STEPS, build_model, dev_cadence, prepare
 
 
 def validate_config(path: Path, overrides: list[str]) -> dict:
@@ -41,8 +41,8 @@ def validate_config(path: Path, overrides: list[str]) -> dict:
         "dev metric": p.metric, "first batch loss": first,
     }
     if p.sized_epochs:  # filled from the data: say so before training takes them
-        summary["epochs"] = (f"{cfg.training.epochs:g} (training.epochs empty: about 400 optimizer steps on a small set"
-                             + (f", dev scored every {cfg.training.eval_every_steps} steps)" if cfg.training.eval_every_steps else ")"))
+        summary["epochs"] = (f"{cfg.training.epochs:g} (training.epochs empty: about {SMALL_SET_STEPS} optimizer steps on a small set"
+                             f"{dev_cadence(cfg.training)})")
     if p.splits.scheme:
         summary["tag scheme"] = p.splits.scheme
     unknown, tokens = p.unknown_tokens

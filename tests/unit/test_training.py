@@ -214,10 +214,11 @@ def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny
     """On a few hundred examples the default epochs are a few dozen optimizer steps, too few to learn
     from (bench/active_learning.py: Banking77 from 462 labels, 33.7% after 5 epochs, 43.4% after 400
     steps). With training.epochs empty they are raised to about 400 steps (at most 100 epochs; dev
-    every few epochs past 20 of them), saved with the run and announced; epochs or max_steps set, a set big enough, a sentence method and a
-    decoder get the default 3."""
+    every few epochs past 20 of them), saved with the run and announced; epochs or max_steps set, a
+    set big enough, a sentence method and a decoder get the default 3."""
     from lmforge.training.setup import SMALL_SET_MAX_EPOCHS, SMALL_SET_STEPS, prepare
     from lmforge.training.steps import plan_arguments, total_steps
+    from lmforge.validate import validate_config
 
     four_hundred = {"train": write_csv(tmp_path / "400.csv", sentiment_rows(400, 4)), "dev": cls_data["dev"]}
     enough = {"train": write_csv(tmp_path / "2200.csv", sentiment_rows(2200, 5)), "dev": cls_data["dev"]}
@@ -241,17 +242,15 @@ def test_a_small_set_trains_about_400_steps_unless_epochs_are_set(tmp_path, tiny
     ner = prepare(cfg(ner_data, "token-classification"), tmp_path)
     assert ner.sized_epochs and (steps_of(ner) >= SMALL_SET_STEPS or ner.cfg.training.epochs == SMALL_SET_MAX_EPOCHS)
     assert prepare(cfg(method="lora"), tmp_path).sized_epochs  # peft needs the steps as much
-    for keep in (prepare(cfg(epochs=3), tmp_path), prepare(cfg(max_steps=50), tmp_path), prepare(cfg(enough), tmp_path),
-                 prepare(cfg(method="fewshot"), tmp_path)):
+    big = prepare(cfg(enough), tmp_path)
+    assert steps_of(big) >= SMALL_SET_STEPS
+    for keep in (prepare(cfg(epochs=3), tmp_path), prepare(cfg(max_steps=50), tmp_path), big, prepare(cfg(method="fewshot"), tmp_path)):
         assert not keep.sized_epochs and keep.cfg.training.epochs == 3
-    assert prepare(cfg(enough), tmp_path).cfg.training.epochs == 3 and steps_of(prepare(cfg(enough), tmp_path)) >= SMALL_SET_STEPS
-    sft = {"train": jsonl(tmp_path / "sft.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)]), "dev": None}
-    decoder = config_from_dict({"name": "g", "task": "generation", "model": str(tiny_decoder), "data": {"train": str(sft["train"])}})
+    sft = jsonl(tmp_path / "sft.jsonl", [{"prompt": f"q{i}", "completion": f"a{i}"} for i in range(20)])
+    decoder = config_from_dict({"name": "g", "task": "generation", "model": str(tiny_decoder), "data": {"train": str(sft)}})
     assert not prepare(decoder, tmp_path).sized_epochs
     run = train_run(cfg(tensorboard=False), tmp_path, max_steps=2)
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 16
-    from lmforge.validate import validate_config
-
     written = tmp_path / "small.yaml"
     written.write_text(dump_config(cfg(cls_data)))  # epochs: null, as init writes it
     assert validate_config(written, [])["epochs"] == ("100 (training.epochs empty: about 400 optimizer steps on a small set, "

@@ -36,7 +36,7 @@ from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
 from .finalize import finalize_run
 from .progress import TrainProgress
-from .setup import SMALL_SET_REASON, Prepared, build_model, prepare
+from .setup import SMALL_SET_REASON, Prepared, build_model, dev_cadence, prepare
 from .state import TrainState
 from .steps import Stepper, anchor, compiled, optimizer, plan_arguments, schedule, total_steps, train_steps
 from .tracking import Tracker, mlflow_for
@@ -292,9 +292,8 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
         console.print(f"batches of {cfg.training.batch_size} ({len(p.train_features):,} training sequences; training.batch_size "
                       f"unset): {LARGE_SET_REASON}")
     if p.sized_epochs:
-        every = f", dev scored every {cfg.training.eval_every_steps} steps" if cfg.training.eval_every_steps else ""
-        console.print(f"{cfg.training.epochs:g} epochs ({len(p.train_features):,} training sequences; training.epochs empty{every}): "
-                      f"{SMALL_SET_REASON}")
+        console.print(f"{cfg.training.epochs:g} epochs ({len(p.train_features):,} training sequences; training.epochs empty"
+                      f"{dev_cadence(cfg.training)}): {SMALL_SET_REASON}")
     if p.sized_dropout:
         console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "
                       f"training.hidden_dropout empty): {LARGE_SET_DROPOUT_REASON}")

@@ -110,6 +110,11 @@ def sized_epochs(cfg: ProjectConfig, lengths: list[int]) -> bool:
     return True
 
 
+def dev_cadence(t) -> str:
+    """How a raised small-set run scores dev, as train and validate say it ("" when every epoch)."""
+    return f", dev scored every {t.eval_every_steps} steps" if t.eval_every_steps else ""
+
+
 def sized_dropout(cfg: ProjectConfig, examples: int) -> bool:
     """Set training.hidden_dropout to the task's rate for a large training set
     (`hidden_dropout_for_large_set`) when the config leaves it empty. Returns whether it did."""
