@@ -3,7 +3,7 @@ library functions `lmforge suggest` and `lmforge train` call.
 
     python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity]
                                     [--seeds 3] [--rounds 8] [--name active_learning]
-                                    [--random-extra SHARE ...] [--min-steps N] [--jobs N --threads T]
+                                    [--random-extra SHARE ...] [--extra SHARE ...] [--min-steps N] [--jobs N --threads T]
 
 Per dataset, strategy and seed: the first batch is the cold start (`suggest` without a run: cluster
 medoids of MiniLM-L6 embeddings; `random`: a seeded random sample), then each round trains a fresh
@@ -19,7 +19,8 @@ training texts; CoNLL-2003: 4,000 training sentences) and the test sets are offi
 dev). Results go to bench/results/<name>.json after every round and the curves to <name>.png.
 `--random-extra` continues the random curves to larger label counts (to measure how many labels random
 needs where active learning needs fewer); given again to a results file that holds random curves, it
-continues them without training their measured rounds again. `--jobs N` runs N curves at once in separate processes (a
+continues them without training their measured rounds again. `--extra` continues every curve, the active
+strategies too (`suggest` picks the difference to each share; a larger last batch). `--jobs N` runs N curves at once in separate processes (a
 machine with many cores or a GPU: training and suggest then run on the GPU); results are saved as each
 curve completes. `LMFORGE_BENCH_DATA` points at a copy of the shared data on another machine.
 Issue 14's goals: classification reaches 98% of the full-data accuracy with <= 20% of the labels and
@@ -147,7 +148,7 @@ def _device() -> str | None:
 
 
 def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save,
-          random_extra: tuple[int, ...] = (), known: list = ()) -> list[tuple[int, float]]:
+          random_extra: tuple[float, ...] = (), known: list = (), extra: tuple[float, ...] = ()) -> list[tuple[int, float]]:
     """One learning curve. `known`: a random curve's points measured before (its picks are seeded, so
     they are drawn again and only the rounds not measured yet are trained: --random-extra continues it)."""
     from lmforge.active.suggest import suggest
@@ -162,8 +163,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         picks = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
         chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     points = []
-    extra = [round(share * len(gold)) for share in random_extra] if strategy == "random" else []
-    extra = [size for size in extra if size > first + (rounds - 1) * step]
+    extra = extra_sizes(strategy, len(gold), first + (rounds - 1) * step, random_extra, extra)
     for round_no in range(rounds + len(extra)):
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
         if strategy == "random" and round_no < len(known) and known[round_no][0] == size_of(chosen):
@@ -185,10 +185,17 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
             chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(more, len(rest)))]
             continue
         base, _, diverse = strategy.partition("+")
-        picks = suggest(run, pool, step, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed,
+        more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)
+        picks = suggest(run, pool, more, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed,
                         device=_device()).records
         chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     return points
+
+
+def extra_sizes(strategy: str, pool: int, last: int, random_extra: tuple = (), extra: tuple = ()) -> list[int]:
+    """Label counts a curve continues to after its rounds: --extra for every strategy, --random-extra for random."""
+    shares = set(extra) | (set(random_extra) if strategy == "random" else set())
+    return sorted(size for size in {round(share * pool) for share in shares} if size > last)
 
 
 def full_score(dataset: str, tmp: Path) -> float:
@@ -247,7 +254,7 @@ def _strategy_for(dataset: str, strategy: str) -> str:
 
 
 def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0,
-         method: str = "full", fewshot_pairs: int | None = None, known: list = ()):
+         method: str = "full", fewshot_pairs: int | None = None, known: list = (), extra: tuple = ()):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
@@ -268,7 +275,7 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
             parts.mkdir(parents=True, exist_ok=True)
             part.write_text(json.dumps(mine) + "\n")
 
-        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra, known)
+        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra, known, extra)
 
 
 def labels_needed(results: dict, full: dict, rounds: int) -> dict:
@@ -304,7 +311,7 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict)
     parts = RESULTS / f"{args.name}.parts"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
-                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, [])): job for job in jobs}
+                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, []), tuple(args.extra)): job for job in jobs}
         print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
         for future in as_completed(futures):
             kind, dataset, strategy, seed = futures[future]
@@ -333,6 +340,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="first batch and batch per round")
     parser.add_argument("--random-extra", type=float, nargs="*", default=[],
                         help="shares of the pool (e.g. 0.3 0.4 0.5) the random curves continue to after the rounds")
+    parser.add_argument("--extra", type=float, nargs="*", default=[],
+                        help="shares of the pool every curve (active strategies too) continues to after the rounds")
     parser.add_argument("--jobs", type=int, default=1, help="curves run at once, each in its own process")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (with --jobs)")
     parser.add_argument("--min-steps", type=int, default=0,
@@ -385,7 +394,9 @@ def main() -> None:
                 if strategy == "random" and done and args.random_extra:  # continued: measured rounds are not trained again
                     jobs.append(("curve", dataset, strategy, seed))
                     known[jobs[-1]] = done
-                elif len(done) < args.rounds:  # a curve cut short (the run was stopped) is run again from its start
+                elif len(done) < args.rounds + len(extra_sizes(strategy, DATASETS[dataset][1], DATASETS[dataset][2] + (args.rounds - 1) * DATASETS[dataset][3],
+                                                               (), tuple(args.extra))):
+                    # a curve cut short (the run was stopped), or to be continued past its rounds, is run again from its start
                     jobs.append(("curve", dataset, strategy, seed))
     if args.jobs <= 1:
         with tempfile.TemporaryDirectory() as tmp_name:
@@ -394,7 +405,7 @@ def main() -> None:
                     full[dataset] = full_score(dataset, Path(tmp_name))
                 else:
                     curve(dataset, _strategy_for(dataset, strategy), seed, args.rounds, Path(tmp_name), results, save,
-                          tuple(args.random_extra), known.get((kind, dataset, strategy, seed), []))
+                          tuple(args.random_extra), known.get((kind, dataset, strategy, seed), []), tuple(args.extra))
                 save()
     else:
         run_parallel(jobs, args, results, full, save, known)
