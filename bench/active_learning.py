@@ -12,7 +12,8 @@ below), scores it on the test set, and asks `suggest(run, pool, step, strategy=.
 batch, whose gold labels are looked up (the simulated annotator). Already-labelled texts are passed
 as `exclude`, as a user would pass their labelled file. A full-data run per dataset gives the target:
 the table reports the labels (NER: labelled tokens) needed to reach 95% and 98% (NER: 99%) of the
-full-data score, read off each curve by linear interpolation.
+full-data score, read off each curve by linear interpolation. `--full-data-seeds N` trains the full-data
+run with N seeds, to show how much the target itself moves (the target stays seed 0's score).
 
 Pools are subsampled to fit the machine (SST-2: 4,000 training sentences; Banking77: the 10,003
 training texts; CoNLL-2003: 4,000 training sentences) and the test sets are official (SST-2: GLUE
@@ -98,6 +99,7 @@ def load(dataset: str, pool_size: int, tmp: Path):
 
 MIN_STEPS = 0  # --min-steps: rounds of full fine-tuning train at least this many optimizer steps (epochs raised)
 METHOD = "full"  # --method fewshot: classification rounds train lmforge's few-shot learner instead
+FULL_SEEDS: dict = {}  # dataset: {seed: score} of --full-data-seeds
 FEWSHOT_PAIRS = None  # --fewshot-pairs: fewshot.pairs_per_example (empty: lmforge's default)
 
 
@@ -198,14 +200,15 @@ def extra_sizes(strategy: str, pool: int, last: int, random_extra: tuple = (), e
     return sorted(size for size in {round(share * pool) for share in shares} if size > last)
 
 
-def full_score(dataset: str, tmp: Path) -> float:
-    """The target: full fine-tuning on the whole pool (whatever --method the curves use)."""
+def full_score(dataset: str, tmp: Path, seed: int = 0) -> float:
+    """The target: full fine-tuning on the whole pool (whatever --method the curves use); other seeds
+    (--full-data-seeds) show how much the target itself moves."""
     task, pool_size, *_, epochs = DATASETS[dataset]
     pool, test, gold = load(dataset, pool_size, tmp)
     everything = tmp / f"{dataset}-all.jsonl"
     everything.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in gold.values()), encoding="utf-8")
-    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, 0, method="full")
-    print(f"{dataset} full data ({len(gold)}): test {score:.4f}, {seconds:.0f} s", flush=True)
+    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, seed, method="full")
+    print(f"{dataset} full data ({len(gold)}, seed {seed}): test {score:.4f}, {seconds:.0f} s", flush=True)
     return score
 
 
@@ -240,6 +243,9 @@ def plot(results: dict, full: dict, path: Path) -> None:
             ax.errorbar(xs, ys.mean(axis=0), yerr=ys.std(axis=0), label=f"{strategy} ({len(curves)} seed{'s' * (len(curves) > 1)})", capsize=2)
         if dataset in full:
             ax.axhline(full[dataset], color="grey", linestyle="--", label="full data")
+            if FULL_SEEDS.get(dataset):  # the spread of the full-data runs over seeds
+                scores = [full[dataset], *FULL_SEEDS[dataset].values()]
+                ax.axhspan(min(scores), max(scores), color="grey", alpha=0.15, label=f"full data, {len(scores)} seeds")
             ax.set_ylim(top=max(ax.get_ylim()[1], full[dataset] + 0.01))
         ax.set_title(dataset)
         ax.set_xlabel("labelled tokens" if DATASETS[dataset][0] == "token-classification" else "labelled examples")
@@ -267,7 +273,7 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
     kind, dataset, strategy, seed = job
     with tempfile.TemporaryDirectory() as tmp_name:
         if kind == "full":
-            return full_score(dataset, Path(tmp_name))
+            return full_score(dataset, Path(tmp_name), seed)
         mine: dict = {}
         part = parts / f"{dataset}-{strategy.replace('+', '-')}-{seed}.json"
 
@@ -320,7 +326,9 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict)
             except Exception as err:
                 print(f"{kind} {dataset} {strategy} seed {seed} failed: {err!r}", flush=True)
                 continue
-            if kind == "full":
+            if kind == "full" and seed:
+                FULL_SEEDS.setdefault(dataset, {})[str(seed)] = value
+            elif kind == "full":
                 full[dataset] = value
             else:
                 results.setdefault(dataset, {}).setdefault(_strategy_for(dataset, strategy), {})[str(seed)] = value
@@ -353,6 +361,9 @@ def main() -> None:
     parser.add_argument("--full-data-from", type=Path, default=None,
                         help="take the full-data scores from an earlier results file of this bench (same pools and epochs) "
                              "instead of training them again")
+    parser.add_argument("--full-data-seeds", type=int, default=1,
+                        help="also train the full-data run with seeds 1 .. N-1 (saved as full_data_seeds: how much the "
+                             "target moves; the target stays seed 0's score)")
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
@@ -363,6 +374,7 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     state = json.loads(path.read_text()) if path.is_file() else {}
     results, full = state.get("results", {}), state.get("full_data", {})
+    FULL_SEEDS.update(state.get("full_data_seeds", {}))
     if args.full_data_from:
         earlier = json.loads(args.full_data_from.read_text())
         for dataset in args.datasets:
@@ -374,7 +386,7 @@ def main() -> None:
         ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
         path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
                                     "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps,
-                                    "full_data": full, "results": results, "table": table()}, indent=2) + "\n")
+                                    "full_data": full, "full_data_seeds": FULL_SEEDS, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
         return labels_needed(results, full, args.rounds)
@@ -386,6 +398,8 @@ def main() -> None:
         print(json.dumps(table(), indent=2))
         return
     jobs = [("full", dataset, "", 0) for dataset in args.datasets if dataset not in full]
+    jobs += [("full", dataset, "", seed) for dataset in args.datasets for seed in range(1, args.full_data_seeds)
+             if str(seed) not in FULL_SEEDS.get(dataset, {})]
     known: dict = {}  # job: the points of a random curve measured before
     for dataset in args.datasets:
         for strategy in args.strategies:
@@ -401,7 +415,9 @@ def main() -> None:
     if args.jobs <= 1:
         with tempfile.TemporaryDirectory() as tmp_name:
             for kind, dataset, strategy, seed in jobs:
-                if kind == "full":
+                if kind == "full" and seed:
+                    FULL_SEEDS.setdefault(dataset, {})[str(seed)] = full_score(dataset, Path(tmp_name), seed)
+                elif kind == "full":
                     full[dataset] = full_score(dataset, Path(tmp_name))
                 else:
                     curve(dataset, _strategy_for(dataset, strategy), seed, args.rounds, Path(tmp_name), results, save,
