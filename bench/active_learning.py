@@ -165,7 +165,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         picks = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
         chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     points = []
-    extra = extra_sizes(strategy, len(gold), first + (rounds - 1) * step, random_extra, extra)
+    extra = extra_sizes(strategy, len(gold), last_round(dataset, rounds), random_extra, extra)
     for round_no in range(rounds + len(extra)):
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
         if strategy == "random" and round_no < len(known) and known[round_no][0] == size_of(chosen):
@@ -180,18 +180,31 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         save()
         if round_no == rounds + len(extra) - 1:
             break
+        more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)  # --extra: up to the share
         if strategy == "random":
             taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
             rest = [k for k in sorted(gold) if k not in taken]
-            more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)
             chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(more, len(rest)))]
             continue
         base, _, diverse = strategy.partition("+")
-        more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)
         picks = suggest(run, pool, more, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed,
                         device=_device()).records
         chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
     return points
+
+
+def last_round(dataset: str, rounds: int) -> int:
+    """Labels after the last of `rounds` rounds (the first batch, then a step a round)."""
+    _, _, first, step, _ = DATASETS[dataset]
+    return first + (rounds - 1) * step
+
+
+def record_full(full: dict, dataset: str, seed: int, score: float) -> None:
+    """A full-data score: seed 0's is the target, other seeds' (--full-data-seeds) go to FULL_SEEDS."""
+    if seed:
+        FULL_SEEDS.setdefault(dataset, {})[str(seed)] = score
+    else:
+        full[dataset] = score
 
 
 def extra_sizes(strategy: str, pool: int, last: int, random_extra: tuple = (), extra: tuple = ()) -> list[int]:
@@ -326,10 +339,8 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict)
             except Exception as err:
                 print(f"{kind} {dataset} {strategy} seed {seed} failed: {err!r}", flush=True)
                 continue
-            if kind == "full" and seed:
-                FULL_SEEDS.setdefault(dataset, {})[str(seed)] = value
-            elif kind == "full":
-                full[dataset] = value
+            if kind == "full":
+                record_full(full, dataset, seed, value)
             else:
                 results.setdefault(dataset, {}).setdefault(_strategy_for(dataset, strategy), {})[str(seed)] = value
             save()
@@ -408,17 +419,14 @@ def main() -> None:
                 if strategy == "random" and done and args.random_extra:  # continued: measured rounds are not trained again
                     jobs.append(("curve", dataset, strategy, seed))
                     known[jobs[-1]] = done
-                elif len(done) < args.rounds + len(extra_sizes(strategy, DATASETS[dataset][1], DATASETS[dataset][2] + (args.rounds - 1) * DATASETS[dataset][3],
-                                                               (), tuple(args.extra))):
+                elif len(done) < args.rounds + len(extra_sizes(strategy, DATASETS[dataset][1], last_round(dataset, args.rounds), (), tuple(args.extra))):
                     # a curve cut short (the run was stopped), or to be continued past its rounds, is run again from its start
                     jobs.append(("curve", dataset, strategy, seed))
     if args.jobs <= 1:
         with tempfile.TemporaryDirectory() as tmp_name:
             for kind, dataset, strategy, seed in jobs:
-                if kind == "full" and seed:
-                    FULL_SEEDS.setdefault(dataset, {})[str(seed)] = full_score(dataset, Path(tmp_name), seed)
-                elif kind == "full":
-                    full[dataset] = full_score(dataset, Path(tmp_name))
+                if kind == "full":
+                    record_full(full, dataset, seed, full_score(dataset, Path(tmp_name), seed))
                 else:
                     curve(dataset, _strategy_for(dataset, strategy), seed, args.rounds, Path(tmp_name), results, save,
                           tuple(args.random_extra), known.get((kind, dataset, strategy, seed), []), tuple(args.extra))
