@@ -21,7 +21,8 @@ dev). Results go to bench/results/<name>.json after every round and the curves t
 `--random-extra` continues the random curves to larger label counts (to measure how many labels random
 needs where active learning needs fewer); given again to a results file that holds random curves, it
 continues them without training their measured rounds again. `--extra` continues every curve, the active
-strategies too (`suggest` picks the difference to each share; a larger last batch). `--jobs N` runs N curves at once in separate processes (a
+strategies too (`suggest` picks the difference to each share; a larger last batch). `--warm-start` trains each round after the first from the previous round's model (incremental
+training) instead of a fresh one. `--jobs N` runs N curves at once in separate processes (a
 machine with many cores or a GPU: training and suggest then run on the GPU); results are saved as each
 curve completes. `LMFORGE_BENCH_DATA` points at a copy of the shared data on another machine.
 Issue 14's goals: classification reaches 98% of the full-data accuracy with <= 20% of the labels and
@@ -101,11 +102,13 @@ MIN_STEPS = 0  # --min-steps: rounds of full fine-tuning train at least this man
 METHOD = "full"  # --method fewshot: classification rounds train lmforge's few-shot learner instead
 FULL_SEEDS: dict = {}  # dataset: {seed: score} of --full-data-seeds
 FEWSHOT_PAIRS = None  # --fewshot-pairs: fewshot.pairs_per_example (empty: lmforge's default)
+WARM_START = False  # --warm-start: rounds after the first start from the previous round's model
 
 
 def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int,
-             method: str | None = None) -> tuple[Path, float, float]:
-    """A fresh minilm-l6 run on the labelled file; (run, test score, seconds)."""
+             method: str | None = None, base: Path | None = None) -> tuple[Path, float, float]:
+    """A minilm-l6 run on the labelled file, fresh or (`base`: an earlier run) from that run's model;
+    (run, test score, seconds)."""
     from rich.console import Console
 
     from lmforge.config import config_from_dict
@@ -119,7 +122,9 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
         per_epoch = -(-sum(1 for line in labelled.open(encoding="utf-8") if line.strip()) // 16)
         epochs = max(epochs, -(-MIN_STEPS // per_epoch))
     data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
-    raw = {"name": out.name, "task": task, "model": "minilm-l6", "output_dir": str(out.parent), "data": data,
+    from lmforge.runs import RunFolder
+
+    raw = {"name": out.name, "task": task, "model": str(RunFolder(base).model_dir) if base else "minilm-l6", "output_dir": str(out.parent), "data": data,
            "training": {"seed": seed, "tensorboard": False, **({} if fewshot else {"epochs": epochs})}}
     if fewshot:  # lmforge's few-shot defaults (one contrastive pass, the head's C by cross-validation)
         raw["method"] = "fewshot"
@@ -164,14 +169,17 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
     else:
         picks = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
         chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
-    points = []
+    points, run = [], None
     extra = extra_sizes(strategy, len(gold), last_round(dataset, rounds), random_extra, extra)
     for round_no in range(rounds + len(extra)):
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
         if strategy == "random" and round_no < len(known) and known[round_no][0] == size_of(chosen):
             score, seconds, when = known[round_no][1], 0.0, " (measured before)"
         else:
-            run, score, seconds = train_on(task, labelled_file, test, tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}", epochs, seed)
+            # --warm-start: from the previous round's model, so two run folders take turns
+            out = tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}{f'-{round_no % 2}' * WARM_START}"
+            run, score, seconds = train_on(task, labelled_file, test, out, epochs, seed,
+                                           base=run if WARM_START and round_no else None)
             when = ""
         points.append((size_of(chosen), score))
         print(f"{dataset} {strategy} seed {seed} round {round_no}: {len(chosen)} labelled ({size_of(chosen)}), "
@@ -273,14 +281,14 @@ def _strategy_for(dataset: str, strategy: str) -> str:
 
 
 def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0,
-         method: str = "full", fewshot_pairs: int | None = None, known: list = (), extra: tuple = ()):
+         method: str = "full", fewshot_pairs: int | None = None, known: list = (), extra: tuple = (), warm_start: bool = False):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
 
-    global MIN_STEPS, METHOD, FEWSHOT_PAIRS
+    global MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START
     DATASETS.update(settings)
-    MIN_STEPS, METHOD, FEWSHOT_PAIRS = min_steps, method, fewshot_pairs
+    MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START = min_steps, method, fewshot_pairs, warm_start
     if threads:
         torch.set_num_threads(threads)
     kind, dataset, strategy, seed = job
@@ -330,7 +338,7 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict)
     parts = RESULTS / f"{args.name}.parts"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
-                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, []), tuple(args.extra)): job for job in jobs}
+                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, []), tuple(args.extra), args.warm_start): job for job in jobs}
         print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
         for future in as_completed(futures):
             kind, dataset, strategy, seed = futures[future]
@@ -368,6 +376,9 @@ def main() -> None:
     parser.add_argument("--method", choices=["full", "fewshot"], default="full",
                         help="classification rounds: full fine-tuning, or lmforge's few-shot learner (method: fewshot); "
                              "the full-data target is always full fine-tuning")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="each round after the first trains from the previous round's model instead of a fresh "
+                             "minilm-l6 (incremental training, as Shen et al. 2017); the full-data run is always fresh")
     parser.add_argument("--fewshot-pairs", type=int, default=None, help="with --method fewshot: fewshot.pairs_per_example")
     parser.add_argument("--full-data-from", type=Path, default=None,
                         help="take the full-data scores from an earlier results file of this bench (same pools and epochs) "
@@ -378,8 +389,11 @@ def main() -> None:
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
-    global MIN_STEPS, METHOD, FEWSHOT_PAIRS
-    MIN_STEPS, METHOD, FEWSHOT_PAIRS = args.min_steps, args.method, args.fewshot_pairs
+    global MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START
+    MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START = args.min_steps, args.method, args.fewshot_pairs, args.warm_start
+    if args.warm_start and args.random_extra:
+        parser.error("--warm-start: random curves continued by --random-extra skip their measured rounds, so no model "
+                     "to start from; use --extra (every curve runs from its start)")
     for name, (task, size, first, step, epochs) in list(DATASETS.items()):
         DATASETS[name] = (task, args.pool_size or size, args.batch or first, args.batch or step, args.epochs or epochs)
     path = RESULTS / f"{args.name}.json"
@@ -396,7 +410,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
         path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
-                                    "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps,
+                                    "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps, "warm_start": args.warm_start,
                                     "full_data": full, "full_data_seeds": FULL_SEEDS, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
