@@ -4,6 +4,7 @@ into notes (printed, and written at the top of the config)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -86,6 +87,13 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
             raw["data"] = {**data, "max_length": length}
             cfg = config_from_dict(raw, "init")
             notes.append(note)
+    if method is None and spec.sentence_methods and train is not None and not cfg.data.text_pair_field:
+        if first is None:
+            try:
+                first, count = _first_examples(cfg, train)
+            except UserError:  # bad rows: validate and train report them
+                first = []
+        notes.extend(_fewshot_hint(first, count))
     tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length)
     batch = spec.batch_for_large_set(count, cfg.method)
     if tokens is not None:
@@ -100,6 +108,23 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
         cfg = config_from_dict(raw, "init")
     write_text_atomic(output, render(cfg, f"lmforge train {output.name}", notes))
     return notes
+
+
+FEWSHOT_HINT_MAX = 64  # examples per label up to which the few-shot learner is the better start (README: few-shot rows)
+
+
+def _fewshot_hint(first: list, count: int) -> list[str]:
+    """A note suggesting method fewshot when every label has few examples: measured ahead of full
+    fine-tuning on the same examples at 8 and 64 per label (bench/fewshot.py)."""
+    if not first or count > len(first):  # more examples than were read: not a few per label
+        return []
+    per_label = Counter(label for ex in first for label in ex.labels)
+    if not per_label or max(per_label.values()) > FEWSHOT_HINT_MAX:
+        return []
+    return [f"{count} training examples, at most {max(per_label.values())} per label: with this few, method fewshot "
+            "(contrastive sentence pairs, then a head) measured ahead of full fine-tuning on the same examples "
+            "(Banking77, 8 per label: 83.1 vs 77.9% test accuracy; SST-2, 64 per label: 77.7 vs 73.0%); "
+            "to use it, run init again with --method fewshot"]
 
 
 def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | None]:

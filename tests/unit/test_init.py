@@ -290,3 +290,22 @@ def test_a_large_ner_set_gets_batches_cut_by_tokens(capsys, tmp_path: Path, tiny
     for args in (("--train", small), ("--train", large, "--method", "lora")):
         code, err, out = init(capsys, tmp_path, *args, "--model", tiny_model, task="token-classification")
         assert code == 0 and yaml.safe_load(out.read_text())["training"]["max_tokens_per_batch"] is None and "max_tokens" not in err
+
+
+def test_few_examples_per_label_suggest_method_fewshot(capsys, tmp_path: Path, tiny_model: Path) -> None:
+    """With at most 64 examples per label and no --method, init writes full fine-tuning (as asked) but
+    says that method fewshot measured ahead of it; not with more examples, an explicit method, or pairs."""
+    few = write_csv(tmp_path / "few.csv", [("a good movie", "pos"), ("a bad movie", "neg")] * 64)
+    code, err, out = init(capsys, tmp_path, "--train", few, "--model", tiny_model)
+    assert code == 0, err
+    assert "128 training examples, at most 64 per label: with this few, method fewshot" in err
+    assert "run init again with --method fewshot" in err
+    assert load_config(out).method == "full"  # a note, not a change
+    code, err, out = init(capsys, tmp_path, "--train", few, "--model", tiny_model, "--method", "fewshot")
+    assert code == 0 and "per label: with this few" not in err and load_config(out).method == "fewshot"
+    many = write_csv(tmp_path / "many.csv", [("a good movie", "pos"), ("a bad movie", "neg")] * 65)
+    code, err, _ = init(capsys, tmp_path, "--train", many, "--model", tiny_model)
+    assert code == 0 and "per label: with this few" not in err
+    pairs = write_csv(tmp_path / "pairs.csv", [("a", "b", "yes"), ("c", "d", "no")] * 4, header=("text", "text_pair", "label"))
+    code, err, _ = init(capsys, tmp_path, "--train", pairs, "--model", tiny_model)
+    assert code == 0 and "per label: with this few" not in err
