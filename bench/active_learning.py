@@ -112,6 +112,7 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     from rich.console import Console
 
     from lmforge.config import config_from_dict
+    from lmforge.runs import RunFolder
     from lmforge.training.loop import train
 
     # classification is scored here, not by train: a few labels need not cover every test class (Banking77),
@@ -122,9 +123,8 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
         per_epoch = -(-sum(1 for line in labelled.open(encoding="utf-8") if line.strip()) // 16)
         epochs = max(epochs, -(-MIN_STEPS // per_epoch))
     data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
-    from lmforge.runs import RunFolder
-
-    raw = {"name": out.name, "task": task, "model": str(RunFolder(base).model_dir) if base else "minilm-l6", "output_dir": str(out.parent), "data": data,
+    model = str(RunFolder(base).model_dir) if base else "minilm-l6"  # --warm-start: the previous round's model
+    raw = {"name": out.name, "task": task, "model": model, "output_dir": str(out.parent), "data": data,
            "training": {"seed": seed, "tensorboard": False, **({} if fewshot else {"epochs": epochs})}}
     if fewshot:  # lmforge's few-shot defaults (one contrastive pass, the head's C by cross-validation)
         raw["method"] = "fewshot"

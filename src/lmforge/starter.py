@@ -77,23 +77,14 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
             cfg = config_from_dict(raw, "init")
             notes.append(note)
     if spec.overflow and train is not None:
-        if first is None:
-            try:
-                first, count = _first_examples(cfg, train)
-            except UserError:  # bad rows: validate and train report them; the default length stays
-                first = []
+        first, count = _read_once(first, count, cfg, train)  # no examples: the default length stays
         length, note = _fitting_max_length(cfg, first, base)
         if note:
             raw["data"] = {**data, "max_length": length}
             cfg = config_from_dict(raw, "init")
             notes.append(note)
     if method is None and spec.sentence_methods and train is not None and not cfg.data.text_pair_field:
-        if first is None:
-            try:
-                first, count = _first_examples(cfg, train)
-            except UserError:  # bad rows: validate and train report them
-                first = []
-        notes.extend(_fewshot_hint(first, count))
+        notes.extend(_fewshot_hint(*_read_once(first, count, cfg, train)))
     tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length)
     batch = spec.batch_for_large_set(count, cfg.method)
     if tokens is not None:
@@ -146,6 +137,17 @@ def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | Non
     model_limit = getattr(tokenizer, "model_max_length", None)
     return fitting_max_length(lengths, cfg.data.max_length, model_limit if model_limit and model_limit < 100_000 else None,
                               unit="sentences" if spec.holdout_by_document else "texts", overflow=spec.overflow)
+
+
+def _read_once(first: list | None, count: int, cfg, train: Path) -> tuple[list, int]:
+    """The first examples and their count, read now unless already read; a file with bad rows gives
+    none (validate and train report them)."""
+    if first is not None:
+        return first, count
+    try:
+        return _first_examples(cfg, train)
+    except UserError:
+        return [], 0
 
 
 def _first_examples(cfg, train: Path, limit: int = 1000) -> tuple[list, int]:
