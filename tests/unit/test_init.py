@@ -309,3 +309,11 @@ def test_few_examples_per_label_suggest_method_fewshot(capsys, tmp_path: Path, t
     pairs = write_csv(tmp_path / "pairs.csv", [("a", "b", "yes"), ("c", "d", "no")] * 4, header=("text", "text_pair", "label"))
     code, err, _ = init(capsys, tmp_path, "--train", pairs, "--model", tiny_model)
     assert code == 0 and "per label: with this few" not in err
+    # counted over the whole file, not the first 1,000 examples: 20 labels x 60 (as CLINC150 at 8 per class)
+    wide = write_csv(tmp_path / "wide.csv", [(f"text {i} of intent {k}", f"intent{k}") for i in range(60) for k in range(20)])
+    code, err, _ = init(capsys, tmp_path, "--train", wide, "--model", tiny_model)
+    assert code == 0 and "1,200 training examples, at most 60 per label: with this few" in err
+    wide_late = write_csv(tmp_path / "wide_late.csv", [(f"text {i} of intent {k}", f"intent{k}") for k in range(20) for i in range(60)]
+                          + [(f"more {i}", "intent19") for i in range(5)])  # the 65th intent19 example comes after 1,000
+    code, err, _ = init(capsys, tmp_path, "--train", wide_late, "--model", tiny_model)
+    assert code == 0 and "per label: with this few" not in err
