@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, shared_data  # noqa: E402
@@ -103,10 +105,11 @@ METHOD = "full"  # --method fewshot: classification rounds train lmforge's few-s
 FULL_SEEDS: dict = {}  # dataset: {seed: score} of --full-data-seeds
 FEWSHOT_PAIRS = None  # --fewshot-pairs: fewshot.pairs_per_example (empty: lmforge's default)
 WARM_START = False  # --warm-start: rounds after the first start from the previous round's model
+FULL_TRAINING: dict = {}  # --full-data-training: training settings for the full-data run only
 
 
 def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, seed: int,
-             method: str | None = None, base: Path | None = None) -> tuple[Path, float, float]:
+             method: str | None = None, base: Path | None = None, training: dict | None = None) -> tuple[Path, float, float]:
     """A minilm-l6 run on the labelled file, fresh or (`base`: an earlier run) from that run's model;
     (run, test score, seconds)."""
     from rich.console import Console
@@ -125,7 +128,7 @@ def train_on(task: str, labelled: Path, test: Path, out: Path, epochs: float, se
     data = {"train": str(labelled), "format": "auto", **({"test": str(test)} if ner else {})}
     model = str(RunFolder(base).model_dir) if base else "minilm-l6"  # --warm-start: the previous round's model
     raw = {"name": out.name, "task": task, "model": model, "output_dir": str(out.parent), "data": data,
-           "training": {"seed": seed, "tensorboard": False, **({} if fewshot else {"epochs": epochs})}}
+           "training": {"seed": seed, "tensorboard": False, **({} if fewshot else {"epochs": epochs}), **(training or {})}}
     if fewshot:  # lmforge's few-shot defaults (one contrastive pass, the head's C by cross-validation)
         raw["method"] = "fewshot"
         if FEWSHOT_PAIRS:
@@ -228,7 +231,8 @@ def full_score(dataset: str, tmp: Path, seed: int = 0) -> float:
     pool, test, gold = load(dataset, pool_size, tmp)
     everything = tmp / f"{dataset}-all.jsonl"
     everything.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in gold.values()), encoding="utf-8")
-    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, seed, method="full")
+    _, score, seconds = train_on(task, everything, test, tmp / "runs" / f"{dataset}-full", epochs, seed, method="full",
+                                 training=FULL_TRAINING)
     print(f"{dataset} full data ({len(gold)}, seed {seed}): test {score:.4f}, {seconds:.0f} s", flush=True)
     return score
 
@@ -254,6 +258,8 @@ def plot(results: dict, full: dict, path: Path) -> None:
     import numpy as np
 
     datasets = [d for d in results if results[d]]
+    if not datasets:  # only full-data runs (--strategies with none): nothing to draw
+        return
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         for strategy, seeds in results[dataset].items():
@@ -281,7 +287,8 @@ def _strategy_for(dataset: str, strategy: str) -> str:
 
 
 def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: int | None, parts: Path, min_steps: int = 0,
-         method: str = "full", fewshot_pairs: int | None = None, known: list = (), extra: tuple = (), warm_start: bool = False):
+         method: str = "full", fewshot_pairs: int | None = None, known: list = (), extra: tuple = (), warm_start: bool = False,
+         full_training: dict | None = None):
     """One curve (or the full-data run) in a worker process: its points (or score). Each round's points
     are also written to parts/<dataset>-<strategy>-<seed>.json, so a stopped run keeps what it measured."""
     import torch
@@ -289,6 +296,7 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
     global MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START
     DATASETS.update(settings)
     MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START = min_steps, method, fewshot_pairs, warm_start
+    FULL_TRAINING.update(full_training or {})
     if threads:
         torch.set_num_threads(threads)
     kind, dataset, strategy, seed = job
@@ -338,7 +346,8 @@ def run_parallel(jobs: list, args, results: dict, full: dict, save, known: dict)
     parts = RESULTS / f"{args.name}.parts"
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_job, job, args.rounds, tuple(args.random_extra), dict(DATASETS), args.threads, parts,
-                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, []), tuple(args.extra), args.warm_start): job for job in jobs}
+                               args.min_steps, args.method, args.fewshot_pairs, known.get(job, []), tuple(args.extra), args.warm_start,
+                               FULL_TRAINING): job for job in jobs}
         print(f"{len(jobs)} job(s) on {args.jobs} processes", flush=True)
         for future in as_completed(futures):
             kind, dataset, strategy, seed = futures[future]
@@ -386,11 +395,20 @@ def main() -> None:
     parser.add_argument("--full-data-seeds", type=int, default=1,
                         help="also train the full-data run with seeds 1 .. N-1 (saved as full_data_seeds: how much the "
                              "target moves; the target stays seed 0's score)")
+    parser.add_argument("--full-data-training", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training settings for the full-data run only, e.g. batch_size=16 hidden_dropout=0.1 (NER: "
+                             "the recipe lmforge uses below 10,000 sentences, to check the target does not rest on the "
+                             "large-set defaults)")
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()
     global MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START
     MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START = args.min_steps, args.method, args.fewshot_pairs, args.warm_start
+    for item in args.full_data_training:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--full-data-training {item!r}: expected KEY=VALUE, e.g. batch_size=16")
+        FULL_TRAINING[key] = yaml.safe_load(value)
     if args.warm_start and args.random_extra:
         parser.error("--warm-start: random curves continued by --random-extra skip their measured rounds, so no model "
                      "to start from; use --extra (every curve runs from its start)")
@@ -400,18 +418,25 @@ def main() -> None:
     state = json.loads(path.read_text()) if path.is_file() else {}
     results, full = state.get("results", {}), state.get("full_data", {})
     FULL_SEEDS.update(state.get("full_data_seeds", {}))
-    if args.full_data_from:
+    own: dict = state.get("full_data_own", {})  # this file's own full-data scores that --full-data-from replaced
+    if args.full_data_from:  # the target from there (same pool size and epochs), replacing this file's own
         earlier = json.loads(args.full_data_from.read_text())
         for dataset in args.datasets:
-            if dataset in earlier.get("full_data", {}) and earlier["settings"][dataset][-1] == DATASETS[dataset][-1]:
-                full.setdefault(dataset, earlier["full_data"][dataset])
+            theirs = earlier.get("settings", {}).get(dataset)
+            if dataset in earlier.get("full_data", {}) and theirs and theirs[1] == DATASETS[dataset][1] and theirs[-1] == DATASETS[dataset][-1]:
+                if dataset in full and full[dataset] != earlier["full_data"][dataset]:
+                    own.setdefault(dataset, full[dataset])
+                full[dataset] = earlier["full_data"][dataset]
 
     def save() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
         path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
                                     "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps, "warm_start": args.warm_start,
-                                    "full_data": full, "full_data_seeds": FULL_SEEDS, "results": results, "table": table()}, indent=2) + "\n")
+                                    "full_data_training": FULL_TRAINING, **({k: state.get(k) for k in ("jobs", "threads_per_job")} if args.merge_parts
+                                                                      else {"jobs": args.jobs, "threads_per_job": args.threads}),
+                                    "full_data": full, "full_data_seeds": FULL_SEEDS, "full_data_from": str(args.full_data_from or state.get("full_data_from") or ""),
+                                    "full_data_own": own, "results": results, "table": table()}, indent=2) + "\n")
 
     def table() -> dict:
         return labels_needed(results, full, args.rounds)

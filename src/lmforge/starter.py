@@ -85,7 +85,8 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
             notes.append(note)
     if method is None and spec.sentence_methods and train is not None and not cfg.data.text_pair_field:
         notes.extend(_fewshot_hint(*_read_once(examples, count, cfg, train)))
-    tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length)
+    documents = len({getattr(ex, "doc_id", i) for i, ex in enumerate(examples or [])}) or count  # sequences, at least
+    tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length, documents)
     batch = spec.batch_for_large_set(count, cfg.method)
     if tokens is not None:
         notes.append(f"training.max_tokens_per_batch: {tokens} for {count:,} training examples (below {LARGE_TRAINING_SET:,}: "

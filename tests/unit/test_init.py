@@ -287,7 +287,8 @@ def test_a_large_ner_set_gets_batches_cut_by_tokens(capsys, tmp_path: Path, tiny
     length = load_config(out).data.max_length
     assert written["max_tokens_per_batch"] == 14 * length and load_config(out).training.max_tokens_per_batch == 14 * length
     assert f"training.max_tokens_per_batch: {14 * length} for 10,000 training examples (below 10,000: batches of 16 sequences)" in " ".join(err.split())
-    for args in (("--train", small), ("--train", large, "--method", "lora")):
+    single = write_conll(tmp_path / "single.txt", sentences, docs_of=0)  # no documents: a sentence per sequence
+    for args in (("--train", small), ("--train", large, "--method", "lora"), ("--train", single)):
         code, err, out = init(capsys, tmp_path, *args, "--model", tiny_model, task="token-classification")
         assert code == 0 and yaml.safe_load(out.read_text())["training"]["max_tokens_per_batch"] is None and "max_tokens" not in err
 

@@ -56,18 +56,18 @@ def prepare(cfg: ProjectConfig, base: Path) -> Prepared:
 
     return Prepared(cfg, model_path, tokenizer, task, splits, features, task.truncated, _metric(cfg),
                     unknown_rate(features, tokenizer), sized_batch(cfg, len(features), len(splits.train or [])),
-                    sized_dropout(cfg, len(splits.train or [])), sized_epochs(cfg, [len(f["input_ids"]) for f in features]))
+                    sized_dropout(cfg, len(splits.train or []), len(features)), sized_epochs(cfg, [len(f["input_ids"]) for f in features]))
 
 
 def sized_batch(cfg: ProjectConfig, sequences: int, examples: int) -> bool:
     """Size the batches for a large training set when the config leaves both batch_size and
     max_tokens_per_batch unset: training.max_tokens_per_batch from the task's `tokens_for_large_set`
-    (of `examples`), else training.batch_size from its `batch_for_large_set` (of `sequences`).
+    (of `examples` packed into `sequences`), else training.batch_size from its `batch_for_large_set` (of `sequences`).
     Returns whether it did."""
     t, spec = cfg.training, get_task(cfg.task)
     if "batch_size" in t.model_fields_set or t.max_tokens_per_batch is not None:
         return False
-    tokens = spec.tokens_for_large_set(examples, cfg.method, cfg.data.max_length)
+    tokens = spec.tokens_for_large_set(examples, cfg.method, cfg.data.max_length, sequences)
     batch = spec.batch_for_large_set(sequences, cfg.method)
     if tokens is not None:
         t.max_tokens_per_batch = tokens
@@ -115,10 +115,10 @@ def dev_cadence(t) -> str:
     return f", dev scored every {t.eval_every_steps} steps" if t.eval_every_steps else ""
 
 
-def sized_dropout(cfg: ProjectConfig, examples: int) -> bool:
+def sized_dropout(cfg: ProjectConfig, examples: int, sequences: int) -> bool:
     """Set training.hidden_dropout to the task's rate for a large training set
     (`hidden_dropout_for_large_set`) when the config leaves it empty. Returns whether it did."""
-    rate = get_task(cfg.task).hidden_dropout_for_large_set(examples, cfg.method)
+    rate = get_task(cfg.task).hidden_dropout_for_large_set(examples, cfg.method, sequences)
     if rate is None or cfg.training.hidden_dropout is not None:
         return False
     cfg.training.hidden_dropout = rate
