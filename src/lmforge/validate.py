@@ -18,6 +18,9 @@ def validate_config(path: Path, overrides: list[str]) -> dict:
         from .training.sentence_methods import check_fewshot
 
         check_fewshot(p)
+    from transformers import set_seed
+
+    set_seed(cfg.training.seed)  # the head's initialisation and the dropout masks as training's: the same loss each run
     model = build_model(p)
     model.train()
     first, trainable = "none (zero-shot: nothing is trained)", 0

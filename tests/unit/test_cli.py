@@ -121,3 +121,17 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, tiny_model, cls_data):
     assert run_cli("train", cfg, "--overwrite").returncode == 0
     r = run_cli("evaluate", tmp_path, "--data", cls_data["dev"])
     assert r.returncode == 2 and "not an lmforge run folder" in r.stderr
+
+
+def test_validate_reports_the_same_first_batch_loss_each_run(tmp_path, tiny_model, cls_data):
+    """validate seeds the model it builds with training.seed: its first-batch loss does not change from one
+    run to the next (the head's initialisation and the dropout masks were unseeded)."""
+    import torch
+
+    from lmforge.validate import validate_config
+
+    cfg = make_config(tmp_path, tiny_model, cls_data)
+    first = validate_config(cfg, [])["first batch loss"]
+    torch.manual_seed(12345)  # whatever state the process's generator is in
+    assert validate_config(cfg, [])["first batch loss"] == first
+    assert validate_config(cfg, ["training.seed=7"])["first batch loss"] != first
