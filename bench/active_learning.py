@@ -40,8 +40,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, shared_data  # noqa: E402
@@ -404,11 +402,14 @@ def main() -> None:
     args = parser.parse_args()
     global MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START
     MIN_STEPS, METHOD, FEWSHOT_PAIRS, WARM_START = args.min_steps, args.method, args.fewshot_pairs, args.warm_start
-    for item in args.full_data_training:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            parser.error(f"--full-data-training {item!r}: expected KEY=VALUE, e.g. batch_size=16")
-        FULL_TRAINING[key] = yaml.safe_load(value)
+    from lmforge.config import ConfigError, parse_override
+
+    for item in args.full_data_training:  # read as lmforge reads `key=value` overrides (3e-5 a number, ...)
+        try:
+            keys, value = parse_override(item)
+        except ConfigError as err:
+            parser.error(f"--full-data-training: {err}")
+        FULL_TRAINING[".".join(keys)] = value
     if args.warm_start and args.random_extra:
         parser.error("--warm-start: random curves continued by --random-extra skip their measured rounds, so no model "
                      "to start from; use --extra (every curve runs from its start)")
@@ -428,13 +429,16 @@ def main() -> None:
                     own.setdefault(dataset, full[dataset])
                 full[dataset] = earlier["full_data"][dataset]
 
+    # how the curves ran: a merge keeps what the run recorded
+    ran_how = ({k: state.get(k) for k in ("full_data_training", "jobs", "threads_per_job")} if args.merge_parts
+               else {"full_data_training": FULL_TRAINING, "jobs": args.jobs, "threads_per_job": args.threads})
+
     def save() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         ran_on = state["machine"] if args.merge_parts and "machine" in state else machine()  # merging here: where it ran
         path.write_text(json.dumps({"machine": ran_on, "settings": {k: DATASETS[k] for k in args.datasets},
                                     "method": args.method, "fewshot_pairs": args.fewshot_pairs, "min_steps": args.min_steps, "warm_start": args.warm_start,
-                                    "full_data_training": FULL_TRAINING, **({k: state.get(k) for k in ("jobs", "threads_per_job")} if args.merge_parts
-                                                                      else {"jobs": args.jobs, "threads_per_job": args.threads}),
+                                    **ran_how,
                                     "full_data": full, "full_data_seeds": FULL_SEEDS, "full_data_from": str(args.full_data_from or state.get("full_data_from") or ""),
                                     "full_data_own": own, "results": results, "table": table()}, indent=2) + "\n")
 

@@ -65,27 +65,28 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
     if method is not None:
         raw["method"] = method
     cfg = config_from_dict(raw, "init")
-    examples: list | None = None  # the training examples, read once for the choices below
-    count = 0  # and how many there are
+    examples: list | None = None  # the training examples, read once for the choices below (None: not read)
     if model is None and train is not None and not spec.decoder:
         from .data.language_fit import model_for_texts
 
-        examples, count = _all_examples(cfg, train)
+        examples = _all_examples(cfg, train)
         picked, note = model_for_texts(_texts(examples[:SAMPLE]), DEFAULT_MODEL)
         if note:
             raw["model"] = picked
             cfg = config_from_dict(raw, "init")
             notes.append(note)
     if spec.overflow and train is not None:
-        examples, count = _read_once(examples, count, cfg, train)  # no examples: the default length stays
+        examples = _read_once(examples, cfg, train)  # no examples: the default length stays
         length, note = _fitting_max_length(cfg, examples[:SAMPLE], base)
         if note:
             raw["data"] = {**data, "max_length": length}
             cfg = config_from_dict(raw, "init")
             notes.append(note)
     if method is None and spec.sentence_methods and train is not None and not cfg.data.text_pair_field:
-        notes.extend(_fewshot_hint(*_read_once(examples, count, cfg, train)))
-    documents = len({getattr(ex, "doc_id", i) for i, ex in enumerate(examples or [])}) or count  # sequences, at least
+        examples = _read_once(examples, cfg, train)
+        notes.extend(_fewshot_hint(examples))
+    count = len(examples or [])
+    documents = len({getattr(ex, "doc_id", i) for i, ex in enumerate(examples or [])})  # sequences, at least
     tokens = spec.tokens_for_large_set(count, cfg.method, cfg.data.max_length, documents)
     batch = spec.batch_for_large_set(count, cfg.method)
     if tokens is not None:
@@ -105,13 +106,13 @@ def write_starter(output: Path, *, task: str, model: str | None = None, method: 
 FEWSHOT_HINT_MAX = 64  # examples per label up to which the few-shot learner is the better start (README: few-shot rows)
 
 
-def _fewshot_hint(examples: list, count: int) -> list[str]:
+def _fewshot_hint(examples: list) -> list[str]:
     """A note suggesting method fewshot when every label has few examples (counted over the whole file):
     measured ahead of full fine-tuning on the same examples at 8 and 64 per label (bench/fewshot.py)."""
     per_label = Counter(label for ex in examples for label in ex.labels)
     if not per_label or max(per_label.values()) > FEWSHOT_HINT_MAX:
         return []
-    return [f"{count:,} training examples, at most {max(per_label.values())} per label: with this few, method fewshot "
+    return [f"{len(examples):,} training examples, at most {max(per_label.values())} per label: with this few, method fewshot "
             "(contrastive sentence pairs, then a head) measured ahead of full fine-tuning on the same examples "
             "(Banking77, 8 per label: 83.1 vs 77.9% test accuracy; SST-2, 64 per label: 77.7 vs 73.0%); "
             "to use it, run init again with --method fewshot"]
@@ -141,20 +142,20 @@ def _fitting_max_length(cfg, examples: list, base: Path) -> tuple[int, str | Non
 SAMPLE = 1000  # the first examples the model and max_length choices look at (language detection, tokenizing)
 
 
-def _read_once(examples: list | None, count: int, cfg, train: Path) -> tuple[list, int]:
-    """The training examples and their count, read now unless already read; a file with bad rows gives
-    none (validate and train report them)."""
+def _read_once(examples: list | None, cfg, train: Path) -> list:
+    """The training examples, read now unless already read; a file with bad rows gives none (validate
+    and train report them)."""
     if examples is not None:
-        return examples, count
+        return examples
     try:
         return _all_examples(cfg, train)
     except UserError:
-        return [], 0
+        return []
 
 
-def _all_examples(cfg, train: Path) -> tuple[list, int]:
+def _all_examples(cfg, train: Path) -> list:
     """The examples of the training file, read as training will read it (its reader's notes were
-    already given by the field inference: silenced here), and how many there are."""
+    already given by the field inference: silenced here)."""
     import logging
 
     logging.disable(logging.WARNING)
@@ -162,7 +163,7 @@ def _all_examples(cfg, train: Path) -> tuple[list, int]:
         examples, _ = get_task(cfg.task).read(cfg, train)
     finally:
         logging.disable(logging.NOTSET)
-    return examples, len(examples)
+    return examples
 
 
 def _texts(examples: list) -> list[str]:

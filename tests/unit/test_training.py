@@ -184,13 +184,12 @@ def test_ner_full_fine_tuning_on_a_large_set_cuts_batches_by_tokens_unless_set(t
         assert not keep.sized_batch and keep.cfg.training.max_tokens_per_batch in (None, 512)
     # sentences without documents (JSONL lines, a CoNLL file without -DOCSTART-) are a sequence each:
     # a budget of 14 full sequences would hold ~80 of them, so they keep batches of 16 and the model's dropout
-    single = write_conll(tmp_path / "single.txt", ner_sentences(LARGE_TRAINING_SET, 7), docs_of=0)
-    p = prepare(cfg(single), tmp_path)
+    sentences = ner_sentences(LARGE_TRAINING_SET, 7)
+    p = prepare(cfg(write_conll(tmp_path / "single.txt", sentences, docs_of=0)), tmp_path)
     assert len(p.train_features) == LARGE_TRAINING_SET
     assert not p.sized_batch and p.cfg.training.max_tokens_per_batch is None and p.cfg.training.batch_size == 16
     assert not p.sized_dropout and p.cfg.training.hidden_dropout is None
     as_jsonl = tmp_path / "single.jsonl"  # the same sentences as JSONL lines: the same; with a doc_id per 4 lines: packed
-    sentences = ner_sentences(LARGE_TRAINING_SET, 7)
     as_jsonl.write_text("".join(json.dumps({"tokens": [w for w, _ in s], "tags": [t for _, t in s]}) + "\n" for s in sentences))
     assert not prepare(cfg(as_jsonl), tmp_path).sized_batch
     as_jsonl.write_text("".join(json.dumps({"tokens": [w for w, _ in s], "tags": [t for _, t in s], "doc_id": i // 4}) + "\n"
