@@ -13,7 +13,9 @@ What runs (one job at a time; every job is its own process):
   labels 0/1 are written as `negative`/`positive`. Banking77: the official train.csv / test.csv
   (3,080 rows, 77 intents). For a dataset, N and seed s, N training examples per class are drawn from
   train with random.Random(f"{dataset}/{N}/{s}") (classes in sorted order, then the sample shuffled)
-  and written to one CSV (text,label) that EVERY method of that (dataset, N, s) trains on.
+  and written to one CSV (text,label) that EVERY method of that (dataset, N, s) trains on. A class
+  with fewer than N training rows gives all it has (Banking77 at N=64: 4 of 77 intents have 35-61);
+  each result stores `examples` and `short_labels`.
 - lmforge-fewshot: `lmforge init --method fewshot --model minilm-l6 --train FEW --test TEST`, then
   `lmforge train CFG training.seed=s` plus the --set overrides. All N examples train: a sentence
   method holds nothing out for dev. Defaults: fewshot.pairs_per_example 20, fewshot.epochs 1,
@@ -105,18 +107,20 @@ def load(dataset: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], di
     raise SystemExit(f"unknown dataset {dataset!r}; choose from {DATASETS}")
 
 
-def sample(rows: list[tuple[str, str]], n: int, key: str) -> list[tuple[str, str]]:
-    """n rows per label, seeded by key; the same key gives the same rows to every method."""
+def sample(rows: list[tuple[str, str]], n: int, key: str) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """n rows per label, seeded by key; the same key gives the same rows to every method.
+
+    A label with fewer than n training rows gives all of them; those labels and their counts are
+    returned beside the rows (and stored with every job's result), never silently.
+    """
     rng = random.Random(key)
     by_label: dict[str, list[tuple[str, str]]] = {}
     for row in rows:
         by_label.setdefault(row[1], []).append(row)
-    short = {label: len(group) for label, group in by_label.items() if len(group) < n}
-    if short:
-        raise SystemExit(f"{key}: fewer than {n} examples for {short}")
-    out = [row for label in sorted(by_label) for row in rng.sample(by_label[label], n)]
+    short = {label: len(group) for label, group in sorted(by_label.items()) if len(group) < n}
+    out = [row for label in sorted(by_label) for row in rng.sample(by_label[label], min(n, len(by_label[label])))]
     rng.shuffle(out)
-    return out
+    return out, short
 
 
 def stratified_head(rows: list[tuple[str, str]], limit: int | None) -> list[tuple[str, str]]:
@@ -357,7 +361,11 @@ def main() -> None:
                             and not done(f"{dataset}/n{n}/{m}/seed{seed}", m)]
                     if not jobs:
                         continue
-                    few = write_csv(tmp / f"{dataset}-n{n}-seed{seed}.csv", sample(train_rows, n, f"{dataset}/{n}/{seed}"))
+                    rows, short = sample(train_rows, n, f"{dataset}/{n}/{seed}")
+                    if short:
+                        print(f"   {dataset}, N = {n}: fewer than {n} training examples for {len(short)} labels, "
+                              f"all of theirs are used: {short}", flush=True)
+                    few = write_csv(tmp / f"{dataset}-n{n}-seed{seed}.csv", rows)
                     for method in jobs:
                         key = f"{dataset}/n{n}/{method}/seed{seed}"
                         print(f"== {key}", flush=True)
@@ -368,6 +376,7 @@ def main() -> None:
                             result = run_setfit(few, test, seed, sf, model_dir)
                         else:
                             result = run_full(few, test, seed, args.full_epochs, tmp, name)
+                        result.update(examples=len(rows), short_labels=short)
                         record(key, method, result)
     save()
     _, table = summarise(results, args.datasets, args.n, args.methods)
