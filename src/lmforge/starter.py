@@ -109,14 +109,14 @@ FEWSHOT_HINT_MAX = 64  # examples per label up to which the few-shot learner is 
 def _fewshot_hint(examples: list) -> list[str]:
     """A note suggesting method fewshot when every label has few examples (counted over the whole file):
     measured ahead of full fine-tuning on the same examples at 8 and 64 per label (bench/fewshot.py; on Banking77
-    at 64 per label only ahead of the 3 epochs init writes, not of 20)."""
+    at 64 per label only ahead of 3 epochs, the default at that size, not of 20)."""
     per_label = Counter(label for ex in examples for label in ex.labels)
     if not per_label or max(per_label.values()) > FEWSHOT_HINT_MAX:
         return []
     return [f"{len(examples):,} training examples, at most {max(per_label.values())} per label: with this few, method fewshot "
             "(contrastive sentence pairs, then a head) measured ahead of full fine-tuning on the same examples "
             "(Banking77, 8 per label: 83.1 vs 77.9% test accuracy; SST-2, 64 per label: 77.7 vs 73.0%; Banking77, "
-            "64 per label: 90.9 vs 84.8% at the 3 epochs written here, though 20 epochs, 10x the steps, reached 91.7%); "
+            "64 per label: 90.9 vs 84.8% after 3 epochs, the default at that size, though 20 epochs, 10x the steps, reached 91.7%); "
             "to use it, run init again with --method fewshot"]
 
 

@@ -301,7 +301,7 @@ def test_few_examples_per_label_suggest_method_fewshot(capsys, tmp_path: Path, t
     assert code == 0, err
     assert "128 training examples, at most 64 per label: with this few, method fewshot" in err
     assert "run init again with --method fewshot" in err
-    assert "90.9 vs 84.8% at the 3 epochs written here" in err  # the one cell where 20 epochs of full fine-tuning lead
+    assert "90.9 vs 84.8% after 3 epochs, the default at that size" in err  # the one cell where 20 epochs of full fine-tuning lead
     assert load_config(out).method == "full"  # a note, not a change
     code, err, out = init(capsys, tmp_path, "--train", few, "--model", tiny_model, "--method", "fewshot")
     assert code == 0 and "per label: with this few" not in err and load_config(out).method == "fewshot"
