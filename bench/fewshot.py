@@ -117,8 +117,9 @@ def sample(rows: list[tuple[str, str]], n: int, key: str) -> tuple[list[tuple[st
     by_label: dict[str, list[tuple[str, str]]] = {}
     for row in rows:
         by_label.setdefault(row[1], []).append(row)
-    short = {label: len(group) for label, group in sorted(by_label.items()) if len(group) < n}
-    out = [row for label in sorted(by_label) for row in rng.sample(by_label[label], min(n, len(by_label[label])))]
+    groups = sorted(by_label.items())
+    short = {label: len(group) for label, group in groups if len(group) < n}
+    out = [row for _, group in groups for row in rng.sample(group, min(n, len(group)))]
     rng.shuffle(out)
     return out, short
 
