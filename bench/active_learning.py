@@ -456,8 +456,8 @@ def main() -> None:
              if str(seed) not in FULL_SEEDS.get(dataset, {})]
     known: dict = {}  # job: the points of a random curve measured before
     for dataset in args.datasets:
-        for strategy in args.strategies:
-            for seed in range(args.seed_from, args.seeds):
+        for seed in range(args.seed_from, args.seeds):  # seed by seed: a stopped run leaves whole seeds (every strategy)
+            for strategy in args.strategies:
                 done = results.get(dataset, {}).get(_strategy_for(dataset, strategy), {}).get(str(seed), [])
                 if strategy == "random" and done and args.random_extra:  # continued: measured rounds are not trained again
                     jobs.append(("curve", dataset, strategy, seed))
