@@ -14,8 +14,10 @@ as `exclude`, as a user would pass their labelled file. A full-data run per data
 the table reports the labels (NER: labelled tokens) needed to reach 95% and 98% (NER: 99%) of the
 full-data score, read off each curve by linear interpolation. `--full-data-seeds N` trains the full-data
 run with N seeds, to show how much the target itself moves (the target stays seed 0's score).
-`--round-training KEY=VALUE ...` changes how every round trains (e.g. `average_last=3`: on SST-2 the
-10% dev hold-out of a few thousand labels picks the best of 5 epochs by noise, README).
+`--round-training KEY=VALUE ...` changes how every round trains. Since 2026-12-06 a round scored on
+fewer than 1,000 dev examples keeps the mean of its last 3 epochs' weights (lmforge's default for a
+small dev set: the 10% hold-out of a few thousand labels picks the best of 5 epochs by noise, README);
+the rows measured before then kept the best epoch: `--round-training average_last=0` trains them so.
 
 Pools are subsampled to fit the machine (SST-2: 4,000 training sentences; Banking77: the 10,003
 training texts; CoNLL-2003: 4,000 training sentences) and the test sets are official (SST-2: GLUE
@@ -403,8 +405,8 @@ def main() -> None:
                              "large-set defaults)")
     parser.add_argument("--round-training", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training settings for every round of every curve (not the full-data run), e.g. "
-                             "average_last=3 (the mean of the last 3 epochs' weights instead of the epoch a small dev "
-                             "hold-out picks)")
+                             "average_last=0 (the epoch the dev hold-out picks, as before 2026-12-06, instead of the "
+                             "mean of the last 3 epochs' weights that lmforge keeps for fewer than 1,000 dev examples)")
     parser.add_argument("--merge-parts", type=Path, default=None,
                         help="only merge the per-curve part files of a stopped --jobs run (a folder) into <name>.json and plot")
     args = parser.parse_args()

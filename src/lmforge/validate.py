@@ -8,7 +8,7 @@ import torch
 
 from .config import load_config
 from .tasks.base import collate
-from .training.setup import SMALL_SET_STEPS, build_model, dev_cadence, prepare
+from .training.setup import SMALL_DEV, SMALL_SET_STEPS, build_model, dev_cadence, prepare
 
 
 def validate_config(path: Path, overrides: list[str]) -> dict:
@@ -46,6 +46,9 @@ def validate_config(path: Path, overrides: list[str]) -> dict:
     if p.sized_epochs:  # filled from the data: say so before training takes them
         summary["epochs"] = (f"{cfg.training.epochs:g} (training.epochs empty: about {SMALL_SET_STEPS} optimizer steps on a small set"
                              f"{dev_cadence(cfg.training)})")
+    if p.sized_average:
+        summary["kept weights"] = (f"the mean of the last {cfg.training.average_last} dev evaluations (training.average_last empty: "
+                                   f"fewer than {SMALL_DEV:,} dev examples rank epochs by noise; 0 keeps the best)")
     if p.splits.scheme:
         summary["tag scheme"] = p.splits.scheme
     unknown, tokens = p.unknown_tokens

@@ -395,7 +395,7 @@ def test_average_last_is_refused_where_there_are_no_evaluations(tmp_path, tiny_m
     with pytest.raises(Exception, match="training.average_last: method fewshot trains in one pass"):
         load_config(make_config(tmp_path, tiny_model, cls_data, method="fewshot", average_last=3))
     with pytest.raises(Exception, match="average_last"):
-        load_config(make_config(tmp_path, tiny_model, cls_data, average_last=1))
+        load_config(make_config(tmp_path, tiny_model, cls_data, average_last=-1))
 
 
 def _steps_of(p, n: int):
@@ -511,3 +511,63 @@ def test_layer_decay_places_embeddings_by_position_whatever_their_name():
     assert scales == {"transformer.wte.weight": 0.125, "transformer.wpe.weight": 0.125, "transformer.h.0.attn.c_attn.weight": 0.25,
                       "transformer.h.1.attn.c_attn.weight": 0.5, "transformer.ln_f.weight": 1.0}
     assert set(layer_scales(names, None).values()) == {1.0} and set(layer_scales(names, 1.0).values()) == {1.0}
+
+
+def test_a_small_dev_set_keeps_the_mean_of_the_last_three_evaluations_unless_told(tmp_path, tiny_model, cls_data):
+    """Empty training.average_last: full fine-tuning scored on fewer than 1,000 dev examples over 5+
+    evaluations keeps the mean of the last 3 (the best of a few noisy dev scores swings test accuracy),
+    says so, and records it in the run's config; average_last: 0 keeps the best evaluation."""
+    import json
+
+    import yaml
+    from rich.console import Console
+
+    from lmforge.config import load_config
+    from lmforge.training.loop import train
+
+    from lmforge.validate import validate_config
+
+    path = make_config(tmp_path, tiny_model, cls_data, epochs=5)
+    assert validate_config(path, [])["kept weights"].startswith("the mean of the last 3 dev evaluations (training.average_last empty")
+    assert "kept weights" not in validate_config(path, ["training.average_last=0"])
+    console = Console(record=True, width=400)
+    run = train(load_config(path), tmp_path, console=console)
+    info = json.loads((run / "run.json").read_text())
+    assert len(info["averaged_steps"]) == 3 and info["averaged_steps"][-1] == info["steps"]
+    said = console.export_text()
+    assert "mean of the weights at the last 3 dev evaluations, not the best one (12 dev examples; training.average_last empty)" in said
+    assert "training.average_last: 0 keeps the best evaluation" in said
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["average_last"] == 3  # a resume averages too
+
+    console = Console(record=True, width=400)
+    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=5, average_last=0)), tmp_path,
+                overwrite=True, console=console)
+    info = json.loads((run / "run.json").read_text())
+    assert "averaged_steps" not in info and "mean of the weights" not in console.export_text()
+    logged = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
+    dev = [row["accuracy"] for row in logged if row["split"] == "dev"]
+    assert len(dev) == 5 and json.loads((run / "metrics.json").read_text())["dev"]["accuracy"] == pytest.approx(max(dev))
+
+
+@pytest.mark.parametrize("change,averages", [
+    ({}, True),
+    ({"training": {"epochs": 4}}, False),  # 4 evaluations: the last 3 would take in the least trained
+    ({"training": {"epochs": 40, "eval_every_steps": 100}}, True),  # 8 evaluations of 100 steps
+    ({"training": {"epochs": 40, "eval_every_steps": 250}}, False),
+    ({"training": {"max_steps": 60}}, False),  # 3 epochs of 20 steps
+    ({"training": {"early_stopping_patience": 2}}, False),  # the best is what early stopping looks for
+    ({"training": {"average_last": 5}}, False),  # set: kept as it is
+    ({"training": {"average_last": 0}}, False),
+    ({"dev": 1000}, False),
+    ({"method": "lora"}, False),
+])
+def test_which_runs_average_by_default(tmp_path, change, averages):
+    from lmforge.config import config_from_dict
+    from lmforge.training.setup import sized_average
+
+    raw = {"name": "r", "task": "text-classification", "model": "minilm-l6", "method": change.get("method", "full"),
+           "data": {"train": "t.csv"}, "training": {"epochs": 5, "batch_size": 16, **change.get("training", {})}}
+    cfg = config_from_dict(raw)
+    set_before = cfg.training.average_last
+    assert sized_average(cfg, change.get("dev", 999), [10] * 320) is averages  # 20 steps an epoch
+    assert cfg.training.average_last == (3 if averages else set_before)

@@ -36,7 +36,7 @@ from .consumers import Checkpointer, DevSelection, StepLogger, sharded_logits
 from .dropout import use_fast_dropout
 from .finalize import finalize_run
 from .progress import TrainProgress
-from .setup import SMALL_SET_REASON, Prepared, build_model, dev_cadence, prepare
+from .setup import SMALL_DEV_REASON, SMALL_SET_REASON, Prepared, build_model, dev_cadence, prepare
 from .state import TrainState
 from .steps import Stepper, anchor, compiled, optimizer, plan_arguments, schedule, total_steps, train_steps
 from .tracking import Tracker, mlflow_for
@@ -297,7 +297,10 @@ def _announce(p: Prepared, training: _Training, world: int, console: Console, ca
     if p.sized_dropout:
         console.print(f"hidden dropout {cfg.training.hidden_dropout:g} ({len(p.splits.train):,} training examples; "
                       f"training.hidden_dropout empty): {LARGE_SET_DROPOUT_REASON}")
-    if cfg.training.average_last:
+    if p.sized_average:
+        console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations, "
+                      f"not the best one ({len(p.splits.dev):,} dev examples; training.average_last empty): {SMALL_DEV_REASON}")
+    elif cfg.training.average_last:
         console.print(f"the saved model will be the mean of the weights at the last {cfg.training.average_last} dev evaluations "
                       "(training.average_last), not the best one")
     if p.truncated_train:
