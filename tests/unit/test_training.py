@@ -527,7 +527,7 @@ def test_a_small_dev_set_keeps_the_mean_of_the_last_three_evaluations_unless_tol
 
     from lmforge.validate import validate_config
 
-    path = make_config(tmp_path, tiny_model, cls_data, epochs=5)
+    path = make_config(tmp_path, tiny_model, cls_data, epochs=5, average_last=None)  # empty: lmforge's default
     assert validate_config(path, [])["kept weights"].startswith("the mean of the last 3 dev evaluations (training.average_last empty")
     assert "kept weights" not in validate_config(path, ["training.average_last=0"])
     console = Console(record=True, width=400)
