@@ -121,7 +121,7 @@ def dev_cadence(t) -> str:
 SMALL_DEV = 1000  # dev examples below which an empty training.average_last averages (full fine-tuning)
 AVERAGED_EVALUATIONS = 3
 MIN_EVALUATIONS = 5  # averaging the last 3 of fewer evaluations would take in the first, least trained ones
-SMALL_DEV_REASON = ("a dev set this small ranks the evaluations by noise: on SST-2 from 200-8,000 labels (10% held out "
+SMALL_DEV_REASON = ("a dev set this small ranks the evaluations by noise: on SST-2 from 200-3,200 labels (10% held out "
                     "as dev, MiniLM-L6, 5 epochs) the best dev evaluation swung test accuracy by up to 6 points from one "
                     "round to the next; the mean of the last 3 was 0.7 points better over 32 rounds (better on 27) and "
                     "dropped at most 2.8 (bench/active_learning.py); training.average_last: 0 keeps the best evaluation")
