@@ -524,7 +524,6 @@ def test_a_small_dev_set_keeps_the_mean_of_the_last_three_evaluations_unless_tol
 
     from lmforge.config import load_config
     from lmforge.training.loop import train
-
     from lmforge.validate import validate_config
 
     path = make_config(tmp_path, tiny_model, cls_data, epochs=5, average_last=None)  # empty: lmforge's default
@@ -547,6 +546,10 @@ def test_a_small_dev_set_keeps_the_mean_of_the_last_three_evaluations_unless_tol
     logged = [json.loads(line) for line in (run / "logs" / "metrics.jsonl").read_text().splitlines()]
     dev = [row["accuracy"] for row in logged if row["split"] == "dev"]
     assert len(dev) == 5 and json.loads((run / "metrics.json").read_text())["dev"]["accuracy"] == pytest.approx(max(dev))
+
+    run = train(load_config(make_config(tmp_path, tiny_model, cls_data, epochs=5, average_last=1)), tmp_path, overwrite=True)
+    info = json.loads((run / "run.json").read_text())
+    assert info["averaged_steps"] == [info["steps"]]  # 1: the last evaluation's weights
 
 
 @pytest.mark.parametrize("change,averages", [

@@ -134,7 +134,7 @@ def sized_average(cfg: ProjectConfig, dev_examples: int, lengths: list[int]) -> 
     of the single best one. Call after the epochs and batches are sized. Returns whether it did."""
     t = cfg.training
     if (t.average_last is not None or cfg.method != "full" or get_task(cfg.task).decoder or t.early_stopping_patience
-            or not 0 < dev_examples < SMALL_DEV or not lengths or t.epochs is None):
+            or not 0 < dev_examples < SMALL_DEV or not lengths):
         return False
     varies = t.max_tokens_per_batch is not None
     steps = total_steps(lengths, plan_arguments(t), t.epochs, t.gradient_accumulation_steps, varies)
