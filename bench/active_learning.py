@@ -1,7 +1,7 @@
 """Active-learning learning curves with a simulated annotator (the gold labels), through the same
 library functions `lmforge suggest` and `lmforge train` call.
 
-    python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity]
+    python bench/active_learning.py [--datasets sst2 banking77 conll] [--strategies random margin margin+diversity margin+random]
                                     [--seeds 3] [--rounds 8] [--name active_learning]
                                     [--random-extra SHARE ...] [--extra SHARE ...] [--min-steps N] [--jobs N --threads T]
 
@@ -9,7 +9,8 @@ Per dataset, strategy and seed: the first batch is the cold start (`suggest` wit
 medoids of MiniLM-L6 embeddings; `random`: a seeded random sample), then each round trains a fresh
 model on everything labelled so far (minilm-l6, full fine-tuning, lmforge defaults except the epochs
 below), scores it on the test set, and asks `suggest(run, pool, step, strategy=...)` for the next
-batch, whose gold labels are looked up (the simulated annotator). Already-labelled texts are passed
+batch, whose gold labels are looked up (the simulated annotator); `margin+random` takes half of each
+batch from margin (no diversity step) and half at random, as the random curves draw. Already-labelled texts are passed
 as `exclude`, as a user would pass their labelled file. A full-data run per dataset gives the target:
 the table reports the labels (NER: labelled tokens) needed to reach 95% and 98% (NER: 99%) of the
 full-data score, read off each curve by linear interpolation. `--full-data-seeds N` trains the full-data
@@ -196,15 +197,23 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
             break
         more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)  # --extra: up to the share
         if strategy == "random":
-            taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
-            rest = [k for k in sorted(gold) if k not in taken]
-            chosen += [gold[k] for k in random.Random(seed * 1000 + round_no).sample(rest, min(more, len(rest)))]
+            chosen += _random_picks(chosen, gold, more, seed * 1000 + round_no)
             continue
-        base, _, diverse = strategy.partition("+")
-        picks = suggest(run, pool, more, strategy=base, diversity=bool(diverse), exclude=[labelled_file], seed=seed,
-                        device=_device()).records
+        base, _, second = strategy.partition("+")  # margin+diversity; margin+random: half the batch drawn at random
+        mixed = second == "random"
+        picks = suggest(run, pool, more - more // 2 if mixed else more, strategy=base, diversity=second == "diversity",
+                        exclude=[labelled_file], seed=seed, device=_device()).records
         chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
+        if mixed:
+            chosen += _random_picks(chosen, gold, more // 2, seed * 1000 + round_no)
     return points
+
+
+def _random_picks(chosen: list[dict], gold: dict, k: int, seed: int) -> list[dict]:
+    """k gold records not chosen yet, drawn with `seed` (the random curves' picks)."""
+    taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
+    rest = [key for key in sorted(gold) if key not in taken]
+    return [gold[key] for key in random.Random(seed).sample(rest, min(k, len(rest)))]
 
 
 def last_round(dataset: str, rounds: int) -> int:
