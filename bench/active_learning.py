@@ -26,7 +26,10 @@ dev). Results go to bench/results/<name>.json after every round and the curves t
 `--random-extra` continues the random curves to larger label counts (to measure how many labels random
 needs where active learning needs fewer); given again to a results file that holds random curves, it
 continues them without training their measured rounds again. `--extra` continues every curve, the active
-strategies too (`suggest` picks the difference to each share; a larger last batch). `--warm-start` trains each round after the first from the previous round's model (incremental
+strategies too (`suggest` picks the difference to each share; a larger last batch); with `--jobs`, an
+active curve's picks are recorded round by round (<name>.parts/*.picks), so given again it trains only its
+last measured round (the model to suggest from; the same weights at a fixed thread count) and the new ones,
+and a stopped run goes on from its last complete round. `--warm-start` trains each round after the first from the previous round's model (incremental
 training) instead of a fresh one. `--jobs N` runs N curves at once in separate processes (a
 machine with many cores or a GPU: training and suggest then run on the GPU); results are saved as each
 curve completes. `LMFORGE_BENCH_DATA` points at a copy of the shared data on another machine.
@@ -162,32 +165,45 @@ def _device() -> str | None:
 
 
 def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, results: dict, save,
-          random_extra: tuple[float, ...] = (), known: list = (), extra: tuple[float, ...] = ()) -> list[tuple[int, float]]:
-    """One learning curve. `known`: a random curve's points measured before (its picks are seeded, so
-    they are drawn again and only the rounds not measured yet are trained: --random-extra continues it)."""
+          random_extra: tuple[float, ...] = (), known: list = (), extra: tuple[float, ...] = (),
+          picks: Path | None = None) -> list[tuple[int, float]]:
+    """One learning curve. `known`: the curve's points measured before. A random curve's picks are
+    seeded, so they are drawn again and only the rounds not measured yet are trained (--random-extra
+    continues it); an active curve's picks are recorded round by round in `picks`, so it is continued
+    from them: its last measured round is trained again (the model to suggest from) and the rounds
+    before are read back (--extra continues it)."""
     from lmforge.active.suggest import suggest
 
     task, pool_size, first, step, epochs = DATASETS[dataset]
     pool, test, gold = load(dataset, pool_size, tmp)
     labelled_file = tmp / f"{dataset}-{strategy}-{seed}-labelled.jsonl"
+    replay = read_picks(picks, gold)[:len(known)] if picks and strategy != "random" and known and not WARM_START else []
     if strategy == "random":
         keys = random.Random(seed).sample(sorted(gold), first)
         chosen = [gold[k] for k in keys]
+    elif replay:
+        chosen = replay[0]
     else:
-        picks = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
-        chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
-    points, run = [], None
+        cold = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
+        chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in cold]
+    points, run, counts = [], None, []
     extra = extra_sizes(strategy, len(gold), last_round(dataset, rounds), random_extra, extra)
     for round_no in range(rounds + len(extra)):
+        if round_no < len(replay):
+            chosen = list(replay[round_no])
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
-        if strategy == "random" and round_no < len(known) and known[round_no][0] == size_of(chosen):
+        counts.append(len(chosen))
+        if picks:
+            write_picks(picks, gold, chosen, counts)
+        read_back = strategy == "random" or round_no < len(replay) - 1  # the last replayed round is trained again
+        if read_back and round_no < len(known) and known[round_no][0] == size_of(chosen):
             score, seconds, when = known[round_no][1], 0.0, " (measured before)"
         else:
             # --warm-start: from the previous round's model, so two run folders take turns
             out = tmp / "runs" / f"{dataset}-{strategy.replace('+', '-')}-{seed}{f'-{round_no % 2}' * WARM_START}"
             run, score, seconds = train_on(task, labelled_file, test, out, epochs, seed,
                                            base=run if WARM_START and round_no else None, training=ROUND_TRAINING)
-            when = ""
+            when = f" (measured before: {known[round_no][1]:.4f})" if round_no < len(replay) else ""
         points.append((size_of(chosen), score))
         print(f"{dataset} {strategy} seed {seed} round {round_no}: {len(chosen)} labelled ({size_of(chosen)}), "
               f"test {score:.4f}, {seconds:.0f} s{when}", flush=True)
@@ -195,15 +211,17 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         save()
         if round_no == rounds + len(extra) - 1:
             break
+        if strategy != "random" and round_no < len(replay) - 1:
+            continue  # the next round's picks are read back
         more = step if round_no < rounds - 1 else extra[round_no - rounds + 1] - len(chosen)  # --extra: up to the share
         if strategy == "random":
             chosen += _random_picks(chosen, gold, more, seed * 1000 + round_no)
             continue
         base, _, second = strategy.partition("+")  # margin+diversity; margin+random: half the batch drawn at random
         mixed = second == "random"
-        picks = suggest(run, pool, more - more // 2 if mixed else more, strategy=base, diversity=second == "diversity",
+        batch = suggest(run, pool, more - more // 2 if mixed else more, strategy=base, diversity=second == "diversity",
                         exclude=[labelled_file], seed=seed, device=_device()).records
-        chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in picks]
+        chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in batch]
         if mixed:
             chosen += _random_picks(chosen, gold, more // 2, seed * 1000 + round_no)
     return points
@@ -214,6 +232,26 @@ def _random_picks(chosen: list[dict], gold: dict, k: int, seed: int) -> list[dic
     taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
     rest = [key for key in sorted(gold) if key not in taken]
     return [gold[key] for key in random.Random(seed).sample(rest, min(k, len(rest)))]
+
+
+def write_picks(path: Path, gold: dict, chosen: list[dict], counts: list[int]) -> None:
+    """An active curve's picks so far: positions in the sorted pool, in the order chosen, and how many
+    each round had (JSON, written whole then renamed: a stopped run leaves the last complete round)."""
+    position = {key: i for i, key in enumerate(sorted(gold))}
+    keys = [position[_key(r.get("text") or "".join(r.get("tokens", [])))] for r in chosen]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".tmp")
+    part.write_text(json.dumps({"counts": counts, "picks": keys}) + "\n")
+    part.replace(path)
+
+
+def read_picks(path: Path, gold: dict) -> list[list[dict]]:
+    """The chosen records of each recorded round (empty when nothing was recorded)."""
+    if not path.is_file():
+        return []
+    recorded = json.loads(path.read_text())
+    order = sorted(gold)
+    return [[gold[order[i]] for i in recorded["picks"][:count]] for count in recorded["counts"]]
 
 
 def last_round(dataset: str, rounds: int) -> int:
@@ -317,13 +355,19 @@ def _job(job: tuple, rounds: int, random_extra: tuple, settings: dict, threads: 
         if kind == "full":
             return full_score(dataset, Path(tmp_name), seed)
         mine: dict = {}
-        part = parts / f"{dataset}-{strategy.replace('+', '-')}-{seed}.json"
+        part = picks_path(parts, dataset, strategy, seed).with_suffix(".json")
 
         def save_part() -> None:
             parts.mkdir(parents=True, exist_ok=True)
             part.write_text(json.dumps(mine) + "\n")
 
-        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra, known, extra)
+        return curve(dataset, _strategy_for(dataset, strategy), seed, rounds, Path(tmp_name), mine, save_part, random_extra, known, extra,
+                     picks_path(parts, dataset, strategy, seed))
+
+
+def picks_path(parts: Path, dataset: str, strategy: str, seed: int) -> Path:
+    """Where an active curve's picks are recorded, beside its part file <dataset>-<strategy>-<seed>.json."""
+    return parts / f"{dataset}-{strategy.replace('+', '-')}-{seed}.picks"
 
 
 def labels_needed(results: dict, full: dict, rounds: int) -> dict:
@@ -476,7 +520,7 @@ def main() -> None:
     jobs = [("full", dataset, "", 0) for dataset in args.datasets if dataset not in full]
     jobs += [("full", dataset, "", seed) for dataset in args.datasets for seed in range(1, args.full_data_seeds)
              if str(seed) not in FULL_SEEDS.get(dataset, {})]
-    known: dict = {}  # job: the points of a random curve measured before
+    known: dict = {}  # job: the points measured before (random curves; active curves whose picks were recorded)
     for dataset in args.datasets:
         for seed in range(args.seed_from, args.seeds):  # seed by seed: a stopped run leaves whole seeds (every strategy)
             for strategy in args.strategies:
@@ -485,8 +529,11 @@ def main() -> None:
                     jobs.append(("curve", dataset, strategy, seed))
                     known[jobs[-1]] = done
                 elif len(done) < args.rounds + len(extra_sizes(strategy, DATASETS[dataset][1], last_round(dataset, args.rounds), (), tuple(args.extra))):
-                    # a curve cut short (the run was stopped), or to be continued past its rounds, is run again from its start
+                    # a curve cut short (the run was stopped), or to be continued past its rounds: from its recorded
+                    # picks (--jobs runs record them), else again from its start
                     jobs.append(("curve", dataset, strategy, seed))
+                    if done and args.jobs > 1 and picks_path(RESULTS / f"{args.name}.parts", dataset, strategy, seed).is_file():
+                        known[jobs[-1]] = done
     if args.jobs <= 1:
         with tempfile.TemporaryDirectory() as tmp_name:
             for kind, dataset, strategy, seed in jobs:
