@@ -3,6 +3,7 @@ exclusion rules, the records' round trip through the readers, cold start and CLI
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,18 @@ def test_suggest_cli_writes_the_file_and_refuses_bad_input(cls_run, tmp_path):
     bad.write_bytes(b"fine\n\xff\xfe broken\n")
     r = run_cli("suggest", cls_run, "--pool", bad)
     assert r.returncode == 2 and "bad.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_half_margin_half_random_recipe_through_the_cli(cls_run, tmp_path):
+    """The README's margin + random round (SST-2: 98% of full data from 2.7x fewer labels than random
+    picks): margin without the diversity step, then random picks that leave the first file's texts out."""
+    pool = _pool(tmp_path, POOL)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    r = run_cli("suggest", cls_run, "--pool", pool, "-n", "3", "--strategy", "margin", "--no-diversity", "-o", first)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("suggest", cls_run, "--pool", pool, "-n", "3", "--strategy", "random", "--exclude", first, "-o", second)
+    assert r.returncode == 0, r.stderr
+    texts = [[ex.text for ex in read_classification(path)] for path in (first, second)]  # pre-filled: the readers take them
+    assert len(texts[0]) == len(texts[1]) == 3 and not set(texts[0]) & set(texts[1])
+    strategies = [[json.loads(line)[SUGGESTION_KEY]["strategy"] for line in path.read_text().splitlines()] for path in (first, second)]
+    assert strategies == [["margin"] * 3, ["random"] * 3]
