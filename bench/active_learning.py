@@ -63,6 +63,11 @@ def _key(text: str) -> str:
     return "".join(text.split())
 
 
+def _record_key(record: dict) -> str:
+    """The gold key of a record: its text, or its NER tokens joined."""
+    return _key(record["text"] if "text" in record else "".join(record["tokens"]))
+
+
 def load(dataset: str, pool_size: int, tmp: Path):
     """(pool file, test file, gold: key -> record) for a dataset; the pool file is what suggest reads."""
     data = shared_data()
@@ -177,6 +182,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
     task, pool_size, first, step, epochs = DATASETS[dataset]
     pool, test, gold = load(dataset, pool_size, tmp)
     labelled_file = tmp / f"{dataset}-{strategy}-{seed}-labelled.jsonl"
+    position = {key: i for i, key in enumerate(sorted(gold))}  # where a pick is recorded
     replay = read_picks(picks, gold)[:len(known)] if picks and strategy != "random" and known and not WARM_START else []
     if strategy == "random":
         keys = random.Random(seed).sample(sorted(gold), first)
@@ -185,7 +191,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         chosen = replay[0]
     else:
         cold = suggest(None, pool, first, seed=seed, task=task, device=_device()).records
-        chosen = [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in cold]
+        chosen = [gold[_record_key(r)] for r in cold]
     points, run, counts = [], None, []
     extra = extra_sizes(strategy, len(gold), last_round(dataset, rounds), random_extra, extra)
     for round_no in range(rounds + len(extra)):
@@ -194,7 +200,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         labelled_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen), encoding="utf-8")
         counts.append(len(chosen))
         if picks:
-            write_picks(picks, gold, chosen, counts)
+            write_picks(picks, position, chosen, counts)
         read_back = strategy == "random" or round_no < len(replay) - 1  # the last replayed round is trained again
         if read_back and round_no < len(known) and known[round_no][0] == size_of(chosen):
             score, seconds, when = known[round_no][1], 0.0, " (measured before)"
@@ -221,7 +227,7 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
         mixed = second == "random"
         batch = suggest(run, pool, more - more // 2 if mixed else more, strategy=base, diversity=second == "diversity",
                         exclude=[labelled_file], seed=seed, device=_device()).records
-        chosen += [gold[_key(r["text"] if "text" in r else "".join(r["tokens"]))] for r in batch]
+        chosen += [gold[_record_key(r)] for r in batch]
         if mixed:
             chosen += _random_picks(chosen, gold, more // 2, seed * 1000 + round_no)
     return points
@@ -229,16 +235,16 @@ def curve(dataset: str, strategy: str, seed: int, rounds: int, tmp: Path, result
 
 def _random_picks(chosen: list[dict], gold: dict, k: int, seed: int) -> list[dict]:
     """k gold records not chosen yet, drawn with `seed` (the random curves' picks)."""
-    taken = {_key(r.get("text") or "".join(r.get("tokens", []))) for r in chosen}
+    taken = {_record_key(r) for r in chosen}
     rest = [key for key in sorted(gold) if key not in taken]
     return [gold[key] for key in random.Random(seed).sample(rest, min(k, len(rest)))]
 
 
-def write_picks(path: Path, gold: dict, chosen: list[dict], counts: list[int]) -> None:
-    """An active curve's picks so far: positions in the sorted pool, in the order chosen, and how many
-    each round had (JSON, written whole then renamed: a stopped run leaves the last complete round)."""
-    position = {key: i for i, key in enumerate(sorted(gold))}
-    keys = [position[_key(r.get("text") or "".join(r.get("tokens", [])))] for r in chosen]
+def write_picks(path: Path, position: dict[str, int], chosen: list[dict], counts: list[int]) -> None:
+    """An active curve's picks so far: positions in the sorted pool (`position`: key -> index), in the
+    order chosen, and how many each round had (JSON, written whole then renamed: a stopped run leaves
+    the last complete round)."""
+    keys = [position[_record_key(r)] for r in chosen]
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_suffix(".tmp")
     part.write_text(json.dumps({"counts": counts, "picks": keys}) + "\n")
@@ -475,6 +481,10 @@ def main() -> None:
             except ConfigError as err:
                 parser.error(f"{flag}: {err}")
             into[".".join(keys)] = value
+    for strategy in args.strategies:  # a typo fails here, not after the first round's training
+        base, plus, second = strategy.partition("+")
+        if strategy != "random" and (base not in ("margin", "entropy", "least-confidence") or plus and second not in ("diversity", "random")):
+            parser.error(f"--strategies {strategy}: random, or margin / entropy / least-confidence, optionally +diversity or +random")
     if args.warm_start and args.random_extra:
         parser.error("--warm-start: random curves continued by --random-extra skip their measured rounds, so no model "
                      "to start from; use --extra (every curve runs from its start)")
